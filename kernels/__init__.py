@@ -1,0 +1,1 @@
+"""Triton kernels with their pure-torch references. Imported as ``dgls.kernels``; knows only tensors."""

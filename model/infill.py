@@ -1,0 +1,156 @@
+"""Text in, ranked middles out: tokenize, lay out canvases, run the sampler block by block, decode.
+
+This is the one call the engine makes on the model layer. It owns the prefix cache, so consecutive
+requests that share a prefix skip the encoder (hit) or encode only the new tokens (extend).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
+from dgls.model.canvas import Canvas
+from dgls.model.loading import LoadedModel
+from dgls.model.sampler import CancelCheck, SamplerConfig, denoise
+
+
+@dataclass
+class Candidate:
+    """One filled middle."""
+
+    text: str
+    token_ids: list[int]  # the middle's tokens, filler and end tokens removed
+    confidence: list[float]  # per kept token, probability of the chosen token at temperature 1
+    score: float  # mean log-probability over all free slots of the row (filler included)
+    n_free: int  # free slots of the canvas row that produced it (per block)
+    ended: bool  # the model ended the middle (filler or EOS) before its canvas ran out
+
+
+@dataclass
+class InfillResult:
+    """Candidates best first (distinct texts) with the cost of producing them."""
+
+    candidates: list[Candidate]
+    nfe: int  # decoder passes, all blocks
+    blocks: int
+    ms: float
+    encode_ms: float
+    prefix_cache: str  # "hit", "extend" or "miss"
+    prefix_tokens: int
+    suffix_tokens: int
+    step_ms: list[float] = field(default_factory=list)
+
+
+class Infiller:
+    """Fills the middle between a prefix and a suffix with a loaded DiffusionGemma model."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.spec = loaded.spec
+        self.prefix_cache = PrefixCache(self.model)
+        stop = {self.spec.eos_id, self.spec.pad_id, self.spec.bos_id} - {None}
+        self._end_ids = {i for i in (self.spec.eos_id,) if i is not None}
+        self._drop_ids = stop | ({self.spec.filler_id} - {None})
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        if not text:
+            return []
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of `text` (for context budgets)."""
+        return len(self.tokenize(text))
+
+    def infill(self, prefix: str, suffix: str, **kw) -> InfillResult:
+        """Fill between two strings; keyword arguments as :meth:`infill_ids`."""
+        return self.infill_ids(self.tokenize(prefix), self.tokenize(suffix), **kw)
+
+    def infill_ids(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *,
+                   lengths: Sequence[int] | None = None, n_candidates: int = 1, max_blocks: int = 1,
+                   sampler: SamplerConfig | None = None, seed: int | None = 0, cancel: CancelCheck | None = None,
+                   on_step: Callable[[int, int], None] | None = None) -> InfillResult:
+        """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
+
+        `lengths`: free slots per canvas row to try (default: the model's largest trained length); each is run
+        with `n_candidates` seeds, all rows in one batch, one decoder pass per step. `max_blocks` > 1 lets a
+        middle that fills its canvas without ending continue in further blocks (one length only): the block's
+        argmax is committed to the encoder cache and a fresh canvas follows, the suffix pinned after it.
+        """
+        t_start = time.perf_counter()
+        cfg = sampler or self.spec.sampler
+        lengths = tuple(lengths or (self.spec.canvas_lengths[-1],))
+        if min(lengths) < 1 or n_candidates < 1 or max_blocks < 1:
+            raise ValueError(f"need lengths >= 1, n_candidates >= 1 and max_blocks >= 1; got lengths={lengths}, "
+                             f"n_candidates={n_candidates}, max_blocks={max_blocks}")
+        if max_blocks > 1 and len(set(lengths)) > 1:
+            raise ValueError(f"multi-block infill takes one canvas length, got {lengths}")
+        device = self.model.device
+        generator = None
+        if seed is not None and not cfg.compat_generate:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        rows = [n for n in lengths for _ in range(n_candidates)]
+        B = len(rows)
+
+        t0 = time.perf_counter()
+        full_prefix = [self.spec.bos_id, *prefix_ids]
+        base_cache, cache_kind = self.prefix_cache.get(full_prefix)
+        encode_ms = (time.perf_counter() - t0) * 1e3
+        cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
+
+        pieces: list[list[int]] = [[] for _ in range(B)]
+        confs: list[list[float]] = [[] for _ in range(B)]
+        scores = torch.zeros(B)
+        ended = [False] * B
+        nfe, blocks, step_ms = 0, 0, []
+        while blocks < max_blocks and not all(ended):
+            denoiser = DiffusionGemmaDenoiser(self.model, cache, self.spec.noise_low)
+            canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len,
+                                  lambda shape: denoiser.noise(shape, generator),
+                                  pad_id=self.spec.pad_id or 0, device=device)
+            res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step)
+            nfe += res.steps
+            blocks += 1
+            step_ms += [t * 1e3 for t in res.step_times]
+            tokens, conf = res.tokens.tolist(), res.confidence.tolist()
+            for i, n in enumerate(rows):
+                if ended[i]:
+                    continue
+                scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
+                for tok, c in zip(tokens[i][:n], conf[i][:n]):
+                    if tok in self._end_ids:
+                        ended[i] = True
+                        break
+                    if tok == self.spec.filler_id:
+                        ended[i] = True
+                    if tok not in self._drop_ids:
+                        pieces[i].append(tok)
+                        confs[i].append(c)
+            if blocks < max_blocks and not all(ended):
+                block = res.tokens[:, : rows[0]]  # every row has the same length here
+                encode(self.model, block.to(device), cache)  # commit the block as clean context
+        candidates = self._rank(pieces, confs, scores.tolist(), rows, ended)
+        return InfillResult(candidates=candidates, nfe=nfe, blocks=blocks,
+                            ms=(time.perf_counter() - t_start) * 1e3, encode_ms=encode_ms,
+                            prefix_cache=cache_kind, prefix_tokens=len(full_prefix), suffix_tokens=len(suffix_ids),
+                            step_ms=step_ms)
+
+    def _rank(self, pieces, confs, scores, rows, ended) -> list[Candidate]:
+        """Distinct middles, best score first (ties keep batch order, so the preferred length wins)."""
+        order = sorted(range(len(rows)), key=lambda i: -scores[i])
+        seen: set[str] = set()
+        out = []
+        for i in order:
+            text = self.tokenizer.decode(pieces[i], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            if text in seen:
+                continue
+            seen.add(text)
+            out.append(Candidate(text=text, token_ids=pieces[i], confidence=confs[i], score=scores[i],
+                                 n_free=rows[i], ended=ended[i]))
+        return out

@@ -1,0 +1,330 @@
+"""Checkpoint -> model, tokenizer and sampler defaults (safetensors only, never remote code).
+
+A checkpoint is a folder holding a ``DiffusionGemmaForBlockDiffusion`` ``config.json``, its weights as
+``*.safetensors`` (one file or an index of shards), a tokenizer loadable by ``AutoTokenizer``, optionally a
+``generation_config.json`` with the sampler defaults under DiffusionGemma's own keys (``max_denoising_steps``,
+``t_min``, ``t_max``, ``stability_threshold``, ``confidence_threshold``, ``sampler_config.entropy_bound``; that
+class rejects any other key) and optionally a ``dgls.json`` with the layout facts the model was trained with::
+
+    {"filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64], "sc_raw_logits": true}
+
+It is named by a folder path, by the name of a model shipped in the package (``dgls-tiny``), or by a Hugging
+Face id already in the local cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgls.model.sampler import SamplerConfig
+
+ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
+MODEL_TYPE = "diffusion_gemma"
+CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
+DEFAULT_MODEL = "dgls-tiny"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+_HEADER_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+class ModelLoadError(Exception):
+    """A checkpoint could not be found or loaded; the message names the path and what was expected."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine needs to know about a checkpoint besides its weights."""
+
+    bos_id: int
+    eos_id: int | None
+    pad_id: int | None
+    filler_id: int | None  # token the model emits for unused middle slots (None: the model has none)
+    noise_low: int  # uniform noise is drawn from [noise_low, vocab_size)
+    vocab_size: int
+    canvas_length: int  # the model's native canvas (block) length
+    canvas_lengths: tuple[int, ...]  # middle lengths the model was trained on, ascending
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+@dataclass
+class LoadedModel:
+    """A resident model with its tokenizer, device and defaults."""
+
+    model: Any  # DiffusionGemmaForBlockDiffusion
+    tokenizer: Any  # a transformers tokenizer
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    spec: ModelSpec
+    n_params: int
+
+
+def embedded_models() -> list[str]:
+    """Names of the checkpoints shipped inside the package."""
+    if not CHECKPOINTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in CHECKPOINTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, allow_download: bool = False) -> Path:
+    """Turn a model name, folder or Hugging Face id into a local folder, without network unless allowed."""
+    text = str(name_or_path)
+    if not text.strip():
+        raise ModelLoadError("no model given: expected a folder, an embedded model name or a Hugging Face id")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise ModelLoadError(f"model path {path} is a file: expected a checkpoint folder with config.json")
+    embedded = CHECKPOINTS_DIR / text
+    if "/" not in text and (embedded / "config.json").is_file():
+        return embedded
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        return _from_hub_cache(text, allow_download)
+    names = ", ".join(embedded_models()) or "none installed"
+    raise ModelLoadError(
+        f"model not found: {text}: expected a checkpoint folder, an embedded model name ({names}) "
+        "or a Hugging Face id (org/name) in the local cache"
+    )
+
+
+def _from_hub_cache(repo_id: str, allow_download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=not allow_download,
+                                   allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"])
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(f"model {repo_id} is not in the local Hugging Face cache and downloads are off "
+                             "(allow them explicitly, or pass a local folder)") from None
+    except Exception as exc:  # network, authentication, unknown repository
+        raise ModelLoadError(f"model {repo_id} could not be fetched from the Hugging Face hub: {exc}") from None
+    return Path(folder)
+
+
+def read_safetensors_header(file: Path) -> dict[str, Any]:
+    """Read and check a safetensors header; a truncated or corrupt file raises ModelLoadError."""
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"corrupt safetensors file {file}: {size} bytes, too short for a header")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 1 or 8 + n > size:
+            raise ModelLoadError(f"corrupt safetensors file {file}: header of {n} bytes does not fit in {size} bytes")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"corrupt safetensors file {file}: header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"corrupt safetensors file {file}: header is not a JSON object")
+    data_end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + data_end > size:
+        raise ModelLoadError(f"truncated safetensors file {file}: tensors need {8 + n + data_end} bytes, "
+                             f"the file has {size}")
+    return header
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"corrupt shard index {index}: {exc}") from None
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise ModelLoadError(f"checkpoint {path} is incomplete: shard(s) {', '.join(missing)} listed in "
+                                 f"{index.name} are missing")
+        return [path / s for s in shards]
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(f"checkpoint {path} has only pickle weights ({', '.join(pickles)}): dgls loads "
+                             "safetensors only (convert it with safetensors' save_file)")
+    raise ModelLoadError(f"checkpoint {path} has no weights: expected model.safetensors or "
+                         "model.safetensors.index.json")
+
+
+def check_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
+    """Validate a checkpoint folder without loading it; return its config and the bytes of its weights."""
+    if not path.is_dir():
+        raise ModelLoadError(f"DiffusionGemma checkpoint expected at {path}: no such folder")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ModelLoadError(f"DiffusionGemma checkpoint expected at {path}: no config.json")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"corrupt config {cfg_file}: {exc}") from None
+    archs = config.get("architectures") or []
+    if config.get("model_type") != MODEL_TYPE or (archs and ARCHITECTURE not in archs):
+        found = ", ".join(archs) or config.get("model_type") or "nothing"
+        raise ModelLoadError(f"checkpoint {path} is not a DiffusionGemma model: expected {ARCHITECTURE} "
+                             f"(model_type {MODEL_TYPE!r}), found {found}")
+    total = 0
+    for f in _weight_files(path):
+        header = read_safetensors_header(f)
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            numel = 1
+            for d in v["shape"]:
+                numel *= int(d)
+            total += numel
+    return config, total
+
+
+def pick_device(device: str | None) -> torch.device:
+    """Auto device: CUDA when available, else CPU; an explicit choice is checked."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device} requested but CUDA is not available (torch {torch.__version__})")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unsupported device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Auto dtype: bfloat16 on CUDA, float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for weights on `device` (CUDA free memory, or the system's available RAM)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
+    """Collect special ids, noise range, canvas lengths and sampler defaults from the checkpoint."""
+    text_cfg = config.get("text_config") or {}
+    vocab = int(text_cfg.get("vocab_size") or config.get("vocab_size") or len(tokenizer))
+    gen_file = path / "generation_config.json"
+    gen = _read_json(gen_file)
+    ours = _read_json(path / "dgls.json")
+
+    def first(*values):
+        return next((v for v in values if v is not None), None)
+
+    bos = first(getattr(tokenizer, "bos_token_id", None), gen.get("bos_token_id"), config.get("bos_token_id"),
+                text_cfg.get("bos_token_id"))
+    if bos is None:
+        raise ModelLoadError(f"checkpoint {path} defines no BOS token: the prefix must start with one")
+    eos = first(getattr(tokenizer, "eos_token_id", None), gen.get("eos_token_id"), config.get("eos_token_id"))
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    pad = first(getattr(tokenizer, "pad_token_id", None), gen.get("pad_token_id"), config.get("pad_token_id"))
+    filler = ours.get("filler_token_id")
+    canvas_length = int(config.get("canvas_length", 256))
+    lengths = tuple(sorted(int(n) for n in ours.get("canvas_lengths", ()) if int(n) > 0)) or (canvas_length,)
+    sampler_keys = {
+        "max_steps": first(ours.get("max_steps"), gen.get("max_denoising_steps")),
+        "entropy_bound": first(ours.get("entropy_bound"), (gen.get("sampler_config") or {}).get("entropy_bound")),
+        "t_max": first(ours.get("t_max"), gen.get("t_max")),
+        "t_min": first(ours.get("t_min"), gen.get("t_min")),
+        "stability_threshold": first(ours.get("stability_threshold"), gen.get("stability_threshold")),
+        "confidence_threshold": first(ours.get("confidence_threshold"), gen.get("confidence_threshold")),
+        "sc_raw_logits": ours.get("sc_raw_logits"),
+    }
+    if not isinstance(gen.get("sampler_config"), (dict, type(None))):
+        raise ModelLoadError(f"invalid sampler_config in {gen_file}: expected an object")
+    try:
+        sampler = SamplerConfig.from_dict({k: v for k, v in sampler_keys.items() if v is not None})
+    except ValueError as exc:
+        raise ModelLoadError(f"invalid sampler defaults in {gen_file}: {exc}") from None
+    return ModelSpec(bos_id=int(bos), eos_id=None if eos is None else int(eos), pad_id=None if pad is None else int(pad),
+                     filler_id=None if filler is None else int(filler), noise_low=int(ours.get("noise_low", 0)),
+                     vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"corrupt {file.name} at {file}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"corrupt {file.name} at {file}: expected a JSON object")
+    return data
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | None = None,
+               dtype: str | torch.dtype | None = None, allow_download: bool = False) -> LoadedModel:
+    """Load a DiffusionGemma checkpoint and its tokenizer onto a device, ready for inference."""
+    path = resolve_checkpoint(name_or_path, allow_download)
+    config, numel = check_checkpoint(path)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    need = numel * torch.empty((), dtype=dt).element_size()
+    have = available_memory(dev)
+    if need > 0.9 * have:
+        raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {str(dt)[6:]} but "
+                             f"{dev} has {have / 2**30:.1f} GiB free")
+    known = {"max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold",
+             "confidence_threshold", "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version",
+             "_from_model_config", "_commit_hash", "return_dict_in_generate", "max_new_tokens", "max_length",
+             "cache_implementation", "cache_config", "disable_compile"}
+    unknown = sorted(set(_read_json(path / "generation_config.json")) - known)
+    if unknown:
+        raise ModelLoadError(f"{path / 'generation_config.json'} has keys DiffusionGemma's generation config "
+                             f"rejects: {unknown}; dgls layout facts belong in dgls.json")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise ModelLoadError(f"checkpoint {path} has no tokenizer: expected tokenizer.json or tokenizer_config.json")
+
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers.utils import logging as hf_logging
+
+    text_cfg = config.get("text_config") or {}
+    zero_width = int(text_cfg.get("moe_intermediate_size") or 0) == 0
+    experts = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the loader's chatter goes nowhere useful on an LSP stdio channel
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+            path, dtype=dt, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+            experts_implementation=experts)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers raises many types for a bad folder; name the path and the cause
+        raise ModelLoadError(f"could not load DiffusionGemma checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.to(dev).eval()
+    spec = read_spec(path, config, tokenizer)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
+                       n_params=sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,244 @@
+"""The denoising loop: entropy-bound acceptance, renoise, temperature schedule, early stop, cancel hook.
+
+One implementation for every use (inline completion, candidates, multi-block, fill holes). It talks to the
+model through :class:`Denoiser`: run the denoiser on a canvas, draw noise. Per step:
+
+1. one decoder pass over the whole canvas -> logits (B, C, V);
+2. temperature ``t = t_min + (t_max - t_min) * n / N`` with ``n`` counting down from ``N`` to 1;
+3. over the free slots only, accept the lowest-entropy slots while ``sum(H) - max(H) <= entropy_bound``
+   (at least one per row; arXiv 2505.24857); accepted slots take a sample, every other free slot is renoised
+   (also slots accepted at an earlier step: the canvas holds only what is confident now);
+4. self-conditioning for the next step: the free slots take this step's logits, pinned slots a one-hot signal
+   (exact: softmax of a one-hot times E is the pinned token's embedding);
+5. a row stops when its argmax over free slots equals that of the previous ``stability_threshold`` steps and
+   its mean entropy is below ``confidence_threshold``; the loop stops when every row has, or at ``max_steps``.
+
+The output of a row is its argmax canvas at the step it stopped, as in ``DiffusionGemma.generate()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import torch
+
+from dgls.model.canvas import Canvas
+
+
+class Cancelled(Exception):
+    """The caller cancelled the request between two denoising steps."""
+
+    def __init__(self, steps: int):
+        super().__init__(f"cancelled after {steps} denoising step(s)")
+        self.steps = steps
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampler settings; defaults are DiffusionGemma ``generate()``'s."""
+
+    max_steps: int = 48
+    t_max: float = 0.8
+    t_min: float = 0.4
+    entropy_bound: float = 0.1
+    stability_threshold: int = 1
+    confidence_threshold: float = 0.005
+    sc_raw_logits: bool = False  # self-condition on raw logits (how dgls trains) or temperature-scaled (generate())
+    compat_generate: bool = False  # sample every slot from the global RNG, in generate()'s order (for tests)
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            problems.append(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if not (0 < self.t_min <= self.t_max):
+            problems.append(f"temperatures need 0 < t_min <= t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        if not (self.entropy_bound >= 0 and math.isfinite(self.entropy_bound)):
+            problems.append(f"entropy_bound must be a finite number >= 0, got {self.entropy_bound!r}")
+        if not isinstance(self.stability_threshold, int) or self.stability_threshold < 0:
+            problems.append(f"stability_threshold must be an integer >= 0, got {self.stability_threshold!r}")
+        if not self.confidence_threshold >= 0:
+            problems.append(f"confidence_threshold must be >= 0, got {self.confidence_threshold!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], base: SamplerConfig | None = None) -> SamplerConfig:
+        """Build from a mapping, ignoring unknown keys; invalid values raise ValueError."""
+        base = base or cls()
+        known = {f.name: f.type for f in fields(cls)}
+        kw = {f.name: getattr(base, f.name) for f in fields(cls)}
+        for k, v in values.items():
+            if k not in known:
+                continue
+            ref = kw[k]
+            if isinstance(ref, bool):
+                if not isinstance(v, bool):
+                    raise ValueError(f"{k} must be true or false, got {v!r}")
+            elif isinstance(ref, int):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"{k} must be an integer, got {v!r}")
+            elif isinstance(ref, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"{k} must be a number, got {v!r}")
+                v = float(v)
+            kw[k] = v
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> SamplerConfig:
+        """A copy with some fields changed (validated)."""
+        return SamplerConfig.from_dict(changes, base=self)
+
+
+class Denoiser(Protocol):
+    """What the sampler needs from a model."""
+
+    vocab_size: int
+
+    def __call__(self, canvas: Canvas, sc_logits: torch.Tensor | None) -> torch.Tensor:
+        """One decoder pass: logits (B, C, V) in float32 for every canvas slot."""
+        ...
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """Fresh noise tokens of `shape`."""
+        ...
+
+
+@dataclass
+class DenoiseResult:
+    """Per-row output of the sampler."""
+
+    tokens: torch.Tensor  # (B, C) argmax canvas at the step each row stopped (pinned slots hold their token)
+    confidence: torch.Tensor  # (B, C) probability of the argmax token at temperature 1
+    score: torch.Tensor  # (B,) mean log-probability of the argmax tokens over the row's free slots
+    steps: int  # decoder passes run (NFE)
+    row_steps: list[int]  # the step at which each row stopped
+    step_times: list[float] = field(default_factory=list)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last axis: (..., V) -> (...).
+
+    Computed as torch.distributions.Categorical does (the op generate() uses), so acceptance matches it bit
+    for bit, without building a distribution object.
+    """
+    logp = (logits - logits.logsumexp(-1, keepdim=True)).clamp(min=torch.finfo(logits.dtype).min)
+    return -(logp * torch.softmax(logp, dim=-1)).sum(-1)
+
+
+def accept_mask(H: torch.Tensor, free: torch.Tensor, bound: float) -> torch.Tensor:
+    """Entropy-bound acceptance over free slots: (B, C) entropies -> (B, C) bool.
+
+    Sorted by entropy, slot k is accepted iff the k-1 lower entropies sum to <= bound, so the lowest-entropy
+    free slot of each row is always accepted. Non-free slots sort last and are never accepted.
+    """
+    big = torch.finfo(H.dtype).max / (H.shape[-1] + 1)
+    Hm = torch.where(free, H, torch.full_like(H, big))
+    Hs, order = torch.sort(Hm, dim=-1)
+    sel = ((torch.cumsum(Hs, -1) - Hs) <= bound) & torch.gather(free, -1, order)
+    return torch.zeros_like(sel).scatter(-1, order, sel)
+
+
+def temperature(cur_step: int, cfg: SamplerConfig) -> torch.Tensor:
+    """Linear schedule, evaluated exactly as generate()'s LinearTemperatureScheduleLogitsProcessor."""
+    return cfg.t_min + (cfg.t_max - cfg.t_min) * (torch.tensor(cur_step, dtype=torch.int32) / cfg.max_steps)
+
+
+CancelCheck = Callable[[], bool]
+
+
+@torch.no_grad()
+def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator: torch.Generator | None = None,
+            cancel: CancelCheck | None = None, on_step: Callable[[int, int], None] | None = None) -> DenoiseResult:
+    """Denoise the free slots of `canvas` in place; return the argmax canvas, confidences and NFE.
+
+    `cancel` is checked before every decoder pass; when it returns True, :class:`Cancelled` is raised, so a
+    cancel costs at most one step. `on_step(step, max_steps)` is called after each step.
+    """
+    free = canvas.free  # (B, C)
+    pinned_rows = canvas.pinned.nonzero(as_tuple=True)
+    B, C = canvas.tokens.shape
+    V = denoiser.vocab_size
+    device = canvas.tokens.device
+    n_free = free.sum(-1).clamp(min=1)  # (B,)
+
+    onehot = None
+    if pinned_rows[0].numel():
+        # one-hot self-conditioning rows for the pinned slots, built once: (n_pinned, V)
+        onehot = torch.full((pinned_rows[0].numel(), V), -1e4, device=device)
+        onehot.scatter_(-1, canvas.tokens[pinned_rows].unsqueeze(-1), 1e4)
+
+    sc = None
+    out_tokens = canvas.tokens.clone()
+    out_conf = torch.zeros(B, C, device=device)
+    out_score = torch.zeros(B, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    row_steps = [cfg.max_steps] * B
+    history = None
+    steps = 0
+    step_times: list[float] = []
+    for cur_step in range(cfg.max_steps, 0, -1):
+        if cancel is not None and cancel():
+            raise Cancelled(steps)
+        t0 = time.perf_counter()
+        logits = denoiser(canvas, sc)  # (B, C, V) float32
+        scaled = logits / temperature(cur_step, cfg)
+        argmax = scaled.argmax(-1)  # (B, C)
+        H = entropy(scaled)  # (B, C)
+        if cfg.compat_generate:  # generate(): softmax + multinomial over every slot from the global RNG
+            probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
+            sampled = torch.multinomial(probs.view(-1, V), 1).view(B, C)
+        accept = accept_mask(H, free, cfg.entropy_bound)
+        if not cfg.compat_generate:
+            # acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial
+            # is the largest CPU cost of a step otherwise)
+            sampled = canvas.tokens.clone()
+            rows = accept.nonzero(as_tuple=True)
+            if rows[0].numel():
+                p = torch.softmax(scaled[rows], dim=-1)
+                sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+        noise_ids = denoiser.noise((B, C), None if cfg.compat_generate else generator)
+        previous = canvas.tokens
+        canvas.renoise(accept, sampled, noise_ids)
+        canvas.tokens = torch.where(done[:, None], previous, canvas.tokens)  # stopped rows stay as they were
+
+        # stable and confident, over each row's free slots
+        masked_argmax = torch.where(free, argmax, -1)
+        if cfg.stability_threshold == 0:
+            stable = torch.ones(B, dtype=torch.bool, device=device)
+        else:
+            if history is None:
+                history = torch.full((cfg.stability_threshold, B, C), -2, dtype=torch.long, device=device)
+            stable = (history == masked_argmax[None]).all(-1).all(0)
+            history = torch.roll(history, -1, 0)
+            history[-1] = masked_argmax
+        mean_h = (H * free).sum(-1) / n_free
+        confident = mean_h < cfg.confidence_threshold
+
+        live = ~done
+        if bool(live.any()):
+            logp = torch.log_softmax(logits, dim=-1)  # confidence at temperature 1
+            lp = torch.gather(logp, -1, argmax.unsqueeze(-1)).squeeze(-1)  # (B, C)
+            out_tokens = torch.where(live[:, None] & free, argmax, out_tokens)
+            out_conf = torch.where(live[:, None], lp.exp(), out_conf)
+            out_score = torch.where(live, (lp * free).sum(-1) / n_free, out_score)
+        steps += 1
+        newly = live & stable & confident
+        for i in newly.nonzero().flatten().tolist():
+            row_steps[i] = steps
+        done |= newly
+
+        next_sc = (logits if cfg.sc_raw_logits else scaled).clone()
+        if onehot is not None:
+            next_sc[pinned_rows] = onehot
+        sc = next_sc if sc is None else torch.where(done[:, None, None] & ~newly[:, None, None], sc, next_sc)
+        step_times.append(time.perf_counter() - t0)
+        if on_step is not None:
+            on_step(steps, cfg.max_steps)
+        if bool(done.all()):
+            break
+    return DenoiseResult(tokens=out_tokens, confidence=out_conf, score=out_score, steps=steps,
+                         row_steps=row_steps, step_times=step_times)

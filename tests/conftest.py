@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny random-weight DiffusionGemma checkpoint built, saved and reloaded for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|fim_pad|>", "<|mask|>", "<|image|>", "<|boi|>", "<|eoi|>"]
+TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                   num_attention_heads=1, num_key_value_heads=1, head_dim=16, position_embedding_size=16,
+                   patch_size=4)
+
+
+def build_tokenizer(out: Path, vocab_size: int = 512) -> None:
+    """A byte-level BPE with the project's special tokens, trained on a few stdlib files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [(stdlib / name).read_text(encoding="utf-8") for name in ("textwrap.py", "bisect.py", "heapq.py")]
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    PreTrainedTokenizerFast(
+        tokenizer_file=str(out / "tokenizer.json"), pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        unk_token="<unk>", mask_token="<|mask|>",
+        additional_special_tokens=["<|fim_pad|>", "<|image|>", "<|boi|>", "<|eoi|>"],
+        clean_up_tokenization_spaces=False).save_pretrained(out)
+
+
+def tiny_config(vocab_size: int, moe: bool = False, canvas_length: int = 32, sliding_window: int = 64):
+    """A 2-layer DiffusionGemma config (1 sliding + 1 full layer)."""
+    from transformers import DiffusionGemmaConfig
+
+    if moe:
+        moe_kw = dict(num_experts=4, top_k_experts=2, moe_intermediate_size=32)
+    else:
+        moe_kw = dict(num_experts=1, top_k_experts=1, moe_intermediate_size=0)
+    tc = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=2, num_key_value_heads=1, head_dim=32, global_head_dim=32,
+              layer_types=["sliding_attention", "full_attention"], sliding_window=sliding_window,
+              pad_token_id=0, eos_token_id=1, bos_token_id=2, **moe_kw)
+    return DiffusionGemmaConfig(text_config=tc, vision_config=TINY_VISION, canvas_length=canvas_length,
+                                image_token_id=6, boi_token_id=7, eoi_token_id=8,
+                                pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                                experts_implementation="eager")
+
+
+def save_tiny_checkpoint(out: Path, moe: bool = False, seed: int = 0, dgls_defaults: dict | None = None) -> Path:
+    """Build a random-weight tiny model with a tokenizer and save it the way a real checkpoint is saved."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    build_tokenizer(out)
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(tiny_config(512, moe=moe))
+    model.save_pretrained(out, safe_serialization=True)
+    gen = {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "max_denoising_steps": 12}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    facts = {"noise_low": 9, "filler_token_id": 4, "canvas_lengths": [8, 16], **(dgls_defaults or {})}
+    (out / "dgls.json").write_text(json.dumps(facts, indent=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Folder of a tiny dense random-weight checkpoint (session-wide, read-only)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-dense"))
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_checkpoint(tmp_path_factory) -> Path:
+    """Folder of a tiny MoE random-weight checkpoint."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-moe"), moe=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_checkpoint):
+    """The tiny dense checkpoint loaded through the real loading path, on CPU."""
+    from dgls.model.loading import load_model
+
+    return load_model(tiny_checkpoint, device="cpu")
