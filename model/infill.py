@@ -24,6 +24,7 @@ class Candidate:
 
     text: str
     token_ids: list[int]  # the middle's tokens, filler and end tokens removed
+    raw_ids: list[int]  # every free slot's argmax, all blocks, as the sampler returned them
     confidence: list[float]  # per kept token, probability of the chosen token at temperature 1
     score: float  # mean log-probability over all free slots of the row (filler included)
     n_free: int  # free slots of the canvas row that produced it (per block)
@@ -104,13 +105,15 @@ class Infiller:
         encode_ms = (time.perf_counter() - t0) * 1e3
         cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
 
+        noise_low = 0 if cfg.compat_generate else self.spec.noise_low  # generate() draws from the whole vocabulary
+        raw: list[list[int]] = [[] for _ in range(B)]
         pieces: list[list[int]] = [[] for _ in range(B)]
         confs: list[list[float]] = [[] for _ in range(B)]
         scores = torch.zeros(B)
         ended = [False] * B
         nfe, blocks, step_ms = 0, 0, []
         while blocks < max_blocks and not all(ended):
-            denoiser = DiffusionGemmaDenoiser(self.model, cache, self.spec.noise_low)
+            denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
             canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len,
                                   lambda shape: denoiser.noise(shape, generator),
                                   pad_id=self.spec.pad_id or 0, device=device)
@@ -123,6 +126,7 @@ class Infiller:
                 if ended[i]:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
+                raw[i] += tokens[i][:n]
                 for tok, c in zip(tokens[i][:n], conf[i][:n]):
                     if tok in self._end_ids:
                         ended[i] = True
@@ -135,13 +139,13 @@ class Infiller:
             if blocks < max_blocks and not all(ended):
                 block = res.tokens[:, : rows[0]]  # every row has the same length here
                 encode(self.model, block.to(device), cache)  # commit the block as clean context
-        candidates = self._rank(pieces, confs, scores.tolist(), rows, ended)
+        candidates = self._rank(raw, pieces, confs, scores.tolist(), rows, ended)
         return InfillResult(candidates=candidates, nfe=nfe, blocks=blocks,
                             ms=(time.perf_counter() - t_start) * 1e3, encode_ms=encode_ms,
                             prefix_cache=cache_kind, prefix_tokens=len(full_prefix), suffix_tokens=len(suffix_ids),
                             step_ms=step_ms)
 
-    def _rank(self, pieces, confs, scores, rows, ended) -> list[Candidate]:
+    def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:
         """Distinct middles, best score first (ties keep batch order, so the preferred length wins)."""
         order = sorted(range(len(rows)), key=lambda i: -scores[i])
         seen: set[str] = set()
@@ -151,6 +155,6 @@ class Infiller:
             if text in seen:
                 continue
             seen.add(text)
-            out.append(Candidate(text=text, token_ids=pieces[i], confidence=confs[i], score=scores[i],
+            out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], confidence=confs[i], score=scores[i],
                                  n_free=rows[i], ended=ended[i]))
         return out

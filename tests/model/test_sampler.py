@@ -1,0 +1,175 @@
+"""The sampler with a model whose logits we control: acceptance, pinning, stopping, cancel, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgls.model.canvas import Canvas
+from dgls.model.sampler import Cancelled, SamplerConfig, accept_mask, denoise, entropy, temperature
+
+V = 50
+
+
+class ScriptedDenoiser:
+    """Logits that put `margin` nats on a target token per slot; records every call."""
+
+    vocab_size = V
+
+    def __init__(self, target: torch.Tensor, margin: float | torch.Tensor = 30.0):
+        self.target = target  # (B, C)
+        self.margin = margin
+        self.calls: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def __call__(self, canvas: Canvas, sc):
+        self.calls.append((canvas.tokens.clone(), None if sc is None else sc.clone()))
+        B, C = canvas.tokens.shape
+        logits = torch.zeros(B, C, V)
+        margin = self.margin if isinstance(self.margin, torch.Tensor) else torch.full((B, C), self.margin)
+        logits.scatter_(-1, self.target.unsqueeze(-1), margin.unsqueeze(-1))
+        return logits
+
+    def noise(self, shape, generator=None):
+        return torch.randint(10, V, shape, generator=generator)
+
+
+def make_canvas(n_free=(6,), suffix=(3, 4, 5), start=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Canvas.build(n_free, suffix, start, lambda s: torch.randint(10, V, s, generator=g))
+
+
+def test_canvas_layout_rows_of_different_lengths():
+    c = make_canvas(n_free=(2, 4), suffix=(7, 8))
+    assert c.tokens.shape == (2, 6)
+    assert c.pinned.tolist() == [[False, False, True, True, False, False], [False, False, False, False, True, True]]
+    assert c.valid.tolist() == [[True, True, True, True, False, False], [True] * 6]
+    assert c.tokens[0, 2:4].tolist() == [7, 8] and c.tokens[1, 4:6].tolist() == [7, 8]
+    assert c.positions[0].tolist() == [7, 8, 9, 10, 11, 12]  # each row's suffix follows its own middle
+    mask = c.attention_mask(prefix_len=7)
+    assert mask.shape == (2, 13) and mask[0].sum() == 11 and mask[1].all()
+    assert make_canvas(n_free=(3, 3)).attention_mask(7) is None
+
+
+@pytest.mark.parametrize("bad", [dict(n_free=()), dict(n_free=(0, 3)), dict(start=0)])
+def test_canvas_rejects_bad_layout(bad):
+    with pytest.raises(ValueError):
+        make_canvas(**bad)
+
+
+def test_accept_mask_follows_entropy_bound():
+    H = torch.tensor([[0.01, 0.02, 0.5, 0.03, 0.0]])
+    free = torch.tensor([[True, True, True, True, False]])
+    # sorted free entropies 0.01, 0.02, 0.03, 0.5; sums of the lower ones 0, 0.01, 0.03, 0.06
+    assert accept_mask(H, free, 0.05).tolist() == [[True, True, False, True, False]]
+    assert accept_mask(H, free, 0.0).tolist() == [[True, False, False, False, False]]  # always at least one
+    assert accept_mask(H, free, 10.0).tolist() == [[True, True, True, True, False]]  # pinned never accepted
+
+
+def test_entropy_matches_categorical():
+    logits = torch.randn(3, 7, V) * 4
+    ref = torch.distributions.Categorical(logits=logits).entropy()
+    assert torch.equal(entropy(logits), ref)
+
+
+def test_temperature_schedule_matches_generate():
+    cfg = SamplerConfig(max_steps=10, t_max=0.8, t_min=0.4)
+    assert temperature(10, cfg).item() == pytest.approx(0.8)
+    assert temperature(1, cfg).item() == pytest.approx(0.44)
+
+
+def test_pinned_suffix_never_changes_and_gets_onehot_selfconditioning():
+    canvas = make_canvas()
+    target = torch.randint(10, V, canvas.tokens.shape)
+    den = ScriptedDenoiser(target, margin=torch.linspace(0.5, 8, canvas.tokens.numel()).view(canvas.tokens.shape))
+    res = denoise(den, canvas, SamplerConfig(max_steps=6, entropy_bound=0.05, confidence_threshold=0.0))
+    assert res.steps == 6 == len(den.calls)
+    for tokens, sc in den.calls:
+        assert tokens[0, 6:].tolist() == [3, 4, 5]
+        if sc is not None:
+            assert sc[0, 6:].argmax(-1).tolist() == [3, 4, 5]
+            assert sc[0, 6:].max() > 1e3
+    assert den.calls[0][1] is None  # no self-conditioning at the first step
+    assert res.tokens[0, 6:].tolist() == [3, 4, 5]
+
+
+def test_accepted_slots_take_the_sample_others_are_renoised():
+    canvas = make_canvas(n_free=(6,), suffix=())
+    target = torch.full((1, 6), 7)
+    margin = torch.tensor([[40.0, 40.0, 0.0, 0.0, 0.0, 0.0]])  # two sure slots, four uniform ones
+    den = ScriptedDenoiser(target, margin)
+    denoise(den, canvas, SamplerConfig(max_steps=2, entropy_bound=0.01, confidence_threshold=0.0))
+    second = den.calls[1][0][0]
+    assert second[:2].tolist() == [7, 7]
+    assert all(t >= 10 for t in second[2:].tolist())  # renoised from the noise range, not the sample 7
+
+
+def test_early_stop_when_stable_and_confident():
+    canvas = make_canvas()
+    target = torch.randint(10, V, canvas.tokens.shape)
+    res = denoise(ScriptedDenoiser(target), canvas, SamplerConfig(max_steps=20))
+    assert res.steps == 2  # stability_threshold=1: two identical argmax canvases
+    assert res.row_steps == [2]
+    assert res.tokens[0, :6].tolist() == target[0, :6].tolist()
+    res0 = denoise(ScriptedDenoiser(target), make_canvas(), SamplerConfig(max_steps=20, stability_threshold=0))
+    assert res0.steps == 1
+    unsure = denoise(ScriptedDenoiser(target, margin=1.0), make_canvas(), SamplerConfig(max_steps=9))
+    assert unsure.steps == 9  # never confident: runs to max_steps
+
+
+def test_rows_stop_independently_and_stay_frozen():
+    canvas = make_canvas(n_free=(4, 4), suffix=())
+    target = torch.randint(10, V, (2, 4))
+    margin = torch.tensor([[30.0] * 4, [1.0] * 4])
+    res = denoise(ScriptedDenoiser(target, margin), canvas, SamplerConfig(max_steps=7))
+    assert res.row_steps == [2, 7] and res.steps == 7
+    assert res.tokens[0].tolist() == target[0].tolist()
+
+
+def test_cancel_stops_within_one_step():
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    target = torch.randint(10, V, (1, 9))
+    den = ScriptedDenoiser(target, margin=1.0)
+    with pytest.raises(Cancelled) as err:
+        denoise(den, make_canvas(), SamplerConfig(max_steps=20), cancel=cancel)
+    assert err.value.steps == 3 and len(den.calls) == 3
+
+
+def test_fixed_seed_reproduces_and_other_seed_differs():
+    target = torch.randint(10, V, (1, 9))
+
+    def run(seed):
+        den = ScriptedDenoiser(target, margin=1.5)
+        g = torch.Generator().manual_seed(seed)
+        denoise(den, make_canvas(seed=seed), SamplerConfig(max_steps=4, confidence_threshold=0.0), generator=g)
+        return torch.stack([c[0] for c in den.calls])
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_on_step_reports_progress():
+    seen = []
+    target = torch.randint(10, V, (1, 9))
+    denoise(ScriptedDenoiser(target, 1.0), make_canvas(), SamplerConfig(max_steps=3), on_step=lambda s, n: seen.append((s, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(t_min=0.0), dict(t_min=0.9, t_max=0.5),
+                                 dict(entropy_bound=-1.0), dict(stability_threshold=-1)])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        SamplerConfig(**bad)
+
+
+def test_config_from_dict_ignores_unknown_and_checks_types():
+    cfg = SamplerConfig.from_dict({"max_steps": 8, "entropy_bound": 1, "nonsense": 3})
+    assert cfg.max_steps == 8 and cfg.entropy_bound == 1.0
+    with pytest.raises(ValueError, match="max_steps"):
+        SamplerConfig.from_dict({"max_steps": "8"})
+    with pytest.raises(ValueError, match="sc_raw_logits"):
+        SamplerConfig.from_dict({"sc_raw_logits": 1})
