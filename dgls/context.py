@@ -1,0 +1,490 @@
+"""Cursor context: document text + cursor (+ selection) -> the :class:`InfillRequest` the engine runs.
+
+The request names the middle to generate (``start..end``, code-point offsets), the prefix and suffix
+windows around it (whole lines, inside a token budget, cut at a statement boundary when one is near the
+cut), the kind of span (rest of line, a line, an empty block body, a selection) with the canvas lengths
+to try, and a few facts about the cursor (in a string, in a comment, inside a word).
+
+Syntax comes from tree-sitter through the official per-language wheels (``tree_sitter_python`` ...),
+imported lazily: a language whose wheel is missing, or that is unknown, gets line-based windows and
+never an error. Tree-sitter speaks UTF-8 bytes; every conversion goes through :mod:`dgls.text`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import PurePosixPath
+from typing import Any
+
+from dgls.text import LineTable, Utf8Index
+
+__all__ = [
+    "ContextBudget",
+    "ContextError",
+    "InfillRequest",
+    "SpanKind",
+    "build_request",
+    "language_for_path",
+]
+
+CANVAS_STEP = 16  # canvas lengths are multiples of this many tokens
+_MAX_PARSE_BYTES = 1_000_000  # larger documents get line-based windows (a full parse costs ~0.2 s a MB)
+_SYNTAX_SLACK = 0.25  # a window may shrink by this fraction of itself to end on a statement boundary
+
+
+class SpanKind(str, Enum):
+    """What the middle is, which decides how long a canvas to try."""
+
+    REST_OF_LINE = "rest_of_line"  # cursor after code on its line: complete the rest of this line
+    LINE = "line"  # only whitespace before the cursor on its line: fill one or a few lines
+    BLOCK = "block"  # empty block body, or a hole marker (`...`, `pass`) that is the whole body
+    SELECTION = "selection"  # a selected range: regenerate it
+
+
+_CANVAS_LENGTHS = {
+    SpanKind.REST_OF_LINE: (16,),
+    SpanKind.LINE: (32, 16),
+    SpanKind.BLOCK: (64, 32),
+}
+
+
+@dataclass(frozen=True)
+class ContextBudget:
+    """How many tokens of prefix and suffix the model sees around the middle."""
+
+    prefix_tokens: int = 1024
+    suffix_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """One infill: fill ``document[start:end]`` between ``prefix`` and ``suffix``.
+
+    ``end == start`` except for a selection and for a hole marker (``...``, ``pass``), whose text the
+    middle replaces. The current line's text before ``start`` and after ``end`` is always inside the
+    windows, even when it alone is over the budget.
+    """
+
+    prefix: str  # text[prefix_start:start]
+    suffix: str  # text[end:suffix_end]
+    language: str  # LSP language id ("python", ...) or "text" when unknown
+    span: SpanKind
+    canvas_lengths: tuple[int, ...]  # middle lengths in tokens to try, preferred first
+    start: int  # code-point offset where the middle begins
+    end: int  # code-point offset where the suffix begins
+    prefix_start: int
+    suffix_end: int
+    indent: str  # leading whitespace of the line the middle starts on
+    in_string: bool  # cursor inside a string literal
+    in_comment: bool  # cursor inside a comment
+    inside_word: bool  # an identifier character directly after the middle (at ``end``)
+
+
+class ContextError(ValueError):
+    """The cursor or selection does not name a place in the document."""
+
+
+# --- languages ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Language:
+    """What context needs to know about one language."""
+
+    grammar: tuple[str, str] | None  # (wheel module, function returning the language pointer)
+    bodies: frozenset[str]  # node types whose children are statements: the cut points
+    block_openers: tuple[str, ...]  # a line ending in one of these opens a block
+    block_closer: str | None  # a line starting with this closes one; None: blocks end by dedent
+    line_comment: str
+    quotes: tuple[str, ...]  # string delimiters, longest first
+    hole_markers: tuple[str, ...] = ()  # a line holding only this, as a whole body, is a hole
+
+
+def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str, ...]) -> _Language:
+    return _Language(grammar, frozenset(bodies), ("{",), "}", "//", quotes)
+
+
+_JS_BODIES = {"program", "statement_block", "class_body"}
+_JS_QUOTES = ("`", '"', "'")
+
+# LSP language id -> language. Add a language by adding a row; its wheel is imported on first use.
+_LANGUAGES: dict[str, _Language] = {
+    "python": _Language(
+        ("tree_sitter_python", "language"),
+        frozenset({"module", "block"}),
+        (":",),
+        None,
+        "#",
+        ('"""', "'''", '"', "'"),
+        ("...", "pass"),
+    ),
+    "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
+    "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
+    "typescript": _c_like(("tree_sitter_typescript", "language_typescript"), _JS_BODIES, _JS_QUOTES),
+    "typescriptreact": _c_like(("tree_sitter_typescript", "language_tsx"), _JS_BODIES, _JS_QUOTES),
+    "go": _c_like(("tree_sitter_go", "language"), {"source_file", "block", "statement_list"}, ('"', "`", "'")),
+    "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',)),
+}
+
+_EXTENSIONS = {
+    ".py": "python", ".pyi": "python", ".pyw": "python",
+    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascriptreact",
+    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "typescriptreact",
+    ".go": "go", ".rs": "rust",
+    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
+    ".java": "java", ".kt": "kotlin", ".swift": "swift", ".cs": "csharp", ".rb": "ruby", ".php": "php",
+    ".lua": "lua", ".sh": "shellscript", ".bash": "shellscript", ".sql": "sql",
+    ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".md": "markdown",
+    ".html": "html", ".css": "css",
+}  # fmt: skip
+
+
+def language_for_path(path: str) -> str:
+    """LSP language id for a file path or URI by its extension (``"x.py"`` -> ``"python"``), else ``"text"``."""
+    return _EXTENSIONS.get(PurePosixPath(path).suffix.lower(), "text")
+
+
+@functools.cache
+def _grammar(language: str) -> Any | None:
+    """Load the tree-sitter ``Language`` for a language id; None when it has no grammar or no wheel."""
+    spec = _LANGUAGES.get(language)
+    if spec is None or spec.grammar is None:
+        return None
+    module_name, function = spec.grammar
+    try:
+        from tree_sitter import Language
+
+        return Language(getattr(importlib.import_module(module_name), function)())
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+_parse_lock = threading.Lock()
+_last_parse: tuple[str, str, Any] | None = None  # (language, text, tree): the last document parsed
+
+
+def _parse(language: str, text: str, data: bytes) -> Any | None:
+    """Tree-sitter tree of ``text`` (reused when the last call parsed the same text), or None."""
+    global _last_parse
+    grammar = _grammar(language)
+    if grammar is None or len(data) > _MAX_PARSE_BYTES:
+        return None
+    with _parse_lock:
+        last = _last_parse
+        if last is not None and last[0] == language and last[1] == text:
+            return last[2]
+        from tree_sitter import Parser
+
+        tree = Parser(grammar).parse(data)
+        _last_parse = (language, text, tree)
+        return tree
+
+
+# --- the request --------------------------------------------------------------------------------------
+
+
+def _estimate_tokens(s: str) -> int:
+    return len(s) // 3 + 1
+
+
+def build_request(
+    text: str,
+    offset: int,
+    *,
+    language: str | None = None,
+    selection: tuple[int, int] | None = None,
+    budget: ContextBudget = ContextBudget(),  # noqa: B008 (frozen, so a shared default is safe)
+    count_tokens: Callable[[str], int] | None = None,
+    max_canvas: int = 64,
+) -> InfillRequest:
+    """Build the infill request for a cursor at code-point ``offset`` (or a selection) in ``text``.
+
+    ``selection`` is a ``(start, end)`` pair of code-point offsets; an empty one is no selection.
+    ``count_tokens`` is the tokenizer's length function (default: an estimate of 3 characters a token);
+    it is called on single lines outward from the cursor until the budget is spent, never on the whole
+    document. ``max_canvas`` caps the canvas lengths (at least 16). Raises :class:`ContextError` for an
+    offset or selection outside the document or a reversed selection.
+    """
+    if not 0 <= offset <= len(text):
+        raise ContextError(f"cursor offset {offset} is out of range: the document has {len(text)} characters")
+    if max_canvas < CANVAS_STEP:
+        raise ContextError(f"max_canvas must be at least {CANVAS_STEP} tokens, got {max_canvas}")
+    if selection is not None:
+        sel_start, sel_end = selection
+        if sel_start > sel_end:
+            raise ContextError(f"selection {sel_start}..{sel_end} is reversed: start must not be after end")
+        if sel_start < 0 or sel_end > len(text):
+            raise ContextError(
+                f"selection {sel_start}..{sel_end} is out of range: the document has {len(text)} characters"
+            )
+        if sel_start == sel_end:
+            selection = None
+    count = count_tokens or _estimate_tokens
+    language = (language or "").strip().lower() or "text"
+    spec = _LANGUAGES.get(language)
+    lines = LineTable(text)
+    index = Utf8Index(text)
+    tree = _parse(language, text, index.data) if spec is not None else None
+
+    if selection is not None:
+        span, (start, end) = SpanKind.SELECTION, selection
+    else:
+        span, start, end = _span_at(text, lines, offset, spec)
+    cursor_line = lines.line_of(start)
+    line_text = text[lines.start(cursor_line) : lines.end(cursor_line)]
+
+    prefix_start = _prefix_start(text, lines, start, budget.prefix_tokens, count)
+    suffix_end = _suffix_end(text, lines, end, budget.suffix_tokens, count)
+    if tree is not None and spec is not None:
+        prefix_start, suffix_end = _snap_to_syntax(tree, index, lines, spec, start, end, prefix_start, suffix_end)
+    in_string, in_comment = _string_or_comment(text, lines, index, tree, spec, start)
+
+    cap = max_canvas // CANVAS_STEP * CANVAS_STEP
+    if span is SpanKind.SELECTION:
+        wanted = -(-count(text[start:end]) // CANVAS_STEP) * CANVAS_STEP
+        canvas_lengths: tuple[int, ...] = (min(max(wanted, CANVAS_STEP), cap),)
+    else:
+        canvas_lengths = tuple(n for n in _CANVAS_LENGTHS[span] if n <= cap) or (cap,)
+
+    return InfillRequest(
+        prefix=text[prefix_start:start],
+        suffix=text[end:suffix_end],
+        language=language,
+        span=span,
+        canvas_lengths=canvas_lengths,
+        start=start,
+        end=end,
+        prefix_start=prefix_start,
+        suffix_end=suffix_end,
+        indent=line_text[: len(line_text) - len(line_text.lstrip(" \t"))],
+        in_string=in_string,
+        in_comment=in_comment,
+        inside_word=end < len(text) and (text[end].isalnum() or text[end] == "_"),
+    )
+
+
+# --- span ---------------------------------------------------------------------------------------------
+
+
+def _span_at(text: str, lines: LineTable, offset: int, spec: _Language | None) -> tuple[SpanKind, int, int]:
+    """Span kind and middle range for a cursor without a selection."""
+    line = lines.line_of(offset)
+    line_start, line_end = lines.start(line), lines.end(line)
+    offset = min(offset, line_end)  # between \r and \n: the end of the line
+    line_text = text[line_start:line_end]
+    stripped = line_text.strip()
+    maybe_body = not stripped or (spec is not None and stripped in spec.hole_markers)
+    if maybe_body and spec is not None and _is_sole_body_line(text, lines, line, spec):
+        if not stripped:
+            return SpanKind.BLOCK, offset, offset
+        marker_start = line_start + len(line_text) - len(line_text.lstrip())
+        marker_end = marker_start + len(stripped)
+        if stripped in spec.hole_markers and marker_start <= offset <= marker_end:
+            return SpanKind.BLOCK, marker_start, marker_end
+    if text[line_start:offset].strip():
+        return SpanKind.REST_OF_LINE, offset, offset
+    return SpanKind.LINE, offset, offset
+
+
+def _indent_width(line: str) -> int:
+    """Width of a line's indentation, tabs to multiples of 8 as Python's tokenizer counts them."""
+    return len(line[: len(line) - len(line.lstrip(" \t"))].expandtabs(8))
+
+
+def _is_sole_body_line(text: str, lines: LineTable, line: int, spec: _Language) -> bool:
+    """Whether ``line`` is the only line of a block body: after a block opener, before its end."""
+
+    def line_text(i: int) -> str:
+        return text[lines.start(i) : lines.end(i)]
+
+    header = line - 1
+    while header >= 0 and not line_text(header).strip():
+        header -= 1
+    if header < 0 or not line_text(header).rstrip().endswith(spec.block_openers):
+        return False
+    after = line + 1
+    while after < len(lines) and not line_text(after).strip():
+        after += 1
+    if after == len(lines):
+        return True
+    if spec.block_closer is not None:
+        return line_text(after).lstrip().startswith(spec.block_closer)
+    return _indent_width(line_text(after)) <= _indent_width(line_text(header))
+
+
+# --- windows ------------------------------------------------------------------------------------------
+
+
+def _prefix_start(text: str, lines: LineTable, start: int, budget: int, count: Callable[[str], int]) -> int:
+    """Start of the widest run of whole lines before ``start`` that fits ``budget`` tokens."""
+    line = lines.line_of(start)
+    first = lines.start(line)
+    used = count(text[first:start])
+    for i in range(line - 1, -1, -1):
+        used += count(text[lines.start(i) : lines.start(i + 1)])
+        if used > budget:
+            break
+        first = lines.start(i)
+    return first
+
+
+def _suffix_end(text: str, lines: LineTable, end: int, budget: int, count: Callable[[str], int]) -> int:
+    """End (before the terminator) of the widest run of whole lines after ``end`` that fits ``budget``."""
+    line = lines.line_of(end)
+    last = max(lines.end(line), end)
+    used = count(text[end:last])
+    for i in range(line + 1, len(lines)):
+        used += count(text[lines.end(i - 1) : lines.end(i)])
+        if used > budget:
+            break
+        last = lines.end(i)
+    return last
+
+
+def _body_ancestors(tree: Any, byte: int, bodies: frozenset[str]) -> list[Any]:
+    """Nodes of a statement-list type that contain ``byte``, innermost first."""
+    node = tree.root_node.descendant_for_byte_range(byte, byte)
+    found = []
+    while node is not None:
+        if node.type in bodies:
+            found.append(node)
+        node = node.parent
+    return found
+
+
+def _snap_to_syntax(
+    tree: Any,
+    index: Utf8Index,
+    lines: LineTable,
+    spec: _Language,
+    start: int,
+    end: int,
+    prefix_start: int,
+    suffix_end: int,
+) -> tuple[int, int]:
+    """Move window cuts onto statement boundaries when one is within the slack of the cut.
+
+    A cut prefix may start later, at the start of a statement in a body that encloses the cursor (a
+    top-level definition, a method, a statement of the enclosing function); a cut suffix may end
+    earlier, at the end of the line where such a statement ends. Uncut windows stay as they are.
+    """
+    data = index.data
+    if prefix_start > 0:
+        limit = min(
+            prefix_start + int((start - prefix_start) * _SYNTAX_SLACK),
+            lines.start(lines.line_of(start)),
+        )
+        lo, hi = index.byte_offset(prefix_start), index.byte_offset(limit)
+        best = None
+        for body in _body_ancestors(tree, index.byte_offset(start), spec.bodies):
+            for child in _children_from(body, lo):
+                b = child.start_byte
+                if b > hi:
+                    break
+                if child.is_named and b >= lo and (best is None or b < best) and _at_line_start(data, b):
+                    best = b
+        if best is not None:
+            prefix_start = lines.start(lines.line_of(index.offset_from_byte(best)))
+    if suffix_end < len(index.text):
+        cursor_line_end = lines.end(lines.line_of(end))
+        limit = max(suffix_end - int((suffix_end - end) * _SYNTAX_SLACK), cursor_line_end)
+        lo, hi = index.byte_offset(limit), index.byte_offset(suffix_end)
+        best = None
+        for body in _body_ancestors(tree, index.byte_offset(end), spec.bodies):
+            for child in _children_from(body, max(lo - 1, 0)):
+                if child.start_byte > hi:
+                    break
+                b = child.end_byte
+                if child.is_named and lo <= b <= hi and (best is None or b > best):
+                    best = b
+        if best is not None:
+            node_end = index.offset_from_byte(best)
+            line = lines.line_of(node_end)
+            if node_end == lines.start(line) and line > 0:  # the node ended with its line's terminator
+                line -= 1
+            suffix_end = max(lines.end(line), cursor_line_end)
+    return prefix_start, suffix_end
+
+
+def _children_from(body: Any, byte: int) -> Iterator[Any]:
+    """Children of ``body`` from the first one that ends after ``byte``.
+
+    Through a tree cursor: ``Node.first_child_for_byte`` crashes the interpreter (tree-sitter 0.26.1)
+    when no child ends after the byte.
+    """
+    cursor = body.walk()
+    if cursor.goto_first_child_for_byte(byte) is None:
+        return
+    yield cursor.node
+    while cursor.goto_next_sibling():
+        yield cursor.node
+
+
+def _at_line_start(data: bytes, byte: int) -> bool:
+    """Whether only spaces and tabs stand between ``byte`` and the start of its line."""
+    line_start = max(data.rfind(b"\n", 0, byte), data.rfind(b"\r", 0, byte)) + 1
+    return not data[line_start:byte].strip(b" \t")
+
+
+# --- strings and comments -----------------------------------------------------------------------------
+
+
+def _string_or_comment(
+    text: str, lines: LineTable, index: Utf8Index, tree: Any | None, spec: _Language | None, offset: int
+) -> tuple[bool, bool]:
+    """Whether ``offset`` is inside a string literal, inside a comment.
+
+    From the tree when there is one; where the tree has syntax errors and finds neither (an unclosed
+    string while typing), or there is no tree, a scan of the line before the cursor decides.
+    """
+    if spec is None or offset == 0:
+        return False, False
+    if tree is not None:
+        found = _tree_string_or_comment(tree, index.data, index.byte_offset(offset))
+        if found != (False, False) or not tree.root_node.has_error:
+            return found
+    line_start = lines.start(lines.line_of(offset))
+    return _scan_line(text[line_start:offset], spec)
+
+
+def _tree_string_or_comment(tree: Any, data: bytes, byte: int) -> tuple[bool, bool]:
+    """String/comment test on the tree: the innermost string, substitution or comment around ``byte``."""
+    node = tree.root_node.descendant_for_byte_range(byte - 1, byte)  # the node holding the char before
+    while node is not None:
+        kind = node.type
+        inside = node.start_byte < byte < node.end_byte
+        if "comment" in kind:
+            closed = data[node.end_byte - 2 : node.end_byte] == b"*/"  # a block comment
+            return False, inside or (byte == node.end_byte and not closed)
+        if kind in ("interpolation", "template_substitution") and inside:
+            return False, False  # code inside f"{...}" or `${...}`
+        if "string" in kind and inside and not kind.startswith("concatenated"):  # not between "a" "b"
+            return True, False
+        node = node.parent
+    return False, False
+
+
+def _scan_line(before: str, spec: _Language) -> tuple[bool, bool]:
+    """Scan one line's text before the cursor for an open string or a line comment."""
+    quote: str | None = None
+    i = 0
+    while i < len(before):
+        if quote is not None:
+            if before[i] == "\\":
+                i += 2
+            elif before.startswith(quote, i):
+                i += len(quote)
+                quote = None
+            else:
+                i += 1
+            continue
+        if before.startswith(spec.line_comment, i):
+            return False, True
+        quote = next((q for q in spec.quotes if before.startswith(q, i)), None)
+        i += len(quote) if quote else 1
+    return quote is not None, False
