@@ -123,9 +123,7 @@ class LineTable:
     def offset_at(self, line: int, character: int, encoding: PositionEncoding) -> int:
         """See :func:`offset_at`."""
         if line < 0 or character < 0:
-            raise PositionError(
-                f"position ({line}, {character}) is invalid: line and character must not be negative"
-            )
+            raise PositionError(f"position ({line}, {character}) is invalid: line and character must not be negative")
         if line >= len(self.starts):
             return len(self.text)
         start = self.starts[line]
@@ -150,9 +148,7 @@ def split_lines(text: str) -> list[str]:
     return _NEWLINE.split(text)
 
 
-def offset_at(
-    text: str, line: int, character: int, encoding: PositionEncoding = PositionEncoding.UTF16
-) -> int:
+def offset_at(text: str, line: int, character: int, encoding: PositionEncoding = PositionEncoding.UTF16) -> int:
     """Code-point offset of the 0-based LSP position ``(line, character)``.
 
     ``character`` counts ``encoding`` units. As the LSP specification says, a character past the end of
@@ -164,9 +160,7 @@ def offset_at(
     return LineTable(text).offset_at(line, character, encoding)
 
 
-def position_at(
-    text: str, offset: int, encoding: PositionEncoding = PositionEncoding.UTF16
-) -> tuple[int, int]:
+def position_at(text: str, offset: int, encoding: PositionEncoding = PositionEncoding.UTF16) -> tuple[int, int]:
     """0-based LSP ``(line, character)`` of a code-point offset, ``character`` in ``encoding`` units.
 
     An offset between the ``\\r`` and ``\\n`` of a CRLF is reported as the end of its line (LSP cannot name
@@ -263,9 +257,7 @@ def apply_edits(text: str, edits: Iterable[TextEdit]) -> str:
     prev: TextEdit | None = None
     for edit in ordered:
         if edit.end > len(text):
-            raise ValueError(
-                f"edit {edit.start}..{edit.end} is out of range: the text has {len(text)} characters"
-            )
+            raise ValueError(f"edit {edit.start}..{edit.end} is out of range: the text has {len(text)} characters")
         if prev is not None and edit.start < prev.end:
             raise ValueError(f"edits overlap: {prev.start}..{prev.end} and {edit.start}..{edit.end}")
         parts.append(text[pos : edit.start])
