@@ -312,7 +312,8 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     zero_width = int(text_cfg.get("moe_intermediate_size") or 0) == 0
     experts = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the loader's chatter goes nowhere useful on an LSP stdio channel
+    hf_logging.set_verbosity_error()  # the loader's chatter and progress bars go nowhere useful in an editor
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
         model = DiffusionGemmaForBlockDiffusion.from_pretrained(
@@ -324,6 +325,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
         raise ModelLoadError(f"could not load DiffusionGemma checkpoint {path}: {type(exc).__name__}: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     model.to(dev).eval()
     spec = read_spec(path, config, tokenizer)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,

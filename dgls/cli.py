@@ -1,0 +1,283 @@
+"""`dgls`: the language server (default), a headless infill, a doctor, and the trainer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from dgls import __version__
+
+log = logging.getLogger("dgls")
+
+
+class UsageError(Exception):
+    """A user mistake: reported in one line, no traceback."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="dgls-tiny", help="checkpoint folder, embedded name or cached HF id")
+    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--dtype", default=None, help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, ...")
+    g.add_argument("--allow-download", action="store_true", help="let a Hugging Face id download if not cached")
+    g.add_argument("--steps", type=int, default=None, help="max denoising steps per block")
+    g.add_argument("--entropy-bound", type=float, default=None, help="entropy bound of the acceptance rule")
+    g.add_argument("--blocks", type=int, default=1, help="max canvases for one middle (block by block)")
+    g.add_argument("--max-canvas", type=int, default=64, help="largest canvas in tokens")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="dgls", description=__doc__)
+    p.add_argument("--version", action="version", version=f"dgls {__version__}")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--stdio", action="store_true", help="serve LSP over stdin/stdout (the default)")
+    t.add_argument("--tcp", action="store_true", help="serve LSP over TCP")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    p.add_argument("--log-file", default=None, help="log here instead of stderr")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = p.add_subparsers(dest="command", metavar="{infill,doctor,train}")
+
+    i = sub.add_parser("infill", help="fill the middle at a position of a file (or JSON lines on stdin)")
+    i.add_argument("file", nargs="?", help="source file (not with --jsonl)")
+    i.add_argument("--line", type=int, help="1-based line of the cursor")
+    i.add_argument("--col", type=int, help="1-based column of the cursor, in characters")
+    i.add_argument("--select-to", metavar="LINE:COL", help="regenerate from the cursor to this position")
+    i.add_argument("--language", default=None, help="language id (default: from the file name)")
+    i.add_argument("--json", action="store_true", help="print a JSON object instead of the middle")
+    i.add_argument("--jsonl", action="store_true",
+                   help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each')
+    i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
+    i.add_argument("--seed", type=int, default=0, help="sampler seed")
+    _add_model_args(i)
+
+    d = sub.add_parser("doctor", help="versions, device, model and kernels")
+    d.add_argument("--load", action="store_true", help="also load the model and run one infill")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_args(d)
+    sub.add_parser("train", help="train a DiffusionGemma infill model (see `dgls train --help`)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dgls` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from dgls.model.train import main as train_main
+
+        return train_main(argv[1:])
+    args = parser().parse_args(argv)
+    where = {"filename": args.log_file} if args.log_file else {"stream": sys.stderr}
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", **where)
+    try:
+        if args.command == "infill":
+            return cmd_jsonl(args) if args.jsonl else cmd_infill(args)
+        if args.command == "doctor":
+            return cmd_doctor(args)
+        return cmd_serve(args)
+    except UsageError as exc:
+        print(f"dgls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _engine(args):
+    from dgls.engine import Engine, EngineOptions
+
+    sampler: dict[str, Any] = {}
+    if args.steps is not None:
+        sampler["max_steps"] = args.steps
+    if args.entropy_bound is not None:
+        sampler["entropy_bound"] = args.entropy_bound
+    if args.blocks < 1 or args.max_canvas < 16:
+        raise UsageError(f"--blocks must be >= 1 and --max-canvas >= 16, got {args.blocks} and {args.max_canvas}")
+    engine = Engine(EngineOptions(model=args.model, device=args.device, dtype=args.dtype,
+                                  allow_download=args.allow_download, sampler=sampler, max_blocks=args.blocks,
+                                  max_canvas=args.max_canvas))
+    from dgls.engine import EngineError
+
+    try:
+        engine.wait_ready()
+    except EngineError as exc:
+        raise UsageError(str(exc)) from None
+    return engine
+
+
+def read_source(path: str) -> str:
+    """A text file as it is on disk (newlines kept); binary or non-UTF-8 files are a UsageError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{path}: no such file")
+    data = p.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise UsageError(f"{path}: looks binary (NUL bytes), expected a text file")
+    try:
+        return data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _suggestions(completion) -> list[dict[str, Any]]:
+    return [{"text": s.text, "score": round(s.score, 4), "confidence": round(s.confidence, 4)}
+            for s in completion.suggestions]
+
+
+def cmd_infill(args) -> int:
+    """`dgls infill FILE --line N --col M`: print the middle."""
+    from dgls.context import ContextError, language_for_path
+    from dgls.text import PositionError, offset_from_line_col, position_at
+
+    if not args.file or args.line is None or args.col is None:
+        raise UsageError("infill needs FILE --line N --col M (or --jsonl with requests on stdin)")
+    text = read_source(args.file)
+    try:
+        offset = offset_from_line_col(text, args.line, args.col)
+        selection = None
+        if args.select_to:
+            line, _, col = args.select_to.partition(":")
+            if not (line.isdigit() and col.isdigit()):
+                raise UsageError(f"--select-to expects LINE:COL, got {args.select_to!r}")
+            selection = (offset, offset_from_line_col(text, int(line), int(col)))
+        language = args.language or language_for_path(args.file)
+        engine = _engine(args)
+        request = engine.build_request(text, offset, language=language, selection=selection)
+    except (PositionError, ContextError) as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    if args.candidates < 1:
+        raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
+    done = engine.complete(request, n_candidates=args.candidates, seed=args.seed)
+    engine.shutdown()
+    if not args.json:
+        sys.stdout.write(done.text + "\n")
+        return 0
+    start, end = position_at(text, request.start), position_at(text, request.end)
+    best = done.suggestions[0] if done.suggestions else None
+    print(json.dumps({"text": done.text, "candidates": _suggestions(done),
+                      "confidence": round(best.confidence, 4) if best else None, "nfe": done.nfe,
+                      "ms": round(done.ms, 1), "span": request.span.value,
+                      "range": {"start": [start[0] + 1, start[1] + 1], "end": [end[0] + 1, end[1] + 1]},
+                      "prefix_cache": done.prefix_cache}, ensure_ascii=False))
+    return 0
+
+
+def _jsonl_request(raw: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"expected a JSON object, got {type(obj).__name__}")
+    if not isinstance(obj.get("prefix"), str):
+        raise UsageError('"prefix" (a string) is required')
+    obj.setdefault("suffix", "")
+    if not isinstance(obj["suffix"], str):
+        raise UsageError('"suffix" must be a string')
+    if obj.get("language") is not None and not isinstance(obj["language"], str):
+        raise UsageError('"language" must be a string')
+    for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0)):
+        v = obj.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise UsageError(f'"{key}" must be an integer >= {low}, got {v!r}')
+    return obj
+
+
+def cmd_jsonl(args) -> int:
+    """`dgls infill --jsonl`: one request per input line, one JSON line out per request, model loaded once."""
+    from dgls.context import ContextError
+
+    if args.file:
+        raise UsageError("--jsonl reads requests from stdin; do not pass a FILE")
+    engine = _engine(args)
+    failures = 0
+    for n, raw in enumerate(sys.stdin, 1):
+        if not raw.strip():
+            continue
+        req: dict[str, Any] | None = None
+        try:
+            req = _jsonl_request(raw)
+            text = req["prefix"] + req["suffix"]
+            request = engine.build_request(text, len(req["prefix"]), language=req.get("language"))
+            lengths = (req["n_middle"],) if req.get("n_middle") else None
+            done = engine.complete(request, n_candidates=req.get("candidates") or 1, lengths=lengths,
+                                   seed=req.get("seed", args.seed))
+            out: dict[str, Any] = {"middle": done.text, "nfe": done.nfe, "ms": round(done.ms, 2),
+                                   "blocks": done.blocks, "span": request.span.value,
+                                   "prefix_cache": done.prefix_cache, "candidates": _suggestions(done)}
+        except (UsageError, ContextError) as exc:
+            failures += 1
+            print(f"dgls: line {n}: {exc}", file=sys.stderr)
+            out = {"error": str(exc), "line": n}
+        if req is not None and "id" in req:
+            out["id"] = req["id"]
+        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    engine.shutdown()
+    return 1 if failures else 0
+
+
+def cmd_doctor(args) -> int:
+    """`dgls doctor`: what runs where."""
+    import platform
+
+    import torch
+    import transformers
+
+    from dgls.kernels import availability
+    from dgls.model.loading import ModelLoadError, check_checkpoint, resolve_checkpoint
+
+    report: dict[str, Any] = {"dgls": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                              "transformers": transformers.__version__}
+    for mod in ("pygls", "lsprotocol", "tree_sitter", "tree_sitter_python", "triton"):
+        try:
+            from importlib.metadata import version
+
+            report[mod] = version(mod.replace("_", "-"))
+        except Exception:
+            report[mod] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        report["device"] = f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB"
+    else:
+        report["device"] = "cpu (CUDA not available)"
+    ok, why = availability()
+    report["kernels"] = {"active": ok, "why": why}
+    status = 0
+    try:
+        path = resolve_checkpoint(args.model, args.allow_download)
+        _, numel = check_checkpoint(path)
+        report["model"] = {"name": args.model, "path": str(path), "params": numel}
+    except ModelLoadError as exc:
+        report["model"] = {"name": args.model, "error": str(exc)}
+        status = 1
+    if args.load and status == 0:
+        engine = _engine(args)
+        done = engine.complete(engine.build_request("def add(a, b):\n    return \n", 26, language="python"))
+        report["model"].update(engine.info)
+        report["model"]["smoke_infill"] = {"text": done.text, "nfe": done.nfe, "ms": round(done.ms, 1)}
+        engine.shutdown()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for k, v in report.items():
+            print(f"{k:>18}: {v}")
+    return status
+
+
+def cmd_serve(args) -> int:
+    """Run the language server (stdio by default)."""
+    try:
+        from dgls.server import serve
+    except ImportError as exc:
+        raise UsageError(f"the language server is not available in this build ({exc})") from None
+    return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Scheduling: one worker thread owns the model; requests go through it as futures, cancellable between steps.
+
+The engine is the only thing above ``dgls.model`` that touches the model. Callers (the CLI, the language
+server) build an :class:`~dgls.context.InfillRequest` with :meth:`Engine.build_request` (token budgets use the
+model's tokenizer) and submit it; the future resolves to a :class:`Completion` or raises
+:class:`~dgls.model.sampler.Cancelled` / :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dgls.context import ContextBudget, InfillRequest, SpanKind, build_request
+
+log = logging.getLogger("dgls.engine")
+
+
+class EngineError(Exception):
+    """The engine cannot serve: the model failed to load or is not loaded yet."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the engine loads and how it samples; `sampler` overrides the checkpoint's defaults."""
+
+    model: str = "dgls-tiny"
+    device: str | None = None
+    dtype: str | None = None
+    allow_download: bool = False
+    sampler: Mapping[str, Any] = field(default_factory=dict)
+    budget: ContextBudget = ContextBudget()
+    max_canvas: int = 64
+    max_blocks: int = 1
+    cache_size: int = 64
+
+
+@dataclass
+class Suggestion:
+    """One middle, ready for an editor."""
+
+    text: str
+    score: float
+    confidence: float  # mean per-token confidence of the kept tokens (1.0 for an empty middle)
+    n_free: int
+    ended: bool
+
+
+@dataclass
+class Completion:
+    """The answer to one request."""
+
+    request: InfillRequest
+    suggestions: list[Suggestion]
+    nfe: int
+    ms: float
+    blocks: int = 0
+    encode_ms: float = 0.0
+    prefix_cache: str = "none"
+    cached: bool = False  # answered from the result cache, no model call
+
+    @property
+    def text(self) -> str:
+        """The best middle ('' when there is none)."""
+        return self.suggestions[0].text if self.suggestions else ""
+
+
+class Engine:
+    """A resident model behind a single worker thread."""
+
+    def __init__(self, options: EngineOptions | None = None):
+        self.options = options or EngineOptions()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-model")
+        self._infiller = None
+        self._loading: Future | None = None
+        self._results: OrderedDict[tuple, Completion] = OrderedDict()
+        self._lock = threading.Lock()
+        self.state = "idle"  # idle -> loading -> ready | error
+        self.error: str | None = None
+        self.info: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> Future:
+        """Load the model on the worker thread (once); the future resolves when it is ready or failed."""
+        with self._lock:
+            if self._loading is None:
+                self.state = "loading"
+                self._loading = self._pool.submit(self._load)
+            return self._loading
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded; raise EngineError if it failed."""
+        self.start().result(timeout)
+        if self.state != "ready":
+            raise EngineError(self.error or "model not loaded")
+
+    def _load(self) -> None:
+        from dgls.model.infill import Infiller
+        from dgls.model.loading import ModelLoadError, load_model
+
+        t0 = time.perf_counter()
+        o = self.options
+        try:
+            loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download)
+            sampler = loaded.spec.sampler.replace(**dict(o.sampler)) if o.sampler else loaded.spec.sampler
+        except (ModelLoadError, ValueError) as exc:
+            self.state, self.error = "error", str(exc)
+            log.info("model failed to load: %s", exc)  # the caller reports it (CLI, dgls/status)
+            return
+        self._infiller = Infiller(loaded)
+        self._sampler = sampler
+        self.info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
+                     "params": loaded.n_params, "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+                     "filler": loaded.spec.filler_id is not None}
+        self.state = "ready"
+        log.info("model ready: %s", self.info)
+
+    def shutdown(self) -> None:
+        """Stop the worker (pending requests are cancelled)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- requests --------------------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under the model's tokenizer (an estimate before the model is loaded)."""
+        if self._infiller is None:
+            return len(text) // 3 + 1
+        return self._infiller.count_tokens(text)
+
+    def build_request(self, text: str, offset: int, *, language: str | None = None,
+                      selection: tuple[int, int] | None = None) -> InfillRequest:
+        """Cursor context for `text` at code-point `offset` (ContextError for a bad offset or selection)."""
+        return build_request(text, offset, language=language, selection=selection, budget=self.options.budget,
+                             count_tokens=self.count_tokens, max_canvas=self.options.max_canvas)
+
+    def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
+        """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
+        spec = self._infiller.spec
+        wanted = request.canvas_lengths or spec.canvas_lengths
+        if spec.filler_id is not None:
+            return (min(max(wanted), max(spec.canvas_lengths)),)
+        return tuple(dict.fromkeys(wanted))
+
+    def submit(self, request: InfillRequest, *, n_candidates: int = 1, lengths: tuple[int, ...] | None = None,
+               seed: int | None = 0, cancel: threading.Event | None = None,
+               on_step: Callable[[int, int], None] | None = None) -> Future:
+        """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError)."""
+        if self.state != "ready":
+            fut: Future = Future()
+            fut.set_exception(EngineError(self.error if self.state == "error" else f"model is {self.state}"))
+            return fut
+        lengths = tuple(lengths) if lengths else self.lengths_for(request)
+        key = (request.prefix, request.suffix, lengths, n_candidates, seed)
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+        if hit is not None:
+            fut = Future()
+            fut.set_result(Completion(request=request, suggestions=hit.suggestions, nfe=0, ms=0.0, cached=True))
+            return fut
+        check = cancel.is_set if cancel is not None else None
+        return self._pool.submit(self._run, request, key, lengths, n_candidates, seed, check, on_step)
+
+    def complete(self, request: InfillRequest, **kw) -> Completion:
+        """Blocking :meth:`submit`."""
+        return self.submit(request, **kw).result()
+
+    def _run(self, request, key, lengths, n_candidates, seed, cancel, on_step) -> Completion:
+        if cancel is not None and cancel():  # cancelled while queued: no model call at all
+            from dgls.model.sampler import Cancelled
+
+            raise Cancelled(0)
+        inf = self._infiller
+        max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
+        if request.span is SpanKind.REST_OF_LINE:
+            max_blocks = 1
+        res = inf.infill(request.prefix, request.suffix, lengths=lengths, n_candidates=n_candidates,
+                         max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step)
+        suggestions = [Suggestion(text=c.text, score=c.score, n_free=c.n_free, ended=c.ended,
+                                  confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0)
+                       for c in res.candidates]
+        done = Completion(request=request, suggestions=suggestions, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
+                          encode_ms=res.encode_ms, prefix_cache=res.prefix_cache)
+        with self._lock:
+            self._results[key] = done
+            while len(self._results) > self.options.cache_size:
+                self._results.popitem(last=False)
+        return done

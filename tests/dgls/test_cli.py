@@ -1,0 +1,109 @@
+"""The headless command line, run as a subprocess the way scripts run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fib.py"
+
+
+def dgls(*args, stdin: str | None = None, timeout: float = 300):
+    return subprocess.run([sys.executable, "-m", "dgls.cli", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_clean_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    for f in fragments:
+        assert f in err[0], err[0]
+
+
+def test_version():
+    proc = dgls("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("dgls ")
+
+
+def test_infill_a_file_keeps_the_suffix(tiny_checkpoint):
+    text = EXAMPLE.read_text()
+    proc = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--json",
+                "--candidates", "2", "--steps", "4")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["range"] == {"start": [7, 9], "end": [7, 9]}
+    assert out["span"] == "block" and 1 <= out["nfe"] <= 4 and out["ms"] > 0
+    assert out["text"] == out["candidates"][0]["text"] and len(out["candidates"]) in (1, 2)
+    lines = text.splitlines(keepends=True)
+    cursor = sum(len(x) for x in lines[:6]) + 8
+    filled = text[:cursor] + out["text"] + text[cursor:]
+    assert filled.endswith(text[cursor:]) and filled.startswith(text[:cursor])
+    plain = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--steps", "4",
+                 "--candidates", "2")
+    assert plain.returncode == 0 and plain.stdout == out["text"] + "\n"  # same seed, same middle
+
+
+def test_jsonl_answers_100_requests_with_one_model_load(tiny_checkpoint):
+    reqs = [json.dumps({"prefix": f"def f{i}(x):\n    return ", "suffix": "\n", "language": "python", "id": i})
+            for i in range(100)]
+    proc = dgls("-v", "infill", "--jsonl", "--model", str(tiny_checkpoint), "--steps", "2",
+                stdin="\n".join(reqs) + "\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["id"] for o in out] == list(range(100))
+    assert all(isinstance(o["middle"], str) and 1 <= o["nfe"] <= 2 for o in out)
+    assert proc.stderr.count("model ready") == 1
+
+
+def test_jsonl_bad_lines_are_reported_and_skipped(tiny_checkpoint):
+    lines = ["not json", json.dumps([1, 2]), json.dumps({"prefix": 3}), json.dumps({"prefix": "a", "suffix": 5}),
+             json.dumps({"prefix": "a", "n_middle": 0}), "",
+             json.dumps({"prefix": "x = ", "n_middle": 4, "id": "ok"})]
+    proc = dgls("infill", "--jsonl", "--model", str(tiny_checkpoint), "--steps", "2", stdin="\n".join(lines) + "\n")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o.get("line") for o in out[:5]] == [1, 2, 3, 4, 5] and all("error" in o for o in out[:5])
+    assert out[5]["id"] == "ok" and "middle" in out[5]
+    assert len(proc.stderr.strip().splitlines()) == 5
+    assert "invalid JSON" in out[0]["error"] and "expected a JSON object" in out[1]["error"]
+    assert '"n_middle" must be an integer >= 1' in out[4]["error"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["infill", "nope.py", "--line", "1", "--col", "1"], ["nope.py: no such file"]),
+    (["infill", str(EXAMPLE), "--line", "99", "--col", "1"], ["line 99 is out of range", "12 lines"]),
+    (["infill", str(EXAMPLE), "--line", "1", "--col", "99"], ["column 99 is out of range"]),
+    (["infill", str(EXAMPLE), "--line", "0", "--col", "1"], ["line 0 is out of range"]),
+    (["infill", str(EXAMPLE)], ["needs FILE --line N --col M"]),
+    (["infill", str(EXAMPLE), "--line", "1", "--col", "1", "--select-to", "x"], ["--select-to expects LINE:COL"]),
+])
+def test_user_mistakes_get_one_line(args, fragments):
+    assert_clean_error(dgls(*args), *fragments)
+
+
+def test_bad_files_and_models(tmp_path):
+    binary = tmp_path / "b.py"
+    binary.write_bytes(b"\x00\x01\x02abc")
+    assert_clean_error(dgls("infill", str(binary), "--line", "1", "--col", "1"), "looks binary")
+    latin = tmp_path / "l.py"
+    latin.write_bytes("x = 'caf\xe9'\n".encode("latin-1"))
+    assert_clean_error(dgls("infill", str(latin), "--line", "1", "--col", "1"), "not UTF-8 text")
+    assert_clean_error(dgls("infill", str(EXAMPLE), "--line", "1", "--col", "1", "--model", str(tmp_path / "m")),
+                       "model not found")
+
+
+def test_doctor(tiny_checkpoint):
+    proc = dgls("doctor", "--json", "--model", str(tiny_checkpoint))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["torch"] and report["transformers"] == "5.23.0"
+    assert report["model"]["path"] == str(tiny_checkpoint) and report["model"]["params"] > 0
+    assert report["kernels"]["active"] is False and report["kernels"]["why"]
+    bad = dgls("doctor", "--model", "/nonexistent/model")
+    assert bad.returncode == 1 and "model not found" in bad.stdout

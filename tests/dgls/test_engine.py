@@ -1,0 +1,67 @@
+"""The engine: one worker thread, futures, cancel events, the result cache, load failures."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dgls.engine import Engine, EngineError, EngineOptions
+from dgls.model.sampler import Cancelled
+
+SOURCE = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
+CURSOR = SOURCE.index("return ") + len("return ")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    eng = Engine(EngineOptions(model=str(tiny_checkpoint), device="cpu", sampler={"max_steps": 4}))
+    eng.wait_ready(timeout=120)
+    yield eng
+    eng.shutdown()
+
+
+def test_ready_with_info(engine, tiny_checkpoint):
+    assert engine.state == "ready"
+    assert engine.info["device"] == "cpu" and engine.info["model"] == str(tiny_checkpoint)
+
+
+def test_completion_of_a_request(engine):
+    request = engine.build_request(SOURCE, CURSOR, language="python")
+    assert request.suffix.startswith("\n\nprint(add(1, 2))")
+    done = engine.complete(request, seed=1)
+    assert done.nfe >= 1 and not done.cached and done.suggestions
+    assert engine.lengths_for(request) == (16,)  # filler model: one row, the longest wanted length up to 16
+    again = engine.complete(request, seed=1)
+    assert again.cached and again.nfe == 0 and again.text == done.text
+
+
+def test_cancel_event_stops_the_request(engine):
+    request = engine.build_request(SOURCE, CURSOR, language="python")
+    cancel = threading.Event()
+    steps = []
+
+    def on_step(step, total):
+        steps.append(step)
+        cancel.set()  # cancel after the first step
+
+    fut = engine.submit(request, seed=99, cancel=cancel, on_step=on_step)
+    with pytest.raises(Cancelled):
+        fut.result(timeout=60)
+    assert steps == [1]
+    pre = threading.Event()
+    pre.set()
+    with pytest.raises(Cancelled) as err:  # cancelled while queued: no model call
+        engine.submit(request, seed=100, cancel=pre).result(timeout=60)
+    assert err.value.steps == 0
+
+
+def test_failed_load_reports_and_refuses(tmp_path):
+    eng = Engine(EngineOptions(model=str(tmp_path / "missing")))
+    with pytest.raises(EngineError, match="model not found"):
+        eng.wait_ready(timeout=30)
+    assert eng.state == "error" and "missing" in eng.error
+    request = eng.build_request("x = ", 4, language="python")
+    with pytest.raises(EngineError, match="model not found"):
+        eng.submit(request).result(timeout=5)
+    eng.shutdown()
