@@ -1,0 +1,237 @@
+"""One typed settings tree for the server, read from LSP ``initializationOptions`` and ``didChangeConfiguration``.
+
+Clients send camelCase JSON, either at the top level or under a ``"dgls"`` key::
+
+    {"dgls": {"model": "dgls-tiny", "steps": 8, "debounceMs": 60,
+              "contextBudget": {"prefixTokens": 512}, "languages": {"enable": ["*"], "disable": ["markdown"]}}}
+
+:func:`parse_settings` maps that onto :class:`Settings` in one place: keys it does not know are ignored, a value of
+the wrong type or out of range produces one message naming the key, what was expected and what was found, and
+that field keeps its previous value. Keys that are absent keep their previous value too, so a client that sends
+only the keys it changed (or an empty object) changes only those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ["ContextBudgetSettings", "LanguageSettings", "Settings", "parse_settings"]
+
+SECTION = "dgls"
+
+
+@dataclass(frozen=True)
+class ContextBudgetSettings:
+    """Tokens of prefix and suffix the model sees around the middle."""
+
+    prefix_tokens: int = 1024
+    suffix_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class LanguageSettings:
+    """Which LSP language ids get completions: ``enable`` (``"*"`` for all) minus ``disable``."""
+
+    enable: tuple[str, ...] = ("*",)
+    disable: tuple[str, ...] = ()
+
+    def enabled(self, language: str) -> bool:
+        """Whether completions are on for `language` (an LSP language id)."""
+        if language in self.disable:
+            return False
+        return "*" in self.enable or language in self.enable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a user can set, fully defaulted."""
+
+    model: str = "dgls-tiny"  # embedded model name, checkpoint folder or cached Hugging Face id
+    device: str | None = None  # None: auto (CUDA when available)
+    dtype: str | None = None  # None: auto (bfloat16 on CUDA, float32 on CPU)
+    max_canvas: int = 64  # largest canvas in tokens
+    steps: int | None = None  # max denoising steps per block; None: the checkpoint's default
+    entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
+    debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
+    context_budget: ContextBudgetSettings = ContextBudgetSettings()
+    candidates: int = 3  # candidates for an Invoked trigger (one batched pass)
+    languages: LanguageSettings = LanguageSettings()
+    hole_markers: tuple[str, ...] = ("...",)  # a line holding only one of these is a hole for "Fill holes"
+    completion_in_strings: bool = False  # also complete inside strings and comments on Automatic triggers
+
+    def engine_fields(self) -> tuple:
+        """Return the values that decide how the model is loaded and run (a change needs a reload)."""
+        return (self.model, self.device, self.dtype, self.max_canvas, self.steps, self.entropy_bound,
+                self.context_budget)
+
+    def sampler_overrides(self) -> dict[str, Any]:
+        """Sampler settings that override the checkpoint's defaults (``SamplerConfig`` field names)."""
+        out: dict[str, Any] = {}
+        if self.steps is not None:
+            out["max_steps"] = self.steps
+        if self.entropy_bound is not None:
+            out["entropy_bound"] = self.entropy_bound
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settings as the camelCase JSON a client would send (for ``dgls.showConfig``)."""
+        return _to_json(self)
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, str)):
+        kind = {dict: "an object", list: "a list", str: "a string"}[type(value)]
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        return f"{kind} {shown}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _int(minimum: int, maximum: int | None = None, optional: bool = False):
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ValueError(f"expected an integer{' or null' if optional else ''}")
+        value = int(value)
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected an integer >= {minimum}{upper}")
+        return value
+
+    return check
+
+
+def _number(minimum: float, optional: bool = False):
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"expected a finite number{' or null' if optional else ''}")
+        if value < minimum:
+            raise ValueError(f"expected a number >= {minimum}")
+        return float(value)
+
+    return check
+
+
+def _text(optional: bool = False):
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a non-empty string{' or null' if optional else ''}")
+        value = value.strip()
+        return None if optional and value == "auto" else value
+
+    return check
+
+
+def _strings(allow_empty_list: bool = True):
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError("expected a list of non-empty strings")
+        if not value and not allow_empty_list:
+            raise ValueError("expected a non-empty list of strings")
+        return tuple(dict.fromkeys(v.strip() for v in value))
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+# field name -> validator; nested dataclasses are recursed into. The one table of what each key accepts.
+_CHECKS: dict[type, dict[str, Any]] = {
+    Settings: {
+        "model": _text(),
+        "device": _text(optional=True),
+        "dtype": _text(optional=True),
+        "max_canvas": _int(16, 1024),
+        "steps": _int(1, 1024, optional=True),
+        "entropy_bound": _number(0.0, optional=True),
+        "debounce_ms": _int(0, 5000),
+        "candidates": _int(1, 16),
+        "hole_markers": _strings(),
+        "completion_in_strings": _bool,
+    },
+    ContextBudgetSettings: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
+    LanguageSettings: {"enable": _strings(), "disable": _strings()},
+}
+
+
+def _parse(cls: type, raw: Mapping[str, Any], base: Any, path: str, problems: list[str]) -> Any:
+    changes: dict[str, Any] = {}
+    for f in fields(cls):
+        key = _camel(f.name)
+        if key not in raw:
+            continue
+        value, where = raw[key], f"{path}{key}"
+        current = getattr(base, f.name)
+        if f.name in _CHECKS.get(cls, {}):
+            try:
+                changes[f.name] = _CHECKS[cls][f.name](value)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}, got {_describe(value)}; keeping {_show(current)}")
+        elif isinstance(value, Mapping):
+            changes[f.name] = _parse(type(current), value, current, f"{where}.", problems)
+        else:
+            problems.append(f"{where}: expected an object, got {_describe(value)}; keeping the previous value")
+    return replace(base, **changes) if changes else base
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(list(value))
+    return "null (auto)" if value is None else repr(value)
+
+
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Overlay client settings onto `base` (default: all defaults); return the settings and the problems found.
+
+    `raw` is the JSON a client sent: the settings object itself, or an object with a ``"dgls"`` key holding it,
+    or null. Unknown keys are ignored; each invalid value gives one message and keeps the previous value.
+    """
+    base = base or Settings()
+    if raw is None:
+        return base, []
+    if not isinstance(raw, Mapping):
+        return base, [f"settings: expected an object, got {_describe(raw)}; keeping the previous settings"]
+    if SECTION in raw:
+        inner = raw[SECTION]
+        if inner is None:
+            return base, []
+        if not isinstance(inner, Mapping):
+            return base, [f"{SECTION}: expected an object, got {_describe(inner)}; keeping the previous settings"]
+        raw = inner
+    problems: list[str] = []
+    settings = _parse(Settings, raw, base, "", problems)
+    return settings, problems
+
+
+def _to_json(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {_camel(f.name): _to_json(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
