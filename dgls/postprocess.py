@@ -1,0 +1,135 @@
+"""Middles -> edits: the range a middle replaces, closers already on the line, syntax checks, ranking.
+
+The engine returns middles for an :class:`~dgls.context.InfillRequest`; an editor wants edits. This module
+turns each middle into an :class:`Edit` on the document (code-point offsets; the server converts them to LSP
+positions through :mod:`dgls.text`):
+
+* a rest-of-line middle stops at its first line break; trailing whitespace-only lines are dropped;
+* when a middle ends with closers (``)``, ``]``, ``}``, quotes) that the rest of the line already starts with,
+  the edit replaces them instead of writing them twice (``print(|)`` + ``"hi")`` -> ``print("hi")``);
+* where tree-sitter has a grammar for the language, a candidate that leaves the document with more syntax
+  errors than it had (any at all, when the original parsed cleanly) is dropped;
+* the rest are ranked: parse-clean first, then by the model's score; identical edits are merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dgls.context import InfillRequest, SpanKind
+from dgls.context import _grammar as grammar_for  # one grammar table for the package: context's
+from dgls.text import Utf8Index
+
+__all__ = ["Edit", "Suggested", "count_syntax_errors", "make_edits", "shape_middle"]
+
+CLOSERS = ")]}\"'`"
+_MAX_CHECK_BYTES = 1_000_000  # larger documents are not re-parsed per candidate
+
+
+class Suggested(Protocol):
+    """What the engine's suggestions carry that ranking uses."""
+
+    text: str
+    score: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``text[start:end]`` (code-point offsets) with ``new_text``; what one candidate does."""
+
+    start: int
+    end: int
+    new_text: str
+    score: float
+    confidence: float
+    syntax_ok: bool | None  # None: not checked (no grammar, or the document is too large)
+
+
+def shape_middle(text: str, request: InfillRequest, middle: str) -> tuple[int, int, str] | None:
+    """Return the ``(start, end, new_text)`` a middle becomes in `text`, or None when nothing is left of it."""
+    start, end = request.start, request.end
+    if request.span is SpanKind.REST_OF_LINE:
+        middle = middle.split("\n", 1)[0].split("\r", 1)[0].rstrip(" \t")
+    lines = middle.splitlines(keepends=True)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    middle = "".join(lines).rstrip("\r\n")  # the suffix brings the line's own terminator
+    if not middle.strip():
+        return None
+    replaced = text[start:end]
+    if replaced.endswith(("\n", "\r")):  # a selection of whole lines: keep the last line break
+        middle += replaced[len(replaced.rstrip("\r\n")) :]
+    end += _closers_to_replace(text, end, middle)
+    return start, end, middle
+
+
+def _closers_to_replace(text: str, end: int, middle: str) -> int:
+    """How many closers at `end` the middle's own trailing closers stand for (0 when they do not match)."""
+    n = 0
+    while end + n < len(text) and text[end + n] in CLOSERS:
+        n += 1
+    for k in range(n, 0, -1):
+        if middle.endswith(text[end : end + k]):
+            return k
+    return 0
+
+
+def count_syntax_errors(language: str, data: bytes) -> int | None:
+    """ERROR and MISSING nodes tree-sitter finds in `data`; None when the language has no grammar."""
+    grammar = grammar_for(language)
+    if grammar is None:
+        return None
+    from tree_sitter import Parser
+
+    root = Parser(grammar).parse(data).root_node
+    if not root.has_error:
+        return 0
+    return _count_errors(root)
+
+
+def _count_errors(root: Any) -> int:
+    """Count ERROR/MISSING nodes with a cursor walk that skips error-free subtrees."""
+    count = 0
+    cursor = root.walk()
+    while True:
+        node = cursor.node
+        descend = node.has_error
+        if node.is_error or node.is_missing:
+            count += 1
+        if descend and cursor.goto_first_child():
+            continue
+        while not cursor.goto_next_sibling():
+            if not cursor.goto_parent():
+                return count
+
+
+def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggested]) -> list[Edit]:
+    """Edits for the engine's suggestions on `text`, best first; candidates that break the parse are dropped."""
+    shaped: dict[tuple[int, int, str], Suggested] = {}
+    for s in suggestions:
+        edit = shape_middle(text, request, s.text)
+        if edit is not None and edit not in shaped:
+            shaped[edit] = s
+    if not shaped:
+        return []
+    index = Utf8Index(text)
+    check = len(index.data) <= _MAX_CHECK_BYTES
+    base = count_syntax_errors(request.language, index.data) if check else None
+    edits = []
+    for (start, end, new_text), s in shaped.items():
+        ok: bool | None = None
+        if base is not None:
+            data = index.data[: index.byte_offset(start)] + new_text.encode("utf-8", "surrogatepass")
+            data += index.data[index.byte_offset(end) :]
+            after = count_syntax_errors(request.language, data)
+            assert after is not None, f"grammar for {request.language!r} vanished"
+            ok = after <= base and (base > 0 or after == 0)
+            if not ok:
+                continue
+        edits.append(Edit(start, end, new_text, s.score, s.confidence, ok))
+    edits.sort(key=lambda e: (e.syntax_ok is not True, -e.score))
+    return edits
+

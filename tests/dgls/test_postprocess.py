@@ -1,0 +1,99 @@
+"""Postprocess: middle -> edit (range, closers, rest-of-line cut, trailing blank lines), parse check, ranking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dgls.context import SpanKind, build_request
+from dgls.postprocess import count_syntax_errors, make_edits, shape_middle
+from dgls.text import TextEdit, apply_edits
+
+
+@dataclass
+class S:
+    text: str
+    score: float = 0.0
+    confidence: float = 1.0
+
+
+def at(text: str, marker: str = "|", **kw):
+    offset = text.index(marker)
+    text = text.replace(marker, "", 1)
+    return text, build_request(text, offset, language=kw.pop("language", "python"), **kw)
+
+
+def apply(text, edit):
+    return apply_edits(text, [TextEdit(edit[0], edit[1], edit[2])])
+
+
+def test_rest_of_line_cut_at_first_newline():
+    text, req = at("x = |\nprint(x)\n")
+    assert req.span is SpanKind.REST_OF_LINE
+    assert shape_middle(text, req, "1 + 2   \ny = 3\n") == (4, 4, "1 + 2")
+
+
+def test_closer_already_on_the_line_is_replaced_not_duplicated():
+    text, req = at('print(|)\n')
+    edit = shape_middle(text, req, '"hi")')
+    assert edit == (6, 7, '"hi")')
+    assert apply(text, edit) == 'print("hi")\n'
+    text, req = at("f(g(|))\n")
+    assert apply(text, shape_middle(text, req, "1))")) == "f(g(1))\n"
+    assert apply(text, shape_middle(text, req, "1)")) == "f(g(1))\n"
+    assert apply(text, shape_middle(text, req, "1")) == "f(g(1))\n"  # nothing to replace
+
+
+def test_trailing_whitespace_lines_stripped_and_suffix_kept():
+    text, req = at("def f(a):\n    |\n\nprint(f(1))\n")
+    assert req.span is SpanKind.BLOCK
+    edit = shape_middle(text, req, "return a\n   \n\n")
+    assert edit[2] == "return a"
+    assert apply(text, edit) == "def f(a):\n    return a\n\nprint(f(1))\n"
+
+
+def test_whitespace_only_middle_is_nothing():
+    text, req = at("x = |\n")
+    assert shape_middle(text, req, "  \n \n") is None
+    assert shape_middle(text, req, "") is None
+
+
+def test_selection_of_whole_lines_keeps_its_line_break():
+    text = "a = 1\nb = 2\nc = 3\n"
+    start, end = text.index("b"), text.index("c")
+    req = build_request(text, start, language="python", selection=(start, end))
+    edit = shape_middle(text, req, "b = 20")
+    assert apply(text, edit) == "a = 1\nb = 20\nc = 3\n"
+
+
+def test_hole_marker_is_replaced():
+    text, req = at("def f():\n    .|..\n")
+    assert (req.start, req.end) == (13, 16)
+    assert apply(text, shape_middle(text, req, "return 1")) == "def f():\n    return 1\n"
+
+
+def test_syntax_errors_counted():
+    assert count_syntax_errors("python", b"x = 1\n") == 0
+    assert count_syntax_errors("python", b"x = (1\n") >= 1
+    assert count_syntax_errors("text", b"anything (") is None
+
+
+def test_make_edits_drops_parse_breakers_and_ranks():
+    text, req = at("def f(a):\n    return |\n\nprint(f(1))\n")
+    edits = make_edits(text, req, [S("a + (1", score=-0.1), S("a + 1", score=-2.0), S("a * 2", score=-1.0),
+                                   S("a * 2\n", score=-3.0), S("   ", score=0.0)])
+    assert [e.new_text for e in edits] == ["a * 2", "a + 1"]  # broken one dropped, duplicate merged, blank gone
+    assert all(e.syntax_ok for e in edits)
+
+
+def test_make_edits_when_the_original_does_not_parse():
+    text, req = at("x = [1, 2|\ny = 3\n")
+    edits = make_edits(text, req, [S("]"), S(", 3]"), S("))))")])
+    got = {e.new_text for e in edits}
+    assert "]" in got and ", 3]" in got  # fixing or keeping the error count is fine
+    assert all(e.syntax_ok is True for e in edits)
+
+
+def test_unknown_language_is_not_checked():
+    text, req = at("hello |world\n", language="text")
+    (edit,) = make_edits(text, req, [S("big ")])
+    assert edit.syntax_ok is None and edit.new_text == "big"
