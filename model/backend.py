@@ -11,9 +11,8 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from transformers import DynamicCache
-
 from dgls.model.canvas import Canvas
+from transformers import DynamicCache
 
 
 def new_cache(model) -> DynamicCache:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
 from dgls.model.canvas import Canvas
 from dgls.model.loading import LoadedModel
@@ -115,7 +114,7 @@ class Infiller:
         while blocks < max_blocks and not all(ended):
             denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
             canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len,
-                                  lambda shape: denoiser.noise(shape, generator),
+                                  lambda shape, d=denoiser: d.noise(shape, generator),
                                   pad_id=self.spec.pad_id or 0, device=device)
             res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step)
             nfe += res.steps
@@ -127,7 +126,7 @@ class Infiller:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
                 raw[i] += tokens[i][:n]
-                for tok, c in zip(tokens[i][:n], conf[i][:n]):
+                for tok, c in zip(tokens[i][:n], conf[i][:n], strict=True):
                     if tok in self._end_ids:
                         ended[i] = True
                         break

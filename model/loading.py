@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from dgls.model.sampler import SamplerConfig
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
@@ -265,8 +264,11 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
         sampler = SamplerConfig.from_dict({k: v for k, v in sampler_keys.items() if v is not None})
     except ValueError as exc:
         raise ModelLoadError(f"invalid sampler defaults in {gen_file}: {exc}") from None
-    return ModelSpec(bos_id=int(bos), eos_id=None if eos is None else int(eos), pad_id=None if pad is None else int(pad),
-                     filler_id=None if filler is None else int(filler), noise_low=int(ours.get("noise_low", 0)),
+    def opt(v):
+        return None if v is None else int(v)
+
+    return ModelSpec(bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
+                     noise_low=int(ours.get("noise_low", 0)),
                      vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from dgls.model.canvas import Canvas
 from dgls.model.sampler import Cancelled, SamplerConfig, accept_mask, denoise, entropy, temperature
 
@@ -155,7 +154,8 @@ def test_fixed_seed_reproduces_and_other_seed_differs():
 def test_on_step_reports_progress():
     seen = []
     target = torch.randint(10, V, (1, 9))
-    denoise(ScriptedDenoiser(target, 1.0), make_canvas(), SamplerConfig(max_steps=3), on_step=lambda s, n: seen.append((s, n)))
+    denoise(ScriptedDenoiser(target, 1.0), make_canvas(), SamplerConfig(max_steps=3),
+            on_step=lambda s, n: seen.append((s, n)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
