@@ -11,8 +11,9 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from dgls.model.canvas import Canvas
 from transformers import DynamicCache
+
+from dgls.model.canvas import Canvas
 
 
 def new_cache(model) -> DynamicCache:

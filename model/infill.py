@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
 from dgls.model.canvas import Canvas
 from dgls.model.loading import LoadedModel

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from dgls.model.sampler import SamplerConfig
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import torch
+
 from dgls.model.canvas import Canvas
 
 

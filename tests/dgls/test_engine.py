@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from dgls.model.sampler import Cancelled
 
 from dgls.engine import Engine, EngineError, EngineOptions
+from dgls.model.sampler import Cancelled
 
 SOURCE = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
 CURSOR = SOURCE.index("return ") + len("return ")

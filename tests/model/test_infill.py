@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
+
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, encode
 from dgls.model.canvas import Canvas
 from dgls.model.infill import Infiller
 from dgls.model.sampler import Cancelled, DenoiseResult, SamplerConfig
-from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
 PREFIX = "def add(a, b):\n    return a + b\n"
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+
 from dgls.model import loading
 from dgls.model.loading import ModelLoadError, load_model, resolve_checkpoint
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from dgls.model.canvas import Canvas
 from dgls.model.sampler import Cancelled, SamplerConfig, accept_mask, denoise, entropy, temperature
 
