@@ -2,7 +2,7 @@
 
 The encoder runs causally over the prefix and writes a KV cache; the decoder reads that cache at every
 denoising step and never writes it (transformers 5.23 ``append_to_cache`` concatenates), so one cache serves
-every step and every request whose prefix is unchanged, and a prefix that grows is extended in place.
+every step and every request whose prefix is unchanged, and a prefix that grows only encodes what is new.
 """
 
 from __future__ import annotations
@@ -33,50 +33,79 @@ def encode(model, ids: torch.Tensor, cache: DynamicCache | None = None) -> Dynam
     return cache
 
 
+def fork(cache: DynamicCache) -> DynamicCache:
+    """A cache sharing the tensors of `cache` that can be appended to without changing `cache`.
+
+    transformers 5.23's DynamicLayer.update rebinds keys and values to ``torch.cat`` results (sliding layers to
+    slices of them) and never writes into existing tensors, so shallow copies of the layer objects suffice:
+    forking costs no tensor copy.
+    """
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
 def batched(cache: DynamicCache, batch: int) -> DynamicCache:
-    """A copy of a batch-1 cache repeated `batch` times (the original stays usable for later requests)."""
-    out = copy.deepcopy(cache)
+    """A fork of a batch-1 cache, repeated `batch` times (the original stays usable for later requests)."""
+    out = fork(cache)
     if batch > 1:
-        out.batch_repeat_interleave(batch)
+        out.batch_repeat_interleave(batch)  # rebinds to new tensors, the original is untouched
     return out
 
 
 class PrefixCache:
-    """The encoder cache of the last prefix: reused when the next prefix is equal, extended when it grows.
+    """Encoder caches for the prefix: an anchor that stays put while the user types, plus a re-encoded tail.
 
-    Sliding-window layers drop old keys, so a cache cannot be cropped back; any other change re-encodes.
+    Typing changes the last token or two of a prefix (BPE re-merges the word under the cursor), so the cache is
+    kept at an anchor `tail` tokens behind the end. A request whose prefix starts with the anchor forks it and
+    encodes only its own tail ("extend"); the same prefix again reuses the last cache ("hit"); any other prefix
+    re-encodes ("miss"). The anchor moves forward once a request is more than `tail + advance` tokens past it.
+    Sliding-window layers drop old keys, so caches are never cropped, only forked.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, tail: int = 16, advance: int = 64):
         self.model = model
+        self.tail, self.advance = tail, advance
+        self.anchor_ids: tuple[int, ...] = ()
+        self.anchor: DynamicCache | None = None
         self.ids: tuple[int, ...] = ()
         self.cache: DynamicCache | None = None
         self.stats = {"hit": 0, "extend": 0, "miss": 0}
 
-    def get(self, ids: Sequence[int]) -> tuple[DynamicCache, str]:
-        """Return a batch-1 cache holding exactly `ids`, and how it was obtained: hit, extend or miss.
+    def _encode(self, ids: Sequence[int], cache: DynamicCache | None) -> DynamicCache:
+        return encode(self.model, torch.tensor([list(ids)], device=self.model.device), cache)
 
-        The returned cache is shared: callers that append to it (multi-block) must copy it first.
-        """
+    def get(self, ids: Sequence[int]) -> tuple[DynamicCache, str]:
+        """Return a batch-1 cache holding exactly `ids` (read-only: fork it to append), and hit/extend/miss."""
         ids = tuple(int(i) for i in ids)
-        device = self.model.device
+        if not ids:
+            raise ValueError("the prefix must hold at least one token (BOS)")
         if self.cache is not None and ids == self.ids:
-            kind = "hit"
-        elif self.cache is not None and len(ids) > len(self.ids) and ids[: len(self.ids)] == self.ids:
-            tail = torch.tensor([ids[len(self.ids):]], device=device)
-            encode(self.model, tail, self.cache)
+            self.stats["hit"] += 1
+            return self.cache, "hit"
+        a = len(self.anchor_ids)
+        if self.anchor is not None and len(ids) >= a and ids[:a] == self.anchor_ids:
             kind = "extend"
+            if len(ids) - a > self.tail + self.advance:
+                cut = len(ids) - self.tail
+                self.anchor = self._encode(ids[a:cut], fork(self.anchor))
+                self.anchor_ids = ids[:cut]
         else:
-            self.cache = None  # free the old cache before building the new one
-            self.cache = encode(self.model, torch.tensor([ids], device=device))
             kind = "miss"
-        self.ids = ids
+            self.anchor = self.cache = None  # free the old caches before building new ones
+            cut = max(1, len(ids) - self.tail)
+            self.anchor = self._encode(ids[:cut], None)
+            self.anchor_ids = ids[:cut]
+        cache = fork(self.anchor)
+        if len(ids) > len(self.anchor_ids):
+            cache = self._encode(ids[len(self.anchor_ids):], cache)
+        self.ids, self.cache = ids, cache
         self.stats[kind] += 1
-        return self.cache, kind
+        return cache, kind
 
     def clear(self) -> None:
-        """Forget the cached prefix."""
-        self.ids, self.cache = (), None
+        """Forget every cached prefix."""
+        self.anchor_ids, self.anchor, self.ids, self.cache = (), None, (), None
 
 
 class DiffusionGemmaDenoiser:

@@ -112,10 +112,9 @@ def test_cancel_between_steps_keeps_the_prefix_cache_usable(infiller):
 
 def test_prefix_cache_hit_extend_miss_and_extension_is_exact(tiny_loaded):
     model = tiny_loaded.model
-    pc = PrefixCache(model)
+    pc = PrefixCache(model, tail=2, advance=2)
     ids = [2, 30, 31, 32, 33, 34]
-    _, kind = pc.get(ids[:4])
-    assert kind == "miss"
+    assert pc.get(ids[:4])[1] == "miss" and pc.anchor_ids == (2, 30)
     cache, kind = pc.get(ids)
     assert kind == "extend" and cache.get_seq_length() == 6
     assert pc.get(ids)[1] == "hit"
@@ -124,8 +123,26 @@ def test_prefix_cache_hit_extend_miss_and_extension_is_exact(tiny_loaded):
     a = DiffusionGemmaDenoiser(model, cache, 9)(canvas, None)
     b = DiffusionGemmaDenoiser(model, fresh, 9)(canvas, None)
     torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
-    assert pc.get([2, 30, 99])[1] == "miss"
-    assert pc.stats == {"hit": 1, "extend": 1, "miss": 2}
+    # typing changes the last tokens: still served from the anchor, which forks never modify
+    anchor_keys = pc.anchor.layers[0].keys
+    assert pc.get([2, 30, 99])[1] == "extend"
+    assert pc.anchor.layers[0].keys is anchor_keys and pc.anchor.get_seq_length() == 2
+    assert pc.get([2, 77, 31])[1] == "miss"
+    # far past the anchor: it moves forward, keeping `tail` tokens behind the end
+    long = [2, 77, *range(100, 110)]
+    assert pc.get(long)[1] == "extend" and pc.anchor_ids == tuple(long[:-2])
+    assert pc.stats == {"hit": 1, "extend": 3, "miss": 2}
+
+
+def test_fork_shares_tensors_and_leaves_the_original_alone(tiny_loaded):
+    from dgls.model.backend import fork
+
+    model = tiny_loaded.model
+    base = encode(model, torch.tensor([[2, 30, 31]]))
+    before = [layer.keys.clone() for layer in base.layers]
+    child = encode(model, torch.tensor([[40, 41]]), fork(base))
+    assert child.get_seq_length() == 5 and base.get_seq_length() == 3
+    assert all(torch.equal(layer.keys, k) for layer, k in zip(base.layers, before, strict=True))
 
 
 def test_filler_ends_the_middle_and_is_stripped(infiller, monkeypatch):
@@ -147,3 +164,17 @@ def test_filler_ends_the_middle_and_is_stripped(infiller, monkeypatch):
     res = infiller.infill("a", "b", lengths=(8,), n_candidates=2)
     assert [c.text for c in res.candidates] == [" x = 1", infiller.tokenizer.decode(words[:1])]
     assert all(c.ended for c in res.candidates)
+
+
+def test_extension_past_the_sliding_window_matches_one_shot_encoding(tiny_loaded):
+    """The tiny config has a 64-token sliding window: forks and extensions must see the same keys."""
+    model = tiny_loaded.model
+    ids = [2, *[(7 * i) % 400 + 9 for i in range(99)]]
+    pc = PrefixCache(model, tail=8, advance=16)
+    pc.get(ids[:70])
+    cache, kind = pc.get(ids)
+    assert kind == "extend" and len(pc.anchor_ids) == 92
+    canvas = Canvas.build((8,), [40, 41], 100, lambda s: torch.full(s, 77))
+    a = DiffusionGemmaDenoiser(model, cache, 9)(canvas, None)
+    b = DiffusionGemmaDenoiser(model, encode(model, torch.tensor([ids])), 9)(canvas, None)
+    torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
