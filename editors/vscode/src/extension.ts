@@ -1,0 +1,174 @@
+// The dgls VS Code extension: starts `dgls --stdio`, lets vscode-languageclient 11 show its inline completions as
+// ghost text, and adds a status bar item, a few commands and the settings. Everything else is the server's.
+import * as vscode from 'vscode';
+import {
+  CodeAction,
+  CodeActionRequest,
+  CodeActionResolveRequest,
+  DidChangeConfigurationNotification,
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  TransportKind,
+} from 'vscode-languageclient/node';
+import { formatCommandLine, resolveServerCommand, serverSettings } from './command';
+import { StatusItem, type DglsStatus } from './status';
+
+const SECTION = 'dgls';
+let client: LanguageClient | undefined;
+let log: vscode.LogOutputChannel;
+let status: StatusItem;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  log = vscode.window.createOutputChannel('dgls', { log: true });
+  status = new StatusItem('dgls.showLog');
+  context.subscriptions.push(
+    log,
+    status,
+    vscode.commands.registerCommand('dgls.showLog', () => log.show()),
+    vscode.commands.registerCommand('dgls.restartServer', () => restart()),
+    vscode.commands.registerCommand('dgls.rewriteSelection', () => rewriteSelection()),
+    vscode.commands.registerCommand('dgls.fillHoles', () => fillHoles()),
+    vscode.workspace.onDidChangeConfiguration((e) => onConfigurationChanged(e)),
+  );
+  await start();
+}
+
+export async function deactivate(): Promise<void> {
+  await stop();
+}
+
+function settingsSection(): Record<string, unknown> {
+  // WorkspaceConfiguration carries methods next to the values: a JSON round trip keeps the values only.
+  return JSON.parse(JSON.stringify(vscode.workspace.getConfiguration(SECTION))) as Record<string, unknown>;
+}
+
+async function start(): Promise<void> {
+  const cfg = vscode.workspace.getConfiguration(SECTION);
+  const resolved = resolveServerCommand({
+    configuredPath: cfg.get<string>('server.path', ''),
+    extraArgs: cfg.get<string[]>('server.extraArgs', []),
+    workspaceFolders: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+    envPath: process.env.PATH,
+    platform: process.platform,
+  });
+  if ('error' in resolved) {
+    log.error(resolved.error);
+    status.show({ state: 'error', error: resolved.error });
+    const choice = await vscode.window.showErrorMessage(`dgls: ${resolved.error}`, 'Open Settings');
+    if (choice === 'Open Settings') {
+      await vscode.commands.executeCommand('workbench.action.openSettings', 'dgls.server.path');
+    }
+    return;
+  }
+  log.info(`starting the server (${resolved.source}): ${formatCommandLine(resolved)}`);
+  const serverOptions: ServerOptions = { command: resolved.command, args: resolved.args, transport: TransportKind.stdio };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+    initializationOptions: serverSettings(settingsSection()),
+    outputChannel: log,
+    traceOutputChannel: log,
+  };
+  // The id 'dgls' makes the client read the `dgls.trace.server` setting.
+  client = new LanguageClient('dgls', 'dgls', serverOptions, clientOptions);
+  client.onNotification('dgls/status', (s: DglsStatus) => status.show(s));
+  client.onDidChangeState((e) => {
+    if (e.newState === State.Stopped) status.show({ state: 'stopped' });
+  });
+  status.show({ state: 'starting' });
+  try {
+    await client.start();
+  } catch (err) {
+    log.error(`the server failed to start: ${String(err)}`);
+    status.show({ state: 'error', error: String(err) });
+  }
+}
+
+async function stop(): Promise<void> {
+  const old = client;
+  client = undefined;
+  if (old?.isRunning()) await old.stop();
+  await old?.dispose();
+}
+
+async function restart(): Promise<void> {
+  log.info('restarting the server');
+  await stop();
+  await start();
+}
+
+async function onConfigurationChanged(e: vscode.ConfigurationChangeEvent): Promise<void> {
+  if (e.affectsConfiguration('dgls.server')) {
+    await restart();
+  } else if (e.affectsConfiguration(SECTION) && client?.isRunning()) {
+    // The server overlays these onto its settings; a model setting change makes it reload the model.
+    await client.sendNotification(DidChangeConfigurationNotification.type, {
+      settings: { [SECTION]: serverSettings(settingsSection()) },
+    });
+  }
+}
+
+function runningClient(): LanguageClient | undefined {
+  if (client?.isRunning()) return client;
+  void vscode.window.showWarningMessage('dgls: the server is not running (see dgls: Show Log).');
+  return undefined;
+}
+
+async function rewriteSelection(): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const c = runningClient();
+  if (!editor || !c) return;
+  if (editor.selection.isEmpty) {
+    void vscode.window.showInformationMessage('dgls: select the code to rewrite first.');
+    return;
+  }
+  const instruction = await vscode.window.showInputBox({
+    title: 'dgls: Rewrite Selection',
+    prompt: 'How should the selection be rewritten? (empty: just regenerate it)',
+    placeHolder: 'e.g. use a list comprehension',
+  });
+  if (instruction === undefined) return;
+  const args = [
+    editor.document.uri.toString(),
+    c.code2ProtocolConverter.asRange(editor.selection),
+    instruction,
+  ];
+  // The server applies the edit itself through workspace/applyEdit.
+  const result = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: 'dgls: rewriting…', cancellable: true },
+    (_progress, token) => c.sendRequest(ExecuteCommandRequest.type, { command: 'dgls.rewrite', arguments: args }, token),
+  ) as { applied?: boolean; reason?: string | null } | null;
+  if (result && result.applied === false && result.reason) log.warn(`rewrite not applied: ${result.reason}`);
+}
+
+async function fillHoles(): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const c = runningClient();
+  if (!editor || !c) return;
+  const document = editor.document;
+  // An empty range asks about the whole file; a selection limits the holes to it.
+  const range = editor.selection.isEmpty ? new vscode.Range(0, 0, 0, 0) : editor.selection;
+  const actions = await c.sendRequest(CodeActionRequest.type, {
+    textDocument: { uri: document.uri.toString() },
+    range: c.code2ProtocolConverter.asRange(range),
+    context: { diagnostics: [], only: [vscode.CodeActionKind.RefactorRewrite.value] },
+  });
+  const fill = (actions ?? []).filter(CodeAction.is).find((a) => a.title.startsWith('dgls: Fill'));
+  if (!fill) {
+    const markers = vscode.workspace.getConfiguration(SECTION).get<string[]>('holeMarkers', []).join(', ');
+    void vscode.window.showInformationMessage(`dgls: no holes here (a hole is a line holding only: ${markers}).`);
+    return;
+  }
+  const resolved = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: fill.title, cancellable: true },
+    (_progress, token) => c.sendRequest(CodeActionResolveRequest.type, fill, token),
+  );
+  if (resolved.edit) {
+    const edit = await c.protocol2CodeConverter.asWorkspaceEdit(resolved.edit);
+    if (!(await vscode.workspace.applyEdit(edit))) {
+      void vscode.window.showWarningMessage('dgls: the file changed while the holes were filled; try again.');
+    }
+  }
+}
