@@ -1,0 +1,53 @@
+"""What the code actions work on: hole markers in a range, and an instruction turned into a prompt.
+
+No LSP types and no model here: offsets in, offsets and requests out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dgls.context import InfillRequest
+from dgls.text import LineTable
+
+__all__ = ["find_holes", "line_comment", "with_instruction"]
+
+_LINE_COMMENTS = {"python": "#", "shellscript": "#", "ruby": "#", "yaml": "#", "toml": "#", "lua": "--",
+                  "sql": "--", "text": "#"}
+
+
+def line_comment(language: str) -> str:
+    """The line-comment marker of an LSP language id (``//`` for the C-like ones and anything unknown)."""
+    return _LINE_COMMENTS.get(language, "//")
+
+
+def find_holes(text: str, markers: tuple[str, ...], start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Code-point ranges of hole markers between `start` and `end`: lines holding only a marker (indent aside)."""
+    end = len(text) if end is None else end
+    lines = LineTable(text)
+    holes = []
+    first, last = lines.line_of(start), lines.line_of(end)
+    for i in range(first, last + 1):
+        line_start, line_end = lines.start(i), lines.end(i)
+        content = text[line_start:line_end]
+        stripped = content.strip()
+        if stripped not in markers:
+            continue
+        hole_start = line_start + len(content) - len(content.lstrip())
+        hole_end = hole_start + len(stripped)
+        if hole_start >= start and hole_end <= end:
+            holes.append((hole_start, hole_end))
+    return holes
+
+
+def with_instruction(request: InfillRequest, text: str, instruction: str) -> InfillRequest:
+    """The request with `instruction` as a comment line just above the line where the middle starts."""
+    instruction = " ".join(instruction.split())
+    if not instruction:
+        return request
+    lines = LineTable(text)
+    line_start = lines.start(lines.line_of(request.start))
+    line_start = max(line_start, request.prefix_start)
+    comment = f"{request.indent}{line_comment(request.language)} {instruction}\n"
+    prefix = text[request.prefix_start : line_start] + comment + text[line_start : request.start]
+    return replace(request, prefix=prefix)

@@ -1,0 +1,711 @@
+"""The language server: LSP in -> one engine call -> LSP out.
+
+Each handler looks up the document, converts positions through :mod:`dgls.text` in the negotiated encoding,
+makes one call on the :class:`~dgls.engine.Engine` (awaited as an asyncio future so ``$/cancelRequest`` reaches
+the model worker as a cancel event), and converts the result back. The model loads once, in the background,
+after ``initialize``; until it is ready, requests get empty results and the client a ``dgls/status``.
+
+Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, several
+candidates on Invoked ones, answered from the last ghost text while the user types it), a
+``textDocument/completion`` fallback, code actions "Fill holes" and "Regenerate selection" (the model runs in
+``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, and the
+``dgls/status`` notification. Every edit is a versioned ``TextDocumentEdit``, so a client rejects a stale one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from dgls import __version__
+from dgls.actions import find_holes, with_instruction
+from dgls.context import ContextError, InfillRequest, language_for_path
+from dgls.engine import Completion, Engine, EngineOptions
+from dgls.ghost import Ghost, GhostCache
+from dgls.postprocess import Edit, make_edits
+from dgls.settings import Settings, parse_settings
+from dgls.text import LineTable, PositionEncoding, PositionError
+
+log = logging.getLogger("dgls.server")
+
+STATUS = "dgls/status"
+CMD_REWRITE = "dgls.rewrite"
+CMD_SHOW_CONFIG = "dgls.showConfig"
+CMD_RESTART = "dgls.restartModel"
+ACTION_FILL_HOLES = "fillHoles"
+ACTION_REGENERATE = "regenerate"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class RequestFailed(JsonRpcException):
+    """LSP ``RequestFailed``: the request was well formed but cannot be served (model not ready, bad range)."""
+
+    CODE = -32803
+
+
+# --- protocol: a reply for every request --------------------------------------------------------------
+
+
+class DglsProtocol(LanguageServerProtocol):
+    """pygls' protocol, but a request whose params do not structure gets -32602 instead of no reply."""
+
+    def structure_message(self, data: dict[str, Any]):
+        """Structure one incoming JSON object; answer InvalidParams for a request that does not structure."""
+        try:
+            return super().structure_message(data)
+        except (JsonRpcInvalidParams, JsonRpcInternalError) as exc:
+            if "id" not in data or "method" not in data:
+                raise  # a notification or a response: nobody to answer, pygls logs it
+            cause = exc.__cause__
+            detail = _structure_problem(cause) if cause is not None else str(exc)
+            method = data.get("method")
+            log.warning("invalid params for %s (id %r): %s", method, data.get("id"), detail)
+            self._send_response(
+                data["id"], None,
+                JsonRpcInvalidParams(f"invalid params for {method}: {detail}").to_response_error(),
+            )
+            # handled: hand pygls a notification nobody listens to ($/ notifications may be ignored)
+            return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered"},
+                                             _ignored_notification_type())
+
+
+def _ignored_notification_type():
+    from pygls.protocol.json_rpc import JsonRPCNotification
+
+    return JsonRPCNotification
+
+
+def _structure_problem(exc: BaseException) -> str:
+    """One line out of a cattrs structuring error: which field, what was expected."""
+    try:
+        from cattrs import transform_error
+
+        return "; ".join(transform_error(exc, path="$"))  # type: ignore[arg-type]
+    except Exception:  # not a cattrs error: its own message
+        return f"{type(exc).__name__}: {exc}"
+
+
+# --- server state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Doc:
+    """A snapshot of an open document: its text, version, language and line table."""
+
+    uri: str
+    text: str
+    version: int | None
+    language: str
+    lines: LineTable
+
+
+class DglsServer(LanguageServer):
+    """pygls server plus what dgls keeps between requests: settings, the engine, in-flight work, caches."""
+
+    def __init__(self) -> None:
+        super().__init__("dgls", __version__, protocol_cls=DglsProtocol)
+        self.settings = Settings()
+        self.engine: Engine | None = None
+        self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
+        self.ghosts = GhostCache()
+        self.initialized = False
+        self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "cancelled": 0, "lastLatencyMs": None,
+                                      "lastNfe": None}
+        self._tables: dict[str, LineTable] = {}
+        self._load_token: str | None = None
+        self.pending_problems: list[str] = []  # settings problems found before the client was initialized
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log out-of-band errors; no popups for what the user cannot act on."""
+        log.error("%s: %s", getattr(source, "__name__", source), error)
+
+    # -- documents ---------------------------------------------------------------------------------------
+    @property
+    def encoding(self) -> PositionEncoding:
+        """The position encoding negotiated with the client."""
+        enc = self.workspace.position_encoding if self.protocol._workspace is not None else None
+        return PositionEncoding(str(getattr(enc, "value", enc) or "utf-16"))
+
+    def doc(self, uri: str) -> _Doc | None:
+        """The open document `uri`, or None (never read from disk: unknown and closed URIs are None)."""
+        if self.protocol._workspace is None or uri not in self.workspace.text_documents:
+            return None
+        d = self.workspace.get_text_document(uri)
+        text = d.source
+        table = self._tables.get(uri)
+        if table is None or table.text is not text:
+            table = self._tables[uri] = LineTable(text)
+        return _Doc(uri, text, d.version, d.language_id or language_for_path(uri), table)
+
+    def forget(self, uri: str) -> None:
+        """Drop per-document state and cancel its work (document closed)."""
+        self._tables.pop(uri, None)
+        self.ghosts.forget(uri)
+        cancel = self.inflight.pop(uri, None)
+        if cancel is not None:
+            cancel.set()
+
+    def offset(self, doc: _Doc, pos: types.Position) -> int | None:
+        """Code-point offset of an LSP position, or None for a line outside the document."""
+        if pos.line >= len(doc.lines):
+            return None
+        try:
+            return doc.lines.offset_at(pos.line, pos.character, self.encoding)
+        except PositionError:
+            return None
+
+    def position(self, doc: _Doc, offset: int) -> types.Position:
+        """LSP position of a code-point offset."""
+        line, character = doc.lines.position_at(offset, self.encoding)
+        return types.Position(line=line, character=character)
+
+    def range(self, doc: _Doc, start: int, end: int) -> types.Range:
+        """LSP range of code-point offsets."""
+        return types.Range(start=self.position(doc, start), end=self.position(doc, end))
+
+    def versioned_edit(self, doc: _Doc, edits: list[Edit]) -> types.WorkspaceEdit:
+        """A WorkspaceEdit that applies only to the version of `doc` the edits were computed on."""
+        text_edits = [types.TextEdit(range=self.range(doc, e.start, e.end), new_text=e.new_text) for e in edits]
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
+            edits=text_edits)])
+
+    # -- the model ---------------------------------------------------------------------------------------
+    def engine_options(self) -> EngineOptions:
+        """Engine options from the settings."""
+        from dgls.context import ContextBudget
+
+        s = self.settings
+        return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, sampler=s.sampler_overrides(),
+                             budget=ContextBudget(s.context_budget.prefix_tokens, s.context_budget.suffix_tokens),
+                             max_canvas=s.max_canvas)
+
+    def start_engine(self) -> None:
+        """(Re)create the engine from the settings and load the model in the background."""
+        old, self.engine = self.engine, Engine(self.engine_options())
+        for cancel in self.inflight.values():
+            cancel.set()
+        if old is not None:
+            old.shutdown()
+        engine = self.engine
+        loop = asyncio.get_event_loop()
+        log.info("loading model %s", self.settings.model)
+        engine.start().add_done_callback(lambda _f: loop.call_soon_threadsafe(self.on_engine_loaded, engine))
+
+    def on_engine_loaded(self, engine: Engine) -> None:
+        """On the event loop: the model finished loading (or failed)."""
+        if engine is not self.engine or not self.initialized:
+            return  # replaced meanwhile, or `initialized` will report it
+        self.end_load_progress()
+        self.send_status()
+        if engine.state == "error":
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Error, message=f"dgls: the model failed to load: {engine.error}"))
+
+    def end_load_progress(self) -> None:
+        """Close the model-loading progress, if one is open."""
+        if self._load_token is not None and self.engine is not None and self.engine.state != "loading":
+            message = "ready" if self.engine.state == "ready" else f"failed: {self.engine.error}"
+            self.work_done_progress.end(self._load_token, types.WorkDoneProgressEnd(message=message))
+            self._load_token = None
+
+    def status(self) -> dict[str, Any]:
+        """What ``dgls/status`` reports."""
+        e = self.engine
+        out: dict[str, Any] = {"state": e.state if e else "idle", "model": self.settings.model}
+        if e is not None and e.info:
+            out.update(device=e.info.get("device"), dtype=e.info.get("dtype"), loadMs=e.info.get("load_ms"))
+        if e is not None and e.error:
+            out["error"] = e.error
+        out.update(self.stats)
+        return out
+
+    def send_status(self) -> None:
+        """Send ``dgls/status`` (after initialization only)."""
+        if self.initialized:
+            self.protocol.notify(STATUS, self.status())
+
+    def ready_engine(self) -> Engine | None:
+        """The engine when it can serve; else report the state through ``dgls/status`` and return None."""
+        if self.engine is not None and self.engine.state == "ready":
+            return self.engine
+        self.send_status()
+        return None
+
+    def client_supports_progress(self) -> bool:
+        """Whether the client accepts server-initiated work-done progress."""
+        window = self.client_capabilities.window
+        return bool(window and window.work_done_progress)
+
+
+server = DglsServer()
+
+
+# --- lifecycle ----------------------------------------------------------------------------------------
+
+
+@server.feature(types.INITIALIZE)
+def on_initialize(ls: DglsServer, params: types.InitializeParams) -> None:
+    """Read initializationOptions and start loading the model in the background."""
+    ls.settings, problems = parse_settings(params.initialization_options)
+    ls.pending_problems = problems  # shown once the client is initialized
+    ls.start_engine()
+
+
+@server.feature(types.INITIALIZED)
+async def on_initialized(ls: DglsServer, params: types.InitializedParams) -> None:
+    """Report settings problems and the loading state; show loading progress."""
+    ls.initialized = True
+    for problem in ls.pending_problems:
+        _show(ls, types.MessageType.Warning, f"dgls settings: {problem}")
+    ls.send_status()
+    if ls.engine is not None and ls.engine.state == "loading" and ls.client_supports_progress():
+        token = f"dgls-load-{uuid.uuid4()}"
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception as exc:  # the client refused: no progress bar, the status notification still goes
+            log.info("no load progress: %s", exc)
+            return
+        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title="dgls", message=f"loading {ls.settings.model}", cancellable=False))
+        ls._load_token = token
+    if ls.engine is not None and ls.engine.state != "loading":  # finished while the client set up progress
+        ls.on_engine_loaded(ls.engine)
+
+
+@server.feature(types.SHUTDOWN)
+def on_shutdown(ls: DglsServer, params: Any) -> None:
+    """Cancel everything in flight and stop the model worker."""
+    for cancel in ls.inflight.values():
+        cancel.set()
+    if ls.engine is not None:
+        ls.engine.shutdown()
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def on_configuration(ls: DglsServer, params: types.DidChangeConfigurationParams) -> None:
+    """Overlay the new settings; reload the model when a model setting changed."""
+    before = ls.settings
+    ls.settings, problems = parse_settings(params.settings, base=before)
+    for problem in problems:
+        _show(ls, types.MessageType.Warning, f"dgls settings: {problem}")
+    if ls.settings.engine_fields() != before.engine_fields():
+        ls.start_engine()
+        ls.send_status()
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def on_close(ls: DglsServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Forget the document's caches and cancel its work."""
+    ls.forget(params.text_document.uri)
+
+
+def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
+    log.warning("%s", message) if kind <= types.MessageType.Warning else log.info("%s", message)
+    ls.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+
+# --- infill: one engine call, cancellable --------------------------------------------------------------
+
+
+async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel: threading.Event,
+               n_candidates: int = 1, on_step: Callable[[int, int], None] | None = None) -> Completion | None:
+    """Submit one request and await it; None when it was superseded or failed (logged).
+
+    On ``$/cancelRequest`` (asyncio cancellation of this task) the cancel event stops the worker at its next
+    step; the worker is awaited so the next request finds it free, and the cancellation is re-raised so pygls
+    answers -32800.
+    """
+    ls.stats["requests"] += 1
+    t0 = time.perf_counter()
+    fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step)
+    try:
+        done = await asyncio.wrap_future(fut)
+    except asyncio.CancelledError:
+        cancel.set()
+        steps = await _stopped(fut)
+        ls.stats["cancelled"] += 1
+        ls.protocol.notify(STATUS, {**ls.status(), "event": "cancelled", "steps": steps})
+        raise
+    except Exception as exc:
+        if cancel.is_set():  # superseded by a newer request, closed document, restart
+            ls.stats["cancelled"] += 1
+            log.debug("infill superseded after %s step(s)", getattr(exc, "steps", "?"))
+        else:
+            log.warning("infill failed: %s", exc)
+        return None
+    ms = (time.perf_counter() - t0) * 1e3
+    ls.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
+    log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s", request.span.value,
+             len(done.suggestions), done.nfe, ms, done.ms, done.prefix_cache, ", result cache" if done.cached else "")
+    return done
+
+
+async def _stopped(fut) -> int | None:
+    """Wait for a cancelled worker future to stop; the number of steps it ran (None if it finished)."""
+    try:
+        await asyncio.shield(asyncio.wrap_future(fut))
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        return getattr(exc, "steps", None)
+    return None
+
+
+def _claim(ls: DglsServer, uri: str) -> threading.Event:
+    """A cancel event for a new request on `uri`; the one in flight for it is cancelled (newest wins)."""
+    previous = ls.inflight.get(uri)
+    if previous is not None:
+        previous.set()
+    cancel = ls.inflight[uri] = threading.Event()
+    return cancel
+
+
+def _release(ls: DglsServer, uri: str, cancel: threading.Event) -> None:
+    if ls.inflight.get(uri) is cancel:
+        del ls.inflight[uri]
+
+
+@dataclass
+class _Infill:
+    doc: _Doc
+    request: InfillRequest | None
+    edits: list[Edit]
+
+
+async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic: bool, n_candidates: int,
+                     token: types.ProgressToken | None = None) -> _Infill | None:
+    """The edits for an inline completion at `pos`; None for no answer (see the checks below)."""
+    doc = ls.doc(uri)
+    if doc is None:
+        log.info("no completion: %s is not open", uri)
+        return None
+    if not ls.settings.languages.enabled(doc.language) or "\x00" in doc.text:
+        return None
+    offset = ls.offset(doc, pos)
+    if offset is None:
+        log.info("no completion: line %d is outside %s (%d lines)", pos.line, uri, len(doc.lines))
+        return None
+    ghost = ls.ghosts.lookup(uri, doc.text, offset)
+    if ghost is not None:
+        ls.stats["typedThrough"] += 1
+        return _Infill(doc, None, [Edit(ghost.start, ghost.end, ghost.new_text, 0.0, 1.0, None)])
+    engine = ls.ready_engine()
+    if engine is None:
+        return None
+    cancel = _claim(ls, uri)
+    try:
+        if automatic and ls.settings.debounce_ms:
+            await asyncio.sleep(ls.settings.debounce_ms / 1e3)
+            if cancel.is_set():
+                return None  # a newer keystroke superseded this one
+            current = ls.doc(uri)
+            if current is None or current.text is not doc.text:
+                return None
+        try:
+            request = engine.build_request(doc.text, offset, language=doc.language)
+        except ContextError as exc:
+            log.info("no completion: %s", exc)
+            return None
+        if automatic and (request.inside_word or ((request.in_string or request.in_comment)
+                                                  and not ls.settings.completion_in_strings)):
+            return None
+        progress = await _begin_progress(ls, "dgls: infill", cancel, token) if token is not None else None
+        try:
+            done = await _run(ls, engine, request, cancel=cancel, n_candidates=n_candidates,
+                              on_step=_step_reporter(ls, progress, 0, 1))
+        finally:
+            _end_progress(ls, progress, "cancelled" if cancel.is_set() else "done")
+    finally:
+        _release(ls, uri, cancel)
+    if done is None:
+        return None
+    edits = make_edits(doc.text, request, done.suggestions)
+    if edits:
+        best = edits[0]
+        ls.ghosts.remember(uri, Ghost(doc.text, best.start, best.end, best.new_text))
+    ls.send_status()
+    return _Infill(doc, request, edits)
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    """Ghost text at the cursor: one candidate on Automatic triggers, several on Invoked ones."""
+    automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+    n = 1 if automatic else ls.settings.candidates
+    found = await _infill_at(ls, params.text_document.uri, params.position, automatic=automatic, n_candidates=n,
+                             token=params.work_done_token)
+    if found is None or not found.edits:
+        return types.InlineCompletionList(items=[])
+    doc = found.doc
+    return types.InlineCompletionList(items=[
+        types.InlineCompletionItem(insert_text=e.new_text, range=ls.range(doc, e.start, e.end))
+        for e in found.edits])
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
+async def completion(ls: DglsServer, params: types.CompletionParams) -> types.CompletionList:
+    """Fallback for clients without inline completion: the middle as a completion item with a textEdit."""
+    kind = params.context.trigger_kind if params.context else types.CompletionTriggerKind.Invoked
+    automatic = kind != types.CompletionTriggerKind.Invoked
+    found = await _infill_at(ls, params.text_document.uri, params.position, automatic=automatic, n_candidates=1)
+    items = []
+    if found is not None:
+        for rank, e in enumerate(found.edits):
+            label = e.new_text.strip().splitlines()[0]
+            items.append(types.CompletionItem(
+                label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,
+                detail="dgls", sort_text=f"{rank:04d}", filter_text=e.new_text, documentation=e.new_text,
+                insert_text_format=types.InsertTextFormat.PlainText,
+                text_edit=types.TextEdit(range=ls.range(found.doc, e.start, e.end), new_text=e.new_text)))
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+# --- code actions -------------------------------------------------------------------------------------
+
+
+@server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+    code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
+def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    """Cheap: which actions apply here. The model runs only when one is resolved."""
+    doc = ls.doc(params.text_document.uri)
+    if doc is None or "\x00" in doc.text:
+        return []
+    start, end = ls.offset(doc, params.range.start), ls.offset(doc, params.range.end)
+    if start is None or end is None or start > end:
+        return []
+    data = {"uri": doc.uri, "version": doc.version, "range": [start, end]}
+    actions = []
+    selected = start < end
+    holes = find_holes(doc.text, ls.settings.hole_markers, *((start, end) if selected else (0, len(doc.text))))
+    if holes:
+        where = "selection" if selected else "file"
+        actions.append(types.CodeAction(title=f"dgls: Fill {len(holes)} hole(s) in the {where}",
+                                        kind=types.CodeActionKind.RefactorRewrite,
+                                        data={**data, "action": ACTION_FILL_HOLES}))
+    if selected:
+        actions.append(types.CodeAction(title="dgls: Regenerate selection", kind=types.CodeActionKind.RefactorRewrite,
+                                        data={**data, "action": ACTION_REGENERATE}))
+    return actions
+
+
+@server.feature(types.CODE_ACTION_RESOLVE)
+async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types.CodeAction:
+    """Run the model for a code action and attach its versioned edit."""
+    data = action.data if isinstance(action.data, dict) else {}
+    uri, rng, kind = data.get("uri"), data.get("range"), data.get("action")
+    if not isinstance(uri, str) or kind not in (ACTION_FILL_HOLES, ACTION_REGENERATE) or not _is_range(rng):
+        raise JsonRpcInvalidParams(f"codeAction/resolve: data must be what textDocument/codeAction gave "
+                                   f"(uri, range, action), got {data!r}")
+    doc = ls.doc(uri)
+    if doc is None:
+        raise RequestFailed(f"{uri} is not open")
+    if doc.version != data.get("version"):
+        raise RequestFailed(f"{uri} changed since the action was offered (version {data.get('version')} -> "
+                            f"{doc.version}); ask for code actions again")
+    engine = ls.ready_engine()
+    if engine is None:
+        raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
+    start, end = rng
+    if kind == ACTION_FILL_HOLES:
+        spans = find_holes(doc.text, ls.settings.hole_markers, *((start, end) if start < end else (0, len(doc.text))))
+    else:
+        spans = [(start, end)]
+    edits = await _edit_spans(ls, engine, doc, spans, title=action.title)
+    action.edit = ls.versioned_edit(doc, edits)
+    return action
+
+
+def _is_range(rng: Any) -> bool:
+    return isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng) and 0 <= rng[0] <= rng[1]
+
+
+async def _edit_spans(ls: DglsServer, engine: Engine, doc: _Doc, spans: list[tuple[int, int]], *, title: str,
+                      instruction: str | None = None, token: types.ProgressToken | None = None) -> list[Edit]:
+    """Regenerate each span of `doc` (a hole or a selection), one model call each, with cancellable progress."""
+    cancel = threading.Event()
+    progress = await _begin_progress(ls, title, cancel, token)
+    edits: list[Edit] = []
+    try:
+        for i, (start, end) in enumerate(spans):
+            if cancel.is_set():
+                break
+            request = _span_request(engine, doc, start, end)
+            if instruction:
+                request = with_instruction(request, doc.text, instruction)
+            done = await _run(ls, engine, request, cancel=cancel, on_step=_step_reporter(ls, progress, i, len(spans)))
+            if done is not None:
+                found = make_edits(doc.text, request, done.suggestions)
+                if found:
+                    edits.append(found[0])
+    finally:
+        _end_progress(ls, progress, "cancelled" if cancel.is_set() else f"{len(edits)} edit(s)")
+    if cancel.is_set():
+        raise RequestFailed(f"{title}: cancelled")
+    ls.send_status()
+    return edits
+
+
+def _span_request(engine: Engine, doc: _Doc, start: int, end: int) -> InfillRequest:
+    """The request for a hole (as context sees a cursor on it, when it takes the whole hole) or a selection."""
+    try:
+        request = engine.build_request(doc.text, start, language=doc.language)
+        if (request.start, request.end) == (start, end):
+            return request
+        return engine.build_request(doc.text, start, language=doc.language, selection=(start, end))
+    except ContextError as exc:
+        raise RequestFailed(str(exc)) from None
+
+
+async def _begin_progress(ls: DglsServer, title: str, cancel: threading.Event,
+                          token: types.ProgressToken | None) -> types.ProgressToken | None:
+    """Start cancellable work-done progress (the client's token, or one we create); cancelling sets `cancel`."""
+    if token is None:
+        if not ls.client_supports_progress():
+            return None
+        token = f"dgls-{uuid.uuid4()}"
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception as exc:
+            log.info("no progress for %s: %s", title, exc)
+            return None
+    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
+    ls.work_done_progress.tokens[token].add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
+    return token
+
+
+def _step_reporter(ls: DglsServer, token: types.ProgressToken | None, part: int,
+                   parts: int) -> Callable[[int, int], None] | None:
+    """An on_step callback for the model worker that reports progress on the event loop (None: no progress)."""
+    if token is None:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_step(step: int, total: int) -> None:
+        pct = min(99, int(100 * (part + step / max(total, 1)) / parts))
+        report = types.WorkDoneProgressReport(message=f"{part + 1}/{parts}: step {step}/{total}", percentage=pct)
+        loop.call_soon_threadsafe(_report_if_open, ls, token, report)
+
+    return on_step
+
+
+def _report_if_open(ls: DglsServer, token: types.ProgressToken, report: types.WorkDoneProgressReport) -> None:
+    if token in ls.work_done_progress.tokens:  # a step that lands after the end is dropped
+        ls.work_done_progress.report(token, report)
+
+
+def _end_progress(ls: DglsServer, token: types.ProgressToken | None, message: str) -> None:
+    if token is not None:
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        ls.work_done_progress.tokens.pop(token, None)
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def _command_args(ls: DglsServer, command: str, args: tuple, spec: list[tuple[str, type]]) -> list[Any]:
+    """Structure a command's JSON arguments by `spec` ((name, type) pairs); InvalidParams saying what is wrong."""
+    names = ", ".join(name for name, _ in spec)
+    if len(args) != len(spec):
+        raise JsonRpcInvalidParams(f"{command} expects arguments [{names}], got {len(args)} argument(s)")
+    out = []
+    for (name, kind), value in zip(spec, args, strict=True):
+        try:
+            if kind is str and not isinstance(value, str):
+                raise TypeError(f"expected a string, got {type(value).__name__}")
+            out.append(value if kind is str else ls.protocol._converter.structure(value, kind))
+        except Exception as exc:
+            detail = _structure_problem(exc)
+            raise JsonRpcInvalidParams(f"{command}: argument {name!r} is invalid: {detail}") from None
+    return out
+
+
+@server.command(CMD_REWRITE)
+async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
+    """Rewrite a range following an instruction: arguments ``[uri, range, instruction]``.
+
+    The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
+    model ran; otherwise the user is told and nothing is applied.
+    """
+    uri, range, instruction = _command_args(ls, CMD_REWRITE, args,
+                                            [("uri", str), ("range", types.Range), ("instruction", str)])
+    doc = ls.doc(uri)
+    if doc is None:
+        raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
+    start, end = ls.offset(doc, range.start), ls.offset(doc, range.end)
+    if start is None or end is None or start >= end:
+        raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
+                            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
+    engine = ls.ready_engine()
+    if engine is None:
+        raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
+    edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
+    if not edits:
+        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
+        return {"applied": False, "reason": "no rewrite"}
+    now = ls.doc(uri)
+    if now is None or now.version != doc.version:
+        reason = (f"{uri} changed while the rewrite ran (version {doc.version} -> "
+                  f"{now.version if now else 'closed'}); not applied")
+        _show(ls, types.MessageType.Warning, f"dgls: {reason}")
+        return {"applied": False, "reason": reason}
+    result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+        edit=ls.versioned_edit(doc, edits), label="dgls: Rewrite"))
+    return {"applied": result.applied, "reason": result.failure_reason}
+
+
+@server.command(CMD_SHOW_CONFIG)
+def show_config(ls: DglsServer) -> dict[str, Any]:
+    """The settings in effect and the model status."""
+    return {"settings": ls.settings.to_json(), "status": ls.status(), "model": dict(ls.engine.info) if ls.engine
+            else {}}
+
+
+@server.command(CMD_RESTART)
+def restart_model(ls: DglsServer) -> dict[str, Any]:
+    """Reload the model (after a checkpoint changed, or a failed load)."""
+    ls.start_engine()
+    ls.send_status()
+    return ls.status()
+
+
+# --- entry point --------------------------------------------------------------------------------------
+
+
+def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087) -> int:
+    """Run the server until the client says exit; returns the process exit code."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
+        logging.getLogger("pygls").setLevel(logging.WARNING)
+    try:
+        if transport == "tcp":
+            scope = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
+            log.warning("dgls %s: serving LSP on tcp://%s:%d (%s)", __version__, host, port, scope)
+            server.start_tcp(host, port)
+        elif transport == "stdio":
+            log.info("dgls %s: serving LSP on stdio", __version__)
+            server.start_io()
+        else:
+            raise ValueError(f"transport must be 'stdio' or 'tcp', got {transport!r}")
+    except SystemExit as exc:  # pygls ends the process on `exit` this way
+        code = exc.code if isinstance(exc.code, int) else 0
+    else:
+        code = 0 if server.protocol._shutdown else 1
+    if server.engine is not None:
+        server.engine.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(serve())
