@@ -1,0 +1,718 @@
+"""Train the embedded ``dgls-tiny`` model: uniform-noise block diffusion on infill-shaped examples.
+
+transformers ships no loss for ``DiffusionGemmaForBlockDiffusion``; this module writes one. Per example:
+
+* **Layout** (the sampler uses exactly this at inference): the encoder reads ``[<bos>] + prefix`` at
+  positions ``0..P-1`` into a ``DynamicCache``; the decoder canvas of ``C = N + S`` slots at positions
+  ``P..P+C-1`` is ``[middle (n) | <|fim_pad|> x (N - n) | suffix (S)]``. The suffix is pinned (clean, no loss,
+  one-hot self-conditioning); middle *and filler* slots are targets, so the model learns to emit the filler
+  where the middle ends. ``S = 0`` (no suffix) and ``n = N`` (no filler) both occur.
+* **Middles** look like editor requests: the rest of a line, a whole line, a few lines, the body of a block,
+  plus random spans, cut at line boundaries often. Prefix, middle and suffix are tokenized separately, as the
+  sampler does with the text before and after the cursor.
+* **Noise**: ``t ~ U(noise_t_min, 1)`` per example; every free slot is replaced with prob. ``t`` by a token
+  drawn uniformly from ``[noise_low, V)`` (``noise_low`` = first id after the special tokens).
+* **Loss**: cross-entropy against the clean canvas on all free slots (under uniform noise the model cannot
+  tell corrupt slots from clean ones, so every free slot is a target).
+* **Self-conditioning**: a no-grad pass gives raw logits; the graded pass gets them as
+  ``self_conditioning_logits`` (pinned suffix slots get a one-hot signal), enabled per example with
+  probability ``sc_prob`` via ``self_conditioning_mask``.
+
+Examples of one batch share the free length ``N`` (drawn per batch from ``canvas_lengths``); prefixes are
+right-padded and canvases padded after the suffix, with a 2-D ``decoder_attention_mask`` and per-row
+positions, which gives the same logits as running each example alone.
+
+Run ``python -m dgls.model.train --help`` (or ``dgls train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DynamicCache
+
+from .data import build_corpus, load_manifest, read_source, split_files
+from .tokenizer import BOI, EOI, FILLER, IMAGE, check_special_tokens, load_tokenizer, train_tokenizer
+
+TINY_VISION = dict(
+    model_type="gemma4_vision",
+    hidden_size=16,
+    intermediate_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=1,
+    num_key_value_heads=1,
+    head_dim=16,
+    position_embedding_size=16,
+    patch_size=4,
+)
+DGLS_JSON = "dgls.json"  # layout facts and sampler defaults the engine reads
+EXPERTS_IMPLEMENTATION = "eager"  # the zero-width expert breaks the default grouped_mm; not saved in config.json
+
+# Sampler defaults written into dgls.json (and generation_config.json's own keys);
+# tuned on the held-out split (see the model card).
+SAMPLER_DEFAULTS = {
+    "max_steps": 32,
+    "entropy_bound": 0.1,
+    "t_max": 0.8,
+    "t_min": 0.4,
+    "stability_threshold": 1,
+    "confidence_threshold": 0.005,
+}
+
+# Middle kinds and their sampling weights: what an editor asks for, plus random spans.
+KIND_WEIGHTS = {
+    "rest_of_line": 0.24,
+    "line": 0.2,
+    "lines": 0.16,
+    "block": 0.1,
+    "span": 0.15,
+    "fill": 0.12,
+    "empty": 0.03,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as ``run_config.json`` next to the weights."""
+
+    # data
+    corpus: str = "runs/corpus"
+    stdlib: str | None = None  # stdlib root override (tests); default: the running interpreter's
+    site_packages: bool = False
+    heldout_fraction: float = 0.09  # used when the corpus manifest is built here
+    tokenizer: str | None = None  # existing tokenizer folder; default: train one into <run_dir>/tokenizer
+    vocab_size: int = 8192
+    # model
+    hidden: int = 256
+    layers: int = 7
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 64
+    intermediate: int = 1024
+    sliding_window: int = 512
+    # layout
+    canvas_lengths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    max_prefix: int = 256  # tokens in the encoder, <bos> included
+    min_prefix: int = 16  # lower end of the per-example prefix budget (a file start gives fewer)
+    max_suffix: int = 64
+    no_suffix_prob: float = 0.15
+    # objective
+    noise_t_min: float = 0.05
+    sc_prob: float = 0.5
+    # optimisation
+    batch: int = 8
+    steps: int = 1500
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_minutes: float | None = None
+    stop_at: int | None = None  # end this session after this step (resume later); schedule still uses steps
+    lr_by_time: bool = False  # cosine progress = max(step/steps, elapsed/max_minutes)
+    # bookkeeping
+    run_dir: str = "runs/dgls-tiny"
+    out: str | None = None  # shippable folder (safetensors + tokenizer + configs); default <run_dir>/model
+    eval_every: int = 250
+    eval_batches: int = 12
+    save_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def build_model_config(cfg: TrainConfig, tok) -> DiffusionGemmaConfig:
+    """DiffusionGemma config for the tiny dense model, with special ids taken from the tokenizer.
+
+    Dense through a single zero-width expert (``num_experts=1, top_k_experts=1, moe_intermediate_size=0``;
+    the MoE branch is mandatory in 5.23.0), a 7k-param vision tower (mandatory too), ``global_head_dim`` set
+    explicitly (else 512), last layer full attention, the others sliding.
+    """
+    layer_types = ["sliding_attention"] * (cfg.layers - 1) + ["full_attention"]
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim,
+        global_head_dim=cfg.head_dim,
+        layer_types=layer_types,
+        sliding_window=cfg.sliding_window,
+        num_experts=1,
+        top_k_experts=1,
+        moe_intermediate_size=0,
+        **ids,
+    )
+    return DiffusionGemmaConfig(
+        text_config=text,
+        vision_config=TINY_VISION,
+        canvas_length=max(cfg.canvas_lengths),
+        image_token_id=tok.convert_tokens_to_ids(IMAGE),
+        boi_token_id=tok.convert_tokens_to_ids(BOI),
+        eoi_token_id=tok.convert_tokens_to_ids(EOI),
+        attn_implementation="sdpa",
+        experts_implementation=EXPERTS_IMPLEMENTATION,
+        **ids,
+    )
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Unique parameters (tied encoder/decoder weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class InfillExample:
+    """Token ids of one training example; ``prefix`` excludes ``<bos>``."""
+
+    prefix: list[int]
+    middle: list[int]
+    suffix: list[int]
+    kind: str
+
+
+@dataclass
+class Batch:
+    """Padded tensors of a batch of infill examples sharing the free length ``n_free``."""
+
+    prefix: torch.Tensor  # (B, P) <bos> + prefix, right-padded
+    prefix_mask: torch.Tensor  # (B, P) bool
+    canvas: torch.Tensor  # (B, C) clean canvas: middle | filler | suffix | pad
+    canvas_mask: torch.Tensor  # (B, C) bool, False on padding
+    free: torch.Tensor  # (B, C) bool: middle + filler slots (targets)
+    middle: torch.Tensor  # (B, C) bool: middle tokens only
+    positions: torch.Tensor  # (B, C) decoder positions P_i .. P_i + C - 1
+    n_free: int
+
+    def to(self, device) -> Batch:
+        """Copy of the batch on ``device``."""
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "n_free"}
+        )
+
+
+_WORD_CHAR = re.compile(r"\w")
+
+
+class InfillSampler:
+    """Draws infill examples from source texts: a file weighted by size, then a middle of some kind."""
+
+    def __init__(self, texts: Sequence[str], tok, cfg: TrainConfig):
+        self.texts = [t for t in texts if t.strip()]
+        if not self.texts:
+            raise ValueError("InfillSampler needs at least one non-empty text, found none")
+        self.cum = []
+        total = 0
+        for t in self.texts:
+            total += len(t)
+            self.cum.append(total)
+        self.enc = tok.backend_tokenizer
+        self.cfg = cfg
+        self._lines: dict[int, list[tuple[int, int]]] = {}
+        self.kinds = list(KIND_WEIGHTS)
+        self.weights = [KIND_WEIGHTS[k] for k in self.kinds]
+
+    def lines(self, i: int) -> list[tuple[int, int]]:
+        """``(start, end)`` char offsets of each line of text ``i`` (``end`` excludes the newline)."""
+        if i not in self._lines:
+            text, spans, start = self.texts[i], [], 0
+            for m in re.finditer("\n", text):
+                spans.append((start, m.start()))
+                start = m.end()
+            spans.append((start, len(text)))
+            self._lines[i] = spans
+        return self._lines[i]
+
+    def _encode(self, s: str) -> list[int]:
+        return self.enc.encode(s, add_special_tokens=False).ids if s else []
+
+    def _span(self, rng: random.Random, i: int, kind: str, n_free: int) -> tuple[int, int] | None:
+        text, lines = self.texts[i], self.lines(i)
+        li = rng.randrange(len(lines))
+        s, e = lines[li]
+        indent = s + len(text[s:e]) - len(text[s:e].lstrip())
+        if kind == "span":
+            a = rng.randrange(len(text))
+            return a, min(len(text), a + rng.randint(1, 4 * n_free))
+        if kind == "empty":
+            return e, e
+        if indent >= e:  # blank line: nothing to complete on it
+            return None
+        if kind == "rest_of_line":
+            a = rng.randrange(indent, e)
+            if rng.random() < 0.5:  # snap back to a word start, where typing usually pauses
+                while a > indent and _WORD_CHAR.match(text[a - 1]):
+                    a -= 1
+            return a, e
+        a = indent if rng.random() < 0.75 else s
+        if kind in ("line", "fill"):
+            end = e
+        elif kind == "lines":
+            end = lines[min(len(lines) - 1, li + rng.randint(1, 7))][1]
+        else:  # block: the indented body after a line ending with ':'
+            if not text[s:e].rstrip().endswith(":"):
+                return None
+            depth = indent - s
+            last = li
+            for j in range(li + 1, len(lines)):
+                js, je = lines[j]
+                body = text[js:je]
+                if body.strip() and len(body) - len(body.lstrip()) <= depth:
+                    break
+                if body.strip():
+                    last = j
+            if last == li:
+                return None
+            first = lines[li + 1][0]
+            a = first + len(text[first : lines[li + 1][1]]) - len(text[first : lines[li + 1][1]].lstrip())
+            end = lines[last][1]
+        if end < len(text) and rng.random() < 0.25:
+            end += 1  # take the newline too: the suffix then starts at the next line
+        return a, end
+
+    def sample(self, rng: random.Random, n_free: int) -> InfillExample:
+        """One example whose middle has at most ``n_free`` tokens."""
+        cfg = self.cfg
+        kind = rng.choices(self.kinds, self.weights)[0]
+        for _ in range(20):
+            i = bisect.bisect_right(self.cum, rng.randrange(self.cum[-1]))
+            text = self.texts[i]
+            span = self._span(rng, i, kind, n_free)
+            if span is None:
+                continue
+            a, b = span
+            if kind == "fill":
+                enc = self.enc.encode(text[a : a + 12 * n_free], add_special_tokens=False)
+                middle = enc.ids[:n_free]
+                if not middle:
+                    continue
+                b = a + enc.offsets[len(middle) - 1][1]
+            else:
+                middle = self._encode(text[a:b])
+                if len(middle) > n_free:
+                    continue
+            break
+        else:  # nothing fitted (tiny test corpora): an empty middle is always valid
+            a = b = rng.randrange(len(text) + 1)
+            middle, kind = [], "empty"
+        p_budget = rng.randint(min(cfg.min_prefix, cfg.max_prefix), cfg.max_prefix) - 1
+        if rng.random() < 0.3:
+            p_budget = cfg.max_prefix - 1
+        prefix = self._encode(text[max(0, a - 8 * p_budget) : a])[-p_budget:] if p_budget > 0 else []
+        suffix: list[int] = []
+        # No suffix (end of file, or none sent): only with editor-shaped middles, which end at a line end.
+        if (kind == "span" or rng.random() >= cfg.no_suffix_prob) and cfg.max_suffix > 0:
+            s_budget = cfg.max_suffix if rng.random() < 0.5 else rng.randint(1, cfg.max_suffix)
+            suffix = self._encode(text[b : b + 8 * s_budget])[:s_budget]
+        return InfillExample(prefix, middle, suffix, kind)
+
+
+def collate(examples: Sequence[InfillExample], n_free: int, tok) -> Batch:
+    """Pad examples into a :class:`Batch` (layout: ``[<bos>+prefix]`` | ``[middle|filler*|suffix|pad*]``)."""
+    bos, pad, filler = tok.bos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids(FILLER)
+    B = len(examples)
+    for ex in examples:
+        if len(ex.middle) > n_free:
+            raise ValueError(f"middle of {len(ex.middle)} tokens does not fit {n_free} free slots")
+    P = 1 + max(len(ex.prefix) for ex in examples)
+    C = n_free + max(len(ex.suffix) for ex in examples)
+    prefix = torch.full((B, P), pad, dtype=torch.long)
+    prefix_mask = torch.zeros(B, P, dtype=torch.bool)
+    canvas = torch.full((B, C), pad, dtype=torch.long)
+    canvas_mask = torch.zeros(B, C, dtype=torch.bool)
+    middle = torch.zeros(B, C, dtype=torch.bool)
+    positions = torch.zeros(B, C, dtype=torch.long)
+    for r, ex in enumerate(examples):
+        p = [bos] + ex.prefix
+        prefix[r, : len(p)] = torch.tensor(p)
+        prefix_mask[r, : len(p)] = True
+        row = ex.middle + [filler] * (n_free - len(ex.middle)) + ex.suffix
+        canvas[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        canvas_mask[r, : len(row)] = True
+        middle[r, : len(ex.middle)] = True
+        positions[r] = len(p) + torch.arange(C)
+    free = torch.zeros(B, C, dtype=torch.bool)
+    free[:, :n_free] = True
+    return Batch(prefix, prefix_mask, canvas, canvas_mask, free, middle, positions, n_free)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+
+
+def noise_low_id(tok) -> int:
+    """First id that uniform noise may draw: one past the highest special-token id."""
+    return max(tok.all_special_ids) + 1
+
+
+def infill_loss(
+    model: DiffusionGemmaForBlockDiffusion,
+    batch: Batch,
+    gen: torch.Generator,
+    noise_low: int,
+    noise_t_min: float,
+    sc_prob: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Diffusion cross-entropy on the free slots of a batch; returns ``(loss, stats)``."""
+    dev = batch.canvas.device
+    B, C = batch.canvas.shape
+    P = batch.prefix.shape[1]
+    V = model.config.get_text_config().vocab_size
+    t = noise_t_min + (1 - noise_t_min) * torch.rand(B, 1, generator=gen, device=dev)
+    corrupt = (torch.rand(B, C, generator=gen, device=dev) < t) & batch.free
+    noise = torch.randint(noise_low, V, (B, C), generator=gen, device=dev)
+    noisy = torch.where(corrupt, noise, batch.canvas)  # (B, C)
+
+    # Encoder -> cache, with grad: the encoder shares all its weights with the decoder.
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    model.model.encoder(
+        input_ids=batch.prefix,
+        attention_mask=batch.prefix_mask.long(),
+        past_key_values=cache,
+        position_ids=torch.arange(P, device=dev)[None].expand(B, P),
+    )
+    kw = dict(
+        decoder_input_ids=noisy,
+        past_key_values=cache,
+        decoder_position_ids=batch.positions,
+        decoder_attention_mask=torch.cat([batch.prefix_mask, batch.canvas_mask], dim=1),  # (B, P + C)
+    )
+    sc_logits = sc_mask = None
+    if sc_prob > 0:
+        with torch.no_grad():
+            sc_logits = model(**kw).logits  # (B, C, V) raw logits: the sampler feeds raw logits too
+        pinned = batch.canvas_mask & ~batch.free
+        onehot = torch.full_like(sc_logits, -1e4).scatter_(-1, batch.canvas.unsqueeze(-1), 1e4)
+        sc_logits = torch.where(pinned[..., None], onehot, sc_logits)
+        sc_mask = torch.rand(B, generator=gen, device=dev) < sc_prob
+    logits = model(**kw, self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask).logits
+    ce = F.cross_entropy(logits.float().reshape(-1, V), batch.canvas.reshape(-1), reduction="none").view(B, C)
+    free = batch.free.float()
+    loss = (ce * free).sum() / free.sum()
+    with torch.no_grad():
+        mid = batch.middle.float()
+        fill = (batch.free & ~batch.middle).float()
+        stats = {
+            "loss": loss.item(),
+            "ce_middle": ((ce * mid).sum() / mid.sum().clamp(min=1)).item(),
+            "ce_filler": ((ce * fill).sum() / fill.sum().clamp(min=1)).item(),
+            "n_middle": mid.sum().item(),
+            "n_free": free.sum().item(),
+            "tokens": int(batch.prefix_mask.sum().item() + batch.canvas_mask.sum().item()),
+        }
+    return loss, stats
+
+
+def make_eval_batches(sampler: InfillSampler, tok, cfg: TrainConfig, seed: int = 1234) -> list[Batch]:
+    """A fixed list of held-out batches (cycling the canvas lengths), identical for every evaluation."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(cfg.eval_batches):
+        n = cfg.canvas_lengths[k % len(cfg.canvas_lengths)]
+        out.append(collate([sampler.sample(rng, n) for _ in range(cfg.batch)], n, tok))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, batches: Sequence[Batch], noise_low: int, noise_t_min: float, device) -> dict[str, float]:
+    """Held-out CE without self-conditioning under a fixed noise seed: all free slots, middle, filler."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(4321)
+    tot: dict[str, float] = {"loss": 0.0, "mid": 0.0, "fill": 0.0, "n": 0.0, "n_mid": 0.0}
+    for b in batches:
+        _, s = infill_loss(model, b.to(device), gen, noise_low, noise_t_min, sc_prob=0.0)
+        n_fill = s["n_free"] - s["n_middle"]
+        tot["loss"] += s["loss"] * s["n_free"]
+        tot["mid"] += s["ce_middle"] * s["n_middle"]
+        tot["fill"] += s["ce_filler"] * n_fill
+        tot["n"] += s["n_free"]
+        tot["n_mid"] += s["n_middle"]
+    model.train(was_training)
+    n_fill = tot["n"] - tot["n_mid"]
+    return {
+        "eval_ce": tot["loss"] / tot["n"],
+        "eval_ce_middle": tot["mid"] / max(tot["n_mid"], 1),
+        "eval_ce_filler": tot["fill"] / max(n_fill, 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------- saving
+
+
+def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summary: dict | None = None) -> Path:
+    """Write the shippable folder: safetensors weights, config, generation config, tokenizer, run config.
+
+    ``generation_config.json`` holds the special ids and the sampler defaults under DiffusionGemma's own keys
+    (that class rejects any other key, which would break ``from_pretrained``); ``dgls.json`` holds the same
+    defaults plus the layout facts the engine reads (filler id, noise range, canvas lengths, raw-logit SC).
+    Sampler defaults tuned earlier in ``dgls.json`` are kept; other files (a model card) are left alone.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old = json.loads((out / DGLS_JSON).read_text()) if (out / DGLS_JSON).is_file() else {}
+    dgls = {**SAMPLER_DEFAULTS, **{k: v for k, v in old.items() if k in SAMPLER_DEFAULTS}}
+    dgls.update(
+        sc_raw_logits=True,
+        noise_low=noise_low_id(tok),
+        filler_token_id=tok.convert_tokens_to_ids(FILLER),
+        canvas_lengths=list(cfg.canvas_lengths),
+        max_prefix_tokens=cfg.max_prefix,
+        max_suffix_tokens=cfg.max_suffix,
+        experts_implementation=EXPERTS_IMPLEMENTATION,
+    )
+    set_generation_defaults(model.generation_config, tok, dgls)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    (out / DGLS_JSON).write_text(json.dumps(dgls, indent=1) + "\n")
+    run = {"train_config": dataclasses.asdict(cfg), "summary": summary or {}}
+    (out / "run_config.json").write_text(json.dumps(run, indent=1) + "\n")
+    return out
+
+
+def set_generation_defaults(gc, tok, dgls: dict) -> None:
+    """Copy special ids and sampler defaults onto a DiffusionGemma generation config, under its own keys."""
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
+
+    gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
+    gc.max_denoising_steps, gc.t_max, gc.t_min = dgls["max_steps"], dgls["t_max"], dgls["t_min"]
+    gc.stability_threshold, gc.confidence_threshold = dgls["stability_threshold"], dgls["confidence_threshold"]
+    gc.sampler_config = EntropyBoundSamplerConfig(entropy_bound=float(dgls["entropy_bound"]))
+
+
+def _save_state(path: Path, model, opt, step: int, rng: random.Random, gen, elapsed: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "rng": rng.getstate(),
+            "gen": gen.get_state(),
+            "elapsed": elapsed,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    """Map command-line flags (``--max-prefix``) onto a :class:`TrainConfig`; also return ``--resume``."""
+    ap = argparse.ArgumentParser(prog="dgls train", description="Train the embedded dgls-tiny model on CPU or GPU.")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "canvas_lengths":
+            ap.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=default,
+                            help="comma-separated free canvas lengths, e.g. 16,32,64")
+        else:
+            kind = {"int": int, "float": float}.get(type(default).__name__, str)
+            if f.name in ("max_minutes", "stop_at"):
+                kind = float if f.name == "max_minutes" else int
+            ap.add_argument(flag, type=kind, default=default)
+    ap.add_argument("--resume", action="store_true", help="continue from <run-dir>/train_state.pt")
+    ns = vars(ap.parse_args(argv))
+    resume = ns.pop("resume")
+    return TrainConfig(**ns), resume
+
+
+def _lr_factor(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.lr_by_time and cfg.max_minutes:
+        prog = max(prog, elapsed / (60 * cfg.max_minutes))
+    prog = min(1.0, prog)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or resume) a run; returns a process exit code."""
+    cfg, resume = parse_args(argv)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out) if cfg.out else run_dir / "model"
+    cfg.out = str(out)
+    log_f = (run_dir / "log.jsonl").open("a")
+
+    def log(rec: dict, line: str | None = None) -> None:
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+        if line:
+            print(line, flush=True)
+
+    # corpus and tokenizer
+    manifest = Path(cfg.corpus) / "manifest.jsonl"
+    if manifest.is_file():
+        files = load_manifest(manifest)
+    else:
+        files = build_corpus(cfg.corpus, cfg.site_packages, cfg.heldout_fraction,
+                             stdlib=Path(cfg.stdlib) if cfg.stdlib else None)
+    train_files, held_files = split_files(files)
+    if not train_files or not held_files:
+        print(f"error: corpus {cfg.corpus} needs train and held-out files, found {len(train_files)} and "
+              f"{len(held_files)}", file=sys.stderr)
+        return 2
+    train_texts = [read_source(f) for f in train_files]
+    held_texts = [read_source(f) for f in held_files]
+    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        tok = load_tokenizer(tok_dir)
+        check_special_tokens(tok)
+    else:
+        tok = train_tokenizer(train_texts, tok_dir, cfg.vocab_size)
+    cfg.tokenizer = str(tok_dir)
+    noise_low = noise_low_id(tok)
+
+    model = DiffusionGemmaForBlockDiffusion(build_model_config(cfg, tok)).to(device)
+    model.train()
+    n_params = count_params(model)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    step, elapsed = 0, 0.0
+    state_path = run_dir / "train_state.pt"
+    if resume:
+        if not state_path.is_file():
+            print(f"error: --resume expects {state_path}, which does not exist", file=sys.stderr)
+            return 2
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        rng.setstate(st["rng"])
+        gen.set_state(st["gen"])
+    (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+
+    train_sampler = InfillSampler(train_texts, tok, cfg)
+    eval_batches = make_eval_batches(InfillSampler(held_texts, tok, cfg), tok, cfg)
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    with amp:
+        ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
+    first_eval = ev if step == 0 else None
+    log({"step": step, **ev}, f"step {step} params {n_params:,} train_files {len(train_files)} "
+        f"heldout_files {len(held_files)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}")
+    if first_eval:
+        (run_dir / "eval_init.json").write_text(json.dumps(first_eval) + "\n")
+    elif (run_dir / "eval_init.json").is_file():
+        first_eval = json.loads((run_dir / "eval_init.json").read_text())
+
+    t_start = time.perf_counter() - elapsed
+    window = {"loss": 0.0, "mid": 0.0, "fill": 0.0, "n": 0, "tokens": 0, "canvas": 0, "t": 0.0}
+    stop_reason = "steps"
+    while step < cfg.steps:
+        elapsed = time.perf_counter() - t_start
+        if cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes:
+            stop_reason = "max_minutes"
+            break
+        if cfg.stop_at is not None and step >= cfg.stop_at:
+            stop_reason = "stop_at"
+            break
+        n_free = rng.choice(cfg.canvas_lengths)
+        batch = collate([train_sampler.sample(rng, n_free) for _ in range(cfg.batch)], n_free, tok).to(device)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
+        ts = time.perf_counter()
+        with amp:
+            loss, s = infill_loss(model, batch, gen, noise_low, cfg.noise_t_min, cfg.sc_prob)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        dt = time.perf_counter() - ts
+        for k, v in (("loss", s["loss"]), ("mid", s["ce_middle"]), ("fill", s["ce_filler"])):
+            window[k] += v
+        window["n"] += 1
+        window["tokens"] += s["tokens"]
+        window["canvas"] += int(s["n_free"])
+        window["t"] += dt
+        rec = {"step": step, "lr": opt.param_groups[0]["lr"], "gnorm": gnorm.item(), "n_free": n_free,
+               "step_s": dt, **s}
+        if step % cfg.log_every == 0:
+            n = window["n"]
+            line = (f"step {step}/{cfg.steps} loss {window['loss'] / n:.3f} middle {window['mid'] / n:.3f} "
+                    f"filler {window['fill'] / n:.3f} lr {rec['lr']:.2e} tok/s {window['tokens'] / window['t']:.0f} "
+                    f"(free {window['canvas'] / window['t']:.0f}) elapsed {(time.perf_counter() - t_start) / 60:.1f}m")
+            window = dict.fromkeys(window, 0) | {"t": 0.0, "loss": 0.0, "mid": 0.0, "fill": 0.0}
+            log(rec, line)
+        else:
+            log(rec)
+        if step % cfg.eval_every == 0 and step < cfg.steps:
+            with amp:
+                ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
+            log({"step": step, **ev}, f"step {step} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f} "
+                f"filler {ev['eval_ce_filler']:.3f}")
+        if step % cfg.save_every == 0:
+            _save_state(state_path, model, opt, step, rng, gen, time.perf_counter() - t_start)
+            save_model_folder(model, tok, cfg, out, {"step": step, "partial": True})
+
+    elapsed = time.perf_counter() - t_start
+    with amp:
+        ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
+    log({"step": step, **ev}, f"step {step} final eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f} "
+        f"filler {ev['eval_ce_filler']:.3f} ({stop_reason}, {elapsed / 60:.1f} min)")
+    _save_state(state_path, model, opt, step, rng, gen, elapsed)
+    summary = {
+        "params": n_params,
+        "steps": step,
+        "stop_reason": stop_reason,
+        "train_minutes": round(elapsed / 60, 2),
+        "device": str(device),
+        "threads": cfg.threads,
+        "train_files": len(train_files),
+        "heldout_files": len(held_files),
+        "eval_init": first_eval,
+        "eval_final": ev,
+        "torch": torch.__version__,
+    }
+    save_model_folder(model.eval(), tok, cfg, out, summary)
+    with (run_dir / "log.jsonl").open() as f:  # the eval curve travels with the weights
+        evals = [line for line in f if '"eval_ce"' in line]
+    (out / "eval_log.jsonl").write_text("".join(evals))
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    log_f.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
