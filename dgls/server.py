@@ -232,10 +232,10 @@ class DglsServer(LanguageServer):
         out.update(self.stats)
         return out
 
-    def send_status(self) -> None:
-        """Send ``dgls/status`` (after initialization only)."""
-        if self.initialized:
-            self.protocol.notify(STATUS, self.status())
+    def send_status(self, **event: Any) -> None:
+        """Send ``dgls/status`` with optional event fields (between initialization and shutdown only)."""
+        if self.initialized and not self.protocol._shutdown:
+            self.protocol.notify(STATUS, {**self.status(), **event})
 
     def ready_engine(self) -> Engine | None:
         """The engine when it can serve; else report the state through ``dgls/status`` and return None."""
@@ -337,7 +337,7 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
         cancel.set()
         steps = await _stopped(fut)
         ls.stats["cancelled"] += 1
-        ls.protocol.notify(STATUS, {**ls.status(), "event": "cancelled", "steps": steps})
+        ls.send_status(event="cancelled", steps=steps)
         raise
     except Exception as exc:
         if cancel.is_set():  # superseded by a newer request, closed document, restart
@@ -602,12 +602,12 @@ def _step_reporter(ls: DglsServer, token: types.ProgressToken | None, part: int,
 
 
 def _report_if_open(ls: DglsServer, token: types.ProgressToken, report: types.WorkDoneProgressReport) -> None:
-    if token in ls.work_done_progress.tokens:  # a step that lands after the end is dropped
+    if token in ls.work_done_progress.tokens and not ls.protocol._shutdown:  # a step after the end is dropped
         ls.work_done_progress.report(token, report)
 
 
 def _end_progress(ls: DglsServer, token: types.ProgressToken | None, message: str) -> None:
-    if token is not None:
+    if token is not None and not ls.protocol._shutdown:
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         ls.work_done_progress.tokens.pop(token, None)
 
@@ -652,15 +652,15 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     if engine is None:
         raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
     edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
-    if not edits:
-        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
-        return {"applied": False, "reason": "no rewrite"}
     now = ls.doc(uri)
     if now is None or now.version != doc.version:
         reason = (f"{uri} changed while the rewrite ran (version {doc.version} -> "
                   f"{now.version if now else 'closed'}); not applied")
         _show(ls, types.MessageType.Warning, f"dgls: {reason}")
         return {"applied": False, "reason": reason}
+    if not edits:
+        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
+        return {"applied": False, "reason": "no rewrite"}
     result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
         edit=ls.versioned_edit(doc, edits), label="dgls: Rewrite"))
     return {"applied": result.applied, "reason": result.failure_reason}
