@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
                    help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each')
     i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
     i.add_argument("--seed", type=int, default=0, help="sampler seed")
+    i.add_argument("--min-tokens", type=int, default=1,
+                   help="the middle is at least this many tokens (default 1: an explicit request wants something)")
     _add_model_args(i)
 
     d = sub.add_parser("doctor", help="versions, device, model and kernels")
@@ -152,7 +154,7 @@ def cmd_infill(args) -> int:
         raise UsageError(f"{args.file}: {exc}") from None
     if args.candidates < 1:
         raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
-    done = engine.complete(request, n_candidates=args.candidates, seed=args.seed)
+    done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
     engine.shutdown()
     if not args.json:
         sys.stdout.write(done.text + "\n")
@@ -181,7 +183,7 @@ def _jsonl_request(raw: str) -> dict[str, Any]:
         raise UsageError('"suffix" must be a string')
     if obj.get("language") is not None and not isinstance(obj["language"], str):
         raise UsageError('"language" must be a string')
-    for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0)):
+    for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0), ("min_tokens", 0)):
         v = obj.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise UsageError(f'"{key}" must be an integer >= {low}, got {v!r}')
@@ -206,7 +208,7 @@ def cmd_jsonl(args) -> int:
             request = engine.build_request(text, len(req["prefix"]), language=req.get("language"))
             lengths = (req["n_middle"],) if req.get("n_middle") else None
             done = engine.complete(request, n_candidates=req.get("candidates") or 1, lengths=lengths,
-                                   seed=req.get("seed", args.seed))
+                                   seed=req.get("seed", args.seed), min_tokens=req.get("min_tokens", args.min_tokens))
             out: dict[str, Any] = {"middle": done.text, "nfe": done.nfe, "ms": round(done.ms, 2),
                                    "blocks": done.blocks, "span": request.span.value,
                                    "prefix_cache": done.prefix_cache, "candidates": _suggestions(done)}

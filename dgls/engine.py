@@ -135,8 +135,17 @@ class Engine:
     def build_request(self, text: str, offset: int, *, language: str | None = None,
                       selection: tuple[int, int] | None = None) -> InfillRequest:
         """Cursor context for `text` at code-point `offset` (ContextError for a bad offset or selection)."""
-        return build_request(text, offset, language=language, selection=selection, budget=self.options.budget,
+        return build_request(text, offset, language=language, selection=selection, budget=self.budget(),
                              count_tokens=self.count_tokens, max_canvas=self.options.max_canvas)
+
+    def budget(self) -> ContextBudget:
+        """The configured context budget, capped by the windows the model was trained on."""
+        b = self.options.budget
+        spec = self._infiller.spec if self._infiller is not None else None
+        if spec is None:
+            return b
+        return ContextBudget(prefix_tokens=min(b.prefix_tokens, spec.max_prefix_tokens or b.prefix_tokens),
+                             suffix_tokens=min(b.suffix_tokens, spec.max_suffix_tokens or b.suffix_tokens))
 
     def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
         """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
@@ -148,14 +157,17 @@ class Engine:
 
     def submit(self, request: InfillRequest, *, n_candidates: int = 1, lengths: tuple[int, ...] | None = None,
                seed: int | None = 0, cancel: threading.Event | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> Future:
-        """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError)."""
+               on_step: Callable[[int, int], None] | None = None, min_tokens: int = 0) -> Future:
+        """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
+
+        `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots).
+        """
         if self.state != "ready":
             fut: Future = Future()
             fut.set_exception(EngineError(self.error if self.state == "error" else f"model is {self.state}"))
             return fut
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
-        key = (request.prefix, request.suffix, lengths, n_candidates, seed)
+        key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens)
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -165,13 +177,13 @@ class Engine:
             fut.set_result(Completion(request=request, suggestions=hit.suggestions, nfe=0, ms=0.0, cached=True))
             return fut
         check = cancel.is_set if cancel is not None else None
-        return self._pool.submit(self._run, request, key, lengths, n_candidates, seed, check, on_step)
+        return self._pool.submit(self._run, request, key, lengths, n_candidates, seed, check, on_step, min_tokens)
 
     def complete(self, request: InfillRequest, **kw) -> Completion:
         """Blocking :meth:`submit`."""
         return self.submit(request, **kw).result()
 
-    def _run(self, request, key, lengths, n_candidates, seed, cancel, on_step) -> Completion:
+    def _run(self, request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens) -> Completion:
         if cancel is not None and cancel():  # cancelled while queued: no model call at all
             from dgls.model.sampler import Cancelled
 
@@ -181,7 +193,8 @@ class Engine:
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
         res = inf.infill(request.prefix, request.suffix, lengths=lengths, n_candidates=n_candidates,
-                         max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step)
+                         max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step,
+                         min_tokens=min_tokens)
         suggestions = [Suggestion(text=c.text, score=c.score, n_free=c.n_free, ended=c.ended,
                                   confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0)
                        for c in res.candidates]

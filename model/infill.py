@@ -76,13 +76,14 @@ class Infiller:
     def infill_ids(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *,
                    lengths: Sequence[int] | None = None, n_candidates: int = 1, max_blocks: int = 1,
                    sampler: SamplerConfig | None = None, seed: int | None = 0, cancel: CancelCheck | None = None,
-                   on_step: Callable[[int, int], None] | None = None) -> InfillResult:
+                   on_step: Callable[[int, int], None] | None = None, min_tokens: int = 0) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
 
         `lengths`: free slots per canvas row to try (default: the model's largest trained length); each is run
         with `n_candidates` seeds, all rows in one batch, one decoder pass per step. `max_blocks` > 1 lets a
         middle that fills its canvas without ending continue in further blocks (one length only): the block's
         argmax is committed to the encoder cache and a fresh canvas follows, the suffix pinned after it.
+        `min_tokens` keeps the filler and EOS out of the first slots of the first block (no empty middle).
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -105,6 +106,7 @@ class Infiller:
         encode_ms = (time.perf_counter() - t0) * 1e3
         cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
 
+        filler = {self.spec.filler_id} - {None}
         noise_low = 0 if cfg.compat_generate else self.spec.noise_low  # generate() draws from the whole vocabulary
         raw: list[list[int]] = [[] for _ in range(B)]
         pieces: list[list[int]] = [[] for _ in range(B)]
@@ -117,7 +119,8 @@ class Infiller:
             canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len,
                                   lambda shape, d=denoiser: d.noise(shape, generator),
                                   pad_id=self.spec.pad_id or 0, device=device)
-            res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step)
+            res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step,
+                          min_tokens=min_tokens if blocks == 0 else 0, end_ids=sorted(self._end_ids | filler))
             nfe += res.steps
             blocks += 1
             step_ms += [t * 1e3 for t in res.step_times]

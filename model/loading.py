@@ -6,7 +6,8 @@ A checkpoint is a folder holding a ``DiffusionGemmaForBlockDiffusion`` ``config.
 ``t_min``, ``t_max``, ``stability_threshold``, ``confidence_threshold``, ``sampler_config.entropy_bound``; that
 class rejects any other key) and optionally a ``dgls.json`` with the layout facts the model was trained with::
 
-    {"filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64], "sc_raw_logits": true}
+    {"filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64], "sc_raw_logits": true,
+     "max_prefix_tokens": 256, "max_suffix_tokens": 64}
 
 It is named by a folder path, by the name of a model shipped in the package (``dgls-tiny``), or by a Hugging
 Face id already in the local cache.
@@ -52,6 +53,8 @@ class ModelSpec:
     vocab_size: int
     canvas_length: int  # the model's native canvas (block) length
     canvas_lengths: tuple[int, ...]  # middle lengths the model was trained on, ascending
+    max_prefix_tokens: int | None = None  # longest prefix / suffix windows the model was trained on
+    max_suffix_tokens: int | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
 
@@ -269,7 +272,8 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
         return None if v is None else int(v)
 
     return ModelSpec(bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
-                     noise_low=int(ours.get("noise_low", 0)),
+                     noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
+                     max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
                      vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -152,11 +152,14 @@ CancelCheck = Callable[[], bool]
 
 @torch.no_grad()
 def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator: torch.Generator | None = None,
-            cancel: CancelCheck | None = None, on_step: Callable[[int, int], None] | None = None) -> DenoiseResult:
+            cancel: CancelCheck | None = None, on_step: Callable[[int, int], None] | None = None,
+            min_tokens: int = 0, end_ids: Sequence[int] = ()) -> DenoiseResult:
     """Denoise the free slots of `canvas` in place; return the argmax canvas, confidences and NFE.
 
     `cancel` is checked before every decoder pass; when it returns True, :class:`Cancelled` is raised, so a
-    cancel costs at most one step. `on_step(step, max_steps)` is called after each step.
+    cancel costs at most one step. `on_step(step, max_steps)` is called after each step. The first
+    `min_tokens` free slots of each row may not hold any of `end_ids` (filler, EOS): a middle that must not be
+    empty, as AR decoders suppress EOS below a minimum length.
     """
     free = canvas.free  # (B, C)
     pinned_rows = canvas.pinned.nonzero(as_tuple=True)
@@ -164,6 +167,11 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
     V = denoiser.vocab_size
     device = canvas.tokens.device
     n_free = free.sum(-1).clamp(min=1)  # (B,)
+
+    banned = None
+    if min_tokens > 0 and end_ids:
+        banned = free & (torch.arange(C, device=device)[None] < min_tokens)  # free slots come first in each row
+        ban_ids = torch.tensor(sorted(set(end_ids)), device=device)
 
     onehot = None
     if pinned_rows[0].numel():
@@ -185,6 +193,9 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
             raise Cancelled(steps)
         t0 = time.perf_counter()
         logits = denoiser(canvas, sc)  # (B, C, V) float32
+        if banned is not None:
+            # -1e4 rather than -inf: the entropy and the self-conditioning softmax stay finite
+            logits[..., ban_ids] = torch.where(banned[..., None], -1e4, logits[..., ban_ids])
         scaled = logits / temperature(cur_step, cfg)
         argmax = scaled.argmax(-1)  # (B, C)
         H = entropy(scaled)  # (B, C)

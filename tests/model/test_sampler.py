@@ -93,14 +93,24 @@ def test_pinned_suffix_never_changes_and_gets_onehot_selfconditioning():
 
 
 def test_accepted_slots_take_the_sample_others_are_renoised():
-    canvas = make_canvas(n_free=(6,), suffix=())
-    target = torch.full((1, 6), 7)
-    margin = torch.tensor([[40.0, 40.0, 0.0, 0.0, 0.0, 0.0]])  # two sure slots, four uniform ones
-    den = ScriptedDenoiser(target, margin)
-    denoise(den, canvas, SamplerConfig(max_steps=2, entropy_bound=0.01, confidence_threshold=0.0))
-    second = den.calls[1][0][0]
-    assert second[:2].tolist() == [7, 7]
-    assert all(t >= 10 for t in second[2:].tolist())  # renoised from the noise range, not the sample 7
+    """Two sure slots and four spread over ids 0-9 (noise is 10+): the rule accepts the two sure ones plus the
+    lowest-entropy uncertain one (the entropies below it sum to ~0), and renoises the other three."""
+
+    class Spread(ScriptedDenoiser):
+        def __call__(self, canvas, sc):
+            self.calls.append((canvas.tokens.clone(), sc))
+            logits = torch.full((1, 6, V), -1e4)
+            logits[0, :2, 7] = 0.0
+            logits[0, 2:, :10] = 0.0  # uniform over ids 0-9: equal entropies, one of them is accepted
+            return logits
+
+    den = Spread(torch.zeros(1, 6, dtype=torch.long))
+    denoise(den, make_canvas(n_free=(6,), suffix=()), SamplerConfig(max_steps=2, entropy_bound=0.01,
+                                                                     confidence_threshold=0.0))
+    second = den.calls[1][0][0].tolist()
+    assert second[:2] == [7, 7]
+    assert sum(t < 10 for t in second[2:]) == 1  # one accepted sample from ids 0-9
+    assert sum(t >= 10 for t in second[2:]) == 3  # the rest renoised from the noise range
 
 
 def test_early_stop_when_stable_and_confident():
@@ -174,3 +184,14 @@ def test_config_from_dict_ignores_unknown_and_checks_types():
         SamplerConfig.from_dict({"max_steps": "8"})
     with pytest.raises(ValueError, match="sc_raw_logits"):
         SamplerConfig.from_dict({"sc_raw_logits": 1})
+
+
+def test_min_tokens_keeps_end_tokens_out_of_the_first_slots():
+    canvas = make_canvas(n_free=(4, 6), suffix=(3,))
+    target = torch.full(canvas.tokens.shape, 8)  # the model wants to end the middle at once (8 = "filler")
+    den = ScriptedDenoiser(target)
+    res = denoise(den, canvas, SamplerConfig(max_steps=5), min_tokens=2, end_ids=[8, 9])
+    free = canvas.free
+    assert (res.tokens[:, :2] != 8).all() and (res.tokens[:, :2] != 9).all()
+    assert (res.tokens[:, 2:4] == 8).all() and res.tokens[1, 4:6].tolist() == [8, 8]
+    assert res.tokens[0, 4].item() == 3 and free[0, :4].all()  # the pinned suffix is untouched
