@@ -121,8 +121,8 @@ class DglsServer(LanguageServer):
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
         self.ghosts = GhostCache()
         self.initialized = False
-        self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "cancelled": 0, "lastLatencyMs": None,
-                                      "lastNfe": None}
+        self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
+                                      "lastLatencyMs": None, "lastNfe": None}
         self._tables: dict[str, LineTable] = {}
         self._load_token: str | None = None
         self.pending_problems: list[str] = []  # settings problems found before the client was initialized
@@ -348,6 +348,7 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
         return None
     ms = (time.perf_counter() - t0) * 1e3
     ls.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
+    ls.stats["resultCache"] += done.cached
     log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s", request.span.value,
              len(done.suggestions), done.nfe, ms, done.ms, done.prefix_cache, ", result cache" if done.cached else "")
     return done
