@@ -1,0 +1,44 @@
+"""Editor-client tests: the model they run (the embedded dgls-tiny when it is there, else a random tiny one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tool(name: str) -> str:
+    """Path of an executable (the venv's first), or skip the test; under CI (CI set) a missing tool fails."""
+    venv = Path(sys.executable).parent / name
+    found = str(venv) if venv.exists() else shutil.which(name)
+    if found is None:
+        message = f"{name} not found (next to {sys.executable} or on PATH)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture(scope="session")
+def editor_model(tmp_path_factory) -> str:
+    """The `model` setting for editor tests: $DGLS_EDITOR_MODEL (e.g. dgls-tiny), else a random tiny checkpoint.
+
+    The editor tests check mechanics, not content; on a shared 2-core CPU dgls-tiny takes ~15 s per request,
+    too slow for every run, so the random 2-layer model is the default.
+    """
+    if os.environ.get("DGLS_EDITOR_MODEL"):
+        return os.environ["DGLS_EDITOR_MODEL"]
+    from conftest import save_tiny_checkpoint
+
+    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("editor-model")))
+
+
+@pytest.fixture(scope="session")
+def dgls_server() -> str:
+    """The dgls executable of this environment."""
+    return tool("dgls")
