@@ -321,8 +321,11 @@ def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
 
 
 async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel: threading.Event,
-               n_candidates: int = 1, on_step: Callable[[int, int], None] | None = None) -> Completion | None:
+               n_candidates: int = 1, explicit: bool = True,
+               on_step: Callable[[int, int], None] | None = None) -> Completion | None:
     """Submit one request and await it; None when it was superseded or failed (logged).
+
+    An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle.
 
     On ``$/cancelRequest`` (asyncio cancellation of this task) the cancel event stops the worker at its next
     step; the worker is awaited so the next request finds it free, and the cancellation is re-raised so pygls
@@ -330,7 +333,8 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
     """
     ls.stats["requests"] += 1
     t0 = time.perf_counter()
-    fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step)
+    fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step,
+                        min_tokens=1 if explicit else 0)
     try:
         done = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:
@@ -425,7 +429,7 @@ async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic
             return None
         progress = await _begin_progress(ls, "dgls: infill", cancel, token) if token is not None else None
         try:
-            done = await _run(ls, engine, request, cancel=cancel, n_candidates=n_candidates,
+            done = await _run(ls, engine, request, cancel=cancel, n_candidates=n_candidates, explicit=not automatic,
                               on_step=_step_reporter(ls, progress, 0, 1))
         finally:
             _end_progress(ls, progress, "cancelled" if cancel.is_set() else "done")
