@@ -12,7 +12,7 @@ import pytest
 import pytest_lsp
 from e2e_helpers import CONFIG, Doc, initialize, inline_params, position, wait_for, wait_ready
 from lsprotocol import types
-from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 pytestmark = [
@@ -83,3 +83,24 @@ async def test_closing_the_document_cancels_its_work(client: LanguageClient):
     running = await start(client, doc, "closing-1")
     doc.close()
     assert not (await asyncio.wait_for(running, timeout=60)).items
+
+
+async def test_work_done_progress_cancel_stops_a_rewrite(client: LanguageClient):
+    text = "first line\nsecond line\n"
+    doc = Doc(client, "file:///e2e/todo4.txt", text, language="plaintext")
+    before = set(client.progress_reports)
+    task = asyncio.ensure_future(client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 0, "character": 0},
+                                                     "end": {"line": 0, "character": 10}}, "shout"])))
+    token = await wait_for(lambda: next((t for t in client.progress_reports if t not in before
+                                         and any(r.kind == "report" for r in client.progress_reports[t])), None),
+                           timeout=60, what="the rewrite's progress")
+    begin = client.progress_reports[token][0]
+    assert begin.kind == "begin" and begin.cancellable is True
+    client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+    with pytest.raises(JsonRpcException, match="cancelled") as err:
+        await asyncio.wait_for(task, timeout=60)
+    assert err.value.code == -32803
+    assert client.progress_reports[token][-1].kind == "end"
+    assert not client.applied  # nothing was edited
+    doc.close()

@@ -1,4 +1,4 @@
-"""`dgls --tcp`: listens on loopback by default, says so, serves LSP and exits cleanly."""
+"""`dgls --tcp`: listens on loopback by default, says so, serves LSP (here in UTF-8 positions) and exits cleanly."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from e2e_helpers import capabilities
+from e2e_helpers import capabilities, wait_for
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
+
+from dgls.text import PositionEncoding, TextEdit, apply_edits, offset_at
+
+TEXT = "Crème brûlée, très bon 😀 and\n\nFin.\n"
 
 
 def free_port() -> int:
@@ -20,11 +24,13 @@ def free_port() -> int:
 
 
 @pytest.mark.asyncio
-async def test_tcp_on_loopback(tiny_checkpoint):
+async def test_tcp_on_loopback_with_utf8_positions(tiny_checkpoint):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(port)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     client = LanguageClient("dgls-tcp-test", "0")
+    statuses: list = []
+    client.feature("dgls/status")(lambda params: statuses.append(params))
     try:
         banner = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), timeout=60)
         assert f"tcp://127.0.0.1:{port}" in banner and "loopback only" in banner
@@ -34,12 +40,31 @@ async def test_tcp_on_loopback(tiny_checkpoint):
                 break
             except OSError:
                 await asyncio.sleep(0.05)
-        result = await client.initialize_async(types.InitializeParams(
-            capabilities=capabilities(), initialization_options={"dgls": {"model": str(tiny_checkpoint), "steps": 2}}))
+        caps = capabilities()
+        caps.general = types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8])
+        result = await client.initialize_async(types.InitializeParams(capabilities=caps, initialization_options={
+            "dgls": {"model": str(tiny_checkpoint), "steps": 2, "candidates": 3}}))
         assert result.capabilities.inline_completion_provider is not None
+        assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
         client.initialized(types.InitializedParams())
-        config = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
-        assert config["settings"]["steps"] == 2
+        await wait_for(lambda: any(s.state == "ready" for s in statuses), what="the model")
+
+        uri = "file:///e2e/dessert.txt"
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="plaintext", version=1, text=TEXT)))
+        line0 = TEXT.split("\n")[0]
+        cursor = types.Position(line=0, character=len(line0.encode("utf-8")))  # end of line 0, in bytes
+        items = (await client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=cursor,
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))).items
+        assert items
+        for item in items:
+            assert item.range.start == cursor == item.range.end  # in UTF-8 units, as negotiated
+            at = offset_at(TEXT, cursor.line, cursor.character, PositionEncoding.UTF8)
+            assert at == len(line0)
+            after = apply_edits(TEXT, [TextEdit(at, at, item.insert_text)])
+            assert after == line0 + item.insert_text + TEXT[len(line0):]
+
         await client.shutdown_async(None)
         client.exit(None)
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=60) == 0
