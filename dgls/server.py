@@ -313,7 +313,8 @@ def on_close(ls: DglsServer, params: types.DidCloseTextDocumentParams) -> None:
 
 
 def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
-    log.warning("%s", message) if kind <= types.MessageType.Warning else log.info("%s", message)
+    """Tell the user (window/showMessage) and the log."""
+    log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
     ls.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
 
@@ -403,7 +404,7 @@ async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic
     if offset is None:
         log.info("no completion: line %d is outside %s (%d lines)", pos.line, uri, len(doc.lines))
         return None
-    ghost = ls.ghosts.lookup(uri, doc.text, offset)
+    ghost = ls.ghosts.lookup(uri, doc.text, offset) if automatic else None  # Invoked: the user wants fresh ones
     if ghost is not None:
         ls.stats["typedThrough"] += 1
         return _Infill(doc, None, [Edit(ghost.start, ghost.end, ghost.new_text, 0.0, 1.0, None)])
@@ -529,6 +530,8 @@ async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types
     else:
         spans = [(start, end)]
     edits = await _edit_spans(ls, engine, doc, spans, title=action.title)
+    if not edits:
+        _show(ls, types.MessageType.Info, f"{action.title}: the model proposed nothing usable; nothing changed")
     action.edit = ls.versioned_edit(doc, edits)
     return action
 
