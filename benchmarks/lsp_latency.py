@@ -2,7 +2,8 @@
 
 The body of one function of a real file is deleted, then typed back one character at a time: a `didChange` per
 keystroke, then `textDocument/inlineCompletion` with the Automatic trigger; a request still pending when the
-next key is typed is cancelled with `$/cancelRequest` (what VS Code does). The user pauses at line ends.
+next key is typed is cancelled with `$/cancelRequest` (what VS Code does). At a line end the user waits for the
+ghost text, then pauses (``--no-read-ghost``: only the pause).
 
 Reported: time to result (request sent -> response) p50/p95 over the requests that were answered, also over
 those answered with ghost text; cancellations (client `$/cancelRequest` answered -32800) and requests the server
@@ -128,6 +129,8 @@ async def run(args) -> dict:
             msg_id=msg_id))
         fut.add_done_callback(lambda f, r=record: _finish(f, r, loop))
         pending = (msg_id, fut)
+        if ch == "\n" and args.read_ghost:  # the user stops at the line end and reads the ghost text
+            await asyncio.wait([fut], timeout=600)
         await asyncio.sleep((args.pause_ms if ch == "\n" else args.ms_per_key) / 1e3)
     if pending is not None:
         await asyncio.wait([pending[1]], timeout=600)
@@ -207,8 +210,8 @@ def table(s: dict, res: dict, args) -> str:
         f"- Model: {args.model} ({model.get('params')} parameters); steps {args.steps or 'checkpoint default'}, "
         f"debounce {args.debounce_ms} ms",
         f"- Session: `{res['file']}` body typed back, {s['keys']} keys at {args.ms_per_key} ms a key, "
-        f"{args.pause_ms} ms pause at line ends, Automatic trigger after each key, the pending request cancelled "
-        f"on the next key",
+        f"{args.pause_ms} ms pause at line ends{' after the answer came' if args.read_ghost else ''}, Automatic "
+        f"trigger after each key, the pending request cancelled on the next key",
         "- Command: `python benchmarks/lsp_latency.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| keys | answered | with ghost text | time to result p50 / p95 (ms) | with ghost text p50 / p95 (ms) "
@@ -237,6 +240,8 @@ def main() -> None:
     p.add_argument("--ms-per-key", type=int, default=120)
     p.add_argument("--pause-ms", type=int, default=600, help="pause after typing a newline")
     p.add_argument("--max-keys", type=int, default=200)
+    p.add_argument("--no-read-ghost", dest="read_ghost", action="store_false",
+                   help="do not wait for the answer at line ends (by default the user waits there, then pauses)")
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = p.parse_args()
     res = asyncio.run(run(args))
