@@ -1,0 +1,245 @@
+"""Fused per-slot sampler statistics: one pass over the vocabulary instead of five (N, V) fp32 tensors.
+
+For logits (N, V) (N = B*C canvas slots, fp32/fp16/bf16) one read of each logit yields, per row:
+soft-capping ``cap * tanh(x / cap)`` (optional), the entropy of ``softmax(x / T)``, the argmax, the
+log-probability of the argmax at temperature 1 (confidence), and a Gumbel-max sample from ``softmax(x / T)``
+(``argmax_v z_v - log(-log u_v)``, u uniform from a counter-based RNG: no (N, V) probability tensor, no second
+pass). Reference: :mod:`dgls.kernels.canvas_sampler_ref`.
+
+Memory traffic: the torch path reads the logits and writes/reads about five (N, V) fp32 temporaries
+(scaled logits, log-softmax, probabilities, the T=1 log-softmax, the multinomial's cumulative sums): ~40 bytes
+per logit. This kernel reads each logit once (4 bytes fp32, 2 bytes bf16) and writes a few floats per row, so
+for the real vocabulary (V = 262,144) and a 256-slot canvas it moves 268 MB -> 268 MB/40*4 ≈ 27 MB.
+
+Work split: program (row, split) streams one chunk of the row with an online softmax and writes partial
+statistics; a second tiny kernel merges the splits of each row. Splitting V keeps the GPU busy when N is small
+(a 16-slot canvas is 16 rows, against 132 SMs on an H100).
+
+Online entropy. Over a chunk with running max ``m``, ``s = sum e^(z-m)`` and ``a = sum e^(z-m) (z-m)``::
+
+    H = log s - a / s
+    merging with a new max m' (alpha = e^(m-m')):  s' = alpha s,  a' = alpha (a + s (m - m'))
+
+so the entropy needs no second pass and no (N, V) probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_NEG = tl.constexpr(-3.0e38)  # finite "minus infinity" for running maxima: keeps (m - m') * 0 at 0 instead of NaN
+
+
+@triton.jit
+def _tanh(x):
+    # tanh via exp (the interpreter has no libdevice tanh): tanh|x| = (1 - e^-2|x|) / (1 + e^-2|x|), no overflow
+    t = tl.exp(-2.0 * tl.abs(x))
+    y = (1.0 - t) / (1.0 + t)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit(do_not_specialize=["stride_row", "V", "chunk", "n_splits", "seed"])
+def _row_stats_partial_kernel(
+    p_x, stride_row, V, chunk, n_splits, temperature, cap, seed,
+    p_m, p_s, p_a, p_m1, p_s1, p_xam, p_gv, p_am, p_gi,
+    SOFTCAP: tl.constexpr, SAMPLE: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """Partial statistics of row i_row over vocab chunk [i_split*chunk, (i_split+1)*chunk): 9 scalars out."""
+    i_row = tl.program_id(0)
+    i_split = tl.program_id(1)
+    p_row = p_x + i_row.to(tl.int64) * stride_row
+    o_chunk = i_split * chunk
+
+    b_m = tl.full([], _NEG, tl.float32)  # running max of z = x / T (= z at the running argmax)
+    b_s = tl.zeros([], tl.float32)  # sum e^(z - b_m)
+    b_a = tl.zeros([], tl.float32)  # sum e^(z - b_m) (z - b_m)
+    b_m1 = tl.full([], _NEG, tl.float32)  # running max of x (temperature 1)
+    b_s1 = tl.zeros([], tl.float32)  # sum e^(x - b_m1)
+    b_xam = tl.zeros([], tl.float32)  # x at the running argmax
+    b_am = tl.zeros([], tl.int32)  # running argmax
+    b_gv = tl.full([], float("-inf"), tl.float32)  # running max of z + Gumbel noise
+    b_gi = tl.zeros([], tl.int32)  # its index: the sample
+
+    for o_start in range(0, chunk, BLOCK_V):
+        o_v = o_chunk + o_start + tl.arange(0, BLOCK_V)
+        m_v = o_v < V
+        b_x = tl.load(p_row + o_v, mask=m_v, other=0.0).to(tl.float32)  # the only read of the logits
+        if SOFTCAP:
+            b_x = cap * _tanh(b_x / cap)
+        b_z = tl.where(m_v, b_x / temperature, float("-inf"))  # division, as torch's logits / T: same argmax
+        b_x = tl.where(m_v, b_x, float("-inf"))
+
+        # argmax: first index within the block, and a later block wins only if strictly larger (torch order)
+        b_bmax = tl.max(b_z, 0)
+        b_barg = tl.argmax(b_z, 0)
+        b_bxam = tl.sum(tl.where(tl.arange(0, BLOCK_V) == b_barg, b_x, 0.0), 0)
+        b_upd = b_bmax > b_m
+        b_am = tl.where(b_upd, o_chunk + o_start + b_barg, b_am)
+        b_xam = tl.where(b_upd, b_bxam, b_xam)
+
+        # online softmax + entropy accumulators at temperature T
+        b_mnew = tl.maximum(b_m, b_bmax)
+        b_alpha = tl.exp(b_m - b_mnew)
+        b_d = b_z - b_mnew  # -inf on masked lanes and on -inf logits
+        b_e = tl.exp(b_d)  # 0 there
+        b_ed = b_e * tl.where(b_e > 0, b_d, 0.0)  # 0 * -inf would be NaN: zero the operand first
+        b_a = b_alpha * (b_a + b_s * (b_m - b_mnew)) + tl.sum(b_ed, 0)
+        b_s = b_alpha * b_s + tl.sum(b_e, 0)
+        b_m = b_mnew
+
+        # log-sum-exp at temperature 1 (for the confidence of the argmax)
+        b_m1new = tl.maximum(b_m1, tl.max(b_x, 0))
+        b_s1 = b_s1 * tl.exp(b_m1 - b_m1new) + tl.sum(tl.exp(b_x - b_m1new), 0)
+        b_m1 = b_m1new
+
+        if SAMPLE:
+            # Gumbel-max: argmax(z - log(-log u)) ~ softmax(z); u from Philox keyed on (seed, row * V + v)
+            b_u = tl.rand(seed, i_row * V + o_v)
+            b_g = b_z - tl.log(-tl.log(b_u))  # masked lanes stay -inf
+            b_gmax = tl.max(b_g, 0)
+            b_gupd = b_gmax > b_gv
+            b_gi = tl.where(b_gupd, o_chunk + o_start + tl.argmax(b_g, 0), b_gi)
+            b_gv = tl.maximum(b_gv, b_gmax)
+
+    o_out = i_row * n_splits + i_split
+    tl.store(p_m + o_out, b_m)
+    tl.store(p_s + o_out, b_s)
+    tl.store(p_a + o_out, b_a)
+    tl.store(p_m1 + o_out, b_m1)
+    tl.store(p_s1 + o_out, b_s1)
+    tl.store(p_xam + o_out, b_xam)
+    tl.store(p_gv + o_out, b_gv)
+    tl.store(p_am + o_out, b_am)
+    tl.store(p_gi + o_out, b_gi)
+
+
+@triton.jit(do_not_specialize=["n_splits"])
+def _row_stats_merge_kernel(
+    p_m, p_s, p_a, p_m1, p_s1, p_xam, p_gv, p_am, p_gi, n_splits,
+    p_ent, p_argmax, p_logp, p_sample,
+    SAMPLE: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Merge the n_splits partials of one row into its entropy, argmax, log p(argmax) and sample."""
+    i_row = tl.program_id(0)
+    o_k = tl.arange(0, BLOCK_S)
+    m_k = o_k < n_splits
+    o_p = i_row * n_splits + o_k
+    b_m = tl.load(p_m + o_p, mask=m_k, other=_NEG)
+    b_s = tl.load(p_s + o_p, mask=m_k, other=0.0)
+    b_a = tl.load(p_a + o_p, mask=m_k, other=0.0)
+
+    # H = log S - A / S over the merged chunks, each rescaled to the row max M
+    b_M = tl.max(b_m, 0)
+    b_w = tl.exp(b_m - b_M)
+    b_S = tl.sum(b_w * b_s, 0)
+    b_A = tl.sum(b_w * (b_a + b_s * (b_m - b_M)), 0)
+    tl.store(p_ent + i_row, tl.log(b_S) - b_A / b_S)
+
+    # argmax: the first split holding the max holds the first index of the max
+    i_best = tl.argmax(b_m, 0)
+    b_am = tl.load(p_am + o_p, mask=m_k, other=0)
+    b_xam = tl.load(p_xam + o_p, mask=m_k, other=0.0)
+    tl.store(p_argmax + i_row, tl.sum(tl.where(o_k == i_best, b_am, 0), 0).to(tl.int64))
+
+    # log p(argmax) at T = 1: x_am - logsumexp(x)
+    b_m1 = tl.load(p_m1 + o_p, mask=m_k, other=_NEG)
+    b_s1 = tl.load(p_s1 + o_p, mask=m_k, other=0.0)
+    b_M1 = tl.max(b_m1, 0)
+    b_S1 = tl.sum(b_s1 * tl.exp(b_m1 - b_M1), 0)
+    b_x = tl.sum(tl.where(o_k == i_best, b_xam, 0.0), 0)
+    tl.store(p_logp + i_row, b_x - b_M1 - tl.log(b_S1))
+
+    if SAMPLE:
+        b_gv = tl.load(p_gv + o_p, mask=m_k, other=float("-inf"))
+        b_gi = tl.load(p_gi + o_p, mask=m_k, other=0)
+        i_g = tl.argmax(b_gv, 0)
+        tl.store(p_sample + i_row, tl.sum(tl.where(o_k == i_g, b_gi, 0), 0).to(tl.int64))
+
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _default_splits(n_rows: int, n_blocks: int, device: torch.device) -> int:
+    """Enough (row, split) programs for about two waves over the SMs, never more splits than blocks."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(n_blocks, triton.cdiv(2 * sms, n_rows)))
+
+
+def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = None, seed: int | None = None,
+              splits: int | None = None, block_v: int | None = None, out: RowStats | None = None) -> RowStats:
+    """Entropy of softmax(x/T), argmax, log p(argmax) at T=1 and (if `seed` is given) a sample, per row.
+
+    `logits` (N, V) fp32/fp16/bf16 with a contiguous last axis; all statistics are computed in fp32. `cap`
+    soft-caps first (``cap * tanh(x / cap)``). `seed` (int) keys the Gumbel noise: the same seed and logits give
+    the same samples; use a fresh seed per step. `splits`/`block_v` override the work split (tests). `out`
+    receives the results in preallocated tensors (entropy and logp_max float32, argmax and sample int64, (N,)).
+    """
+    if logits.ndim != 2 or logits.dtype not in _DTYPES:
+        raise ValueError(f"logits must be (N, V) float32/float16/bfloat16, got {tuple(logits.shape)} {logits.dtype}")
+    if logits.stride(-1) != 1:
+        raise ValueError(f"logits need a contiguous last axis, got strides {logits.stride()}")
+    T = float(temperature)
+    if not (T > 0 and T < float("inf")):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if cap is not None and not cap >= 0:
+        raise ValueError(f"cap must be None or >= 0, got {cap!r}")
+    N, V = logits.shape
+    if N * V >= 2**31:
+        raise ValueError(f"N * V must be < 2**31 (the Gumbel noise counters are int32), got {N} * {V}")
+    device = logits.device
+    if block_v is None:
+        block_v = min(256 if INTERPRET else 4096, triton.next_power_of_2(V))
+    n_blocks = triton.cdiv(V, block_v)
+    splits = _default_splits(N, n_blocks, device) if splits is None else max(1, min(int(splits), n_blocks))
+    chunk = triton.cdiv(n_blocks, splits) * block_v  # a whole number of blocks per split
+    splits = triton.cdiv(V, chunk)  # no empty split
+
+    if out is None:
+        out = RowStats(torch.empty(N, dtype=torch.float32, device=device),
+                       torch.empty(N, dtype=torch.int64, device=device),
+                       torch.empty(N, dtype=torch.float32, device=device),
+                       None if seed is None else torch.empty(N, dtype=torch.int64, device=device))
+    elif seed is not None and out.sample is None:
+        raise ValueError("out.sample must be a tensor when a seed is given")
+    if N == 0:
+        return out
+    part_f = torch.empty(7, N * splits, dtype=torch.float32, device=device)  # m, s, a, m1, s1, x_am, gumbel max
+    part_i = torch.empty(2, N * splits, dtype=torch.int32, device=device)  # argmax, sample
+    sample = seed is not None
+    kw = {} if INTERPRET else {"num_warps": 8 if block_v >= 2048 else 4}
+    _row_stats_partial_kernel[(N, splits)](
+        logits, logits.stride(0), V, chunk, splits, T, float(cap or 1.0), int(seed or 0) & 0x7FFFFFFF,
+        *part_f, *part_i, SOFTCAP=bool(cap), SAMPLE=sample, BLOCK_V=block_v, **kw)
+    _row_stats_merge_kernel[(N,)](
+        *part_f, *part_i, splits, out.entropy, out.argmax, out.logp_max,
+        out.sample if sample else out.argmax, SAMPLE=sample, BLOCK_S=max(2, triton.next_power_of_2(splits)))
+    return out if sample else out._replace(sample=None)
+
+
+def accept_and_renoise(tokens: torch.Tensor, free: torch.Tensor, H: torch.Tensor, sampled: torch.Tensor,
+                       bound: float, noise_low: int, vocab_size: int,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One canvas update: accepted free slots take `sampled`, other free slots fresh noise in [noise_low, V).
+
+    `tokens`, `sampled` (B, C) int64, `free` (B, C) bool, `H` (B, C) fp32 (from :func:`row_stats`). Pinned and
+    padding slots keep their token. Returns (new tokens, acceptance mask). Torch on purpose: it touches only
+    (B, C) tensors (a sort of C entropies per row), never the (B, C, V) probabilities.
+    """
+    if not (tokens.shape == free.shape == H.shape == sampled.shape) or tokens.ndim != 2:
+        raise ValueError(f"tokens, free, H and sampled must share one (B, C) shape, got {tuple(tokens.shape)}, "
+                         f"{tuple(free.shape)}, {tuple(H.shape)}, {tuple(sampled.shape)}")
+    if not 0 <= noise_low < vocab_size:
+        raise ValueError(f"noise_low must be in [0, {vocab_size}), got {noise_low}")
+    accept = accept_mask_ref(H, free, bound)
+    noise = torch.randint(noise_low, vocab_size, tokens.shape, device=tokens.device, generator=generator)
+    new = torch.where(free, torch.where(accept, sampled, noise), tokens)
+    return new, accept
