@@ -44,6 +44,7 @@ STATUS = "dgls/status"
 CMD_REWRITE = "dgls.rewrite"
 CMD_SHOW_CONFIG = "dgls.showConfig"
 CMD_RESTART = "dgls.restartModel"
+CMD_APPLY_ACTION = "dgls.applyCodeAction"  # the code actions, for clients that cannot resolve them
 ACTION_FILL_HOLES = "fillHoles"
 ACTION_REGENERATE = "regenerate"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -504,16 +505,42 @@ def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.C
     if selected:
         actions.append(types.CodeAction(title="dgls: Regenerate selection", kind=types.CodeActionKind.RefactorRewrite,
                                         data={**data, "action": ACTION_REGENERATE}))
+    if not _client_resolves_edits(ls):  # the client would never ask for the edit: run it as a command instead
+        for action in actions:
+            action.command = types.Command(title=action.title, command=CMD_APPLY_ACTION,
+                                           arguments=[{**action.data, "title": action.title}])
     return actions
+
+
+def _client_resolves_edits(ls: DglsServer) -> bool:
+    """Whether the client resolves a code action's ``edit`` lazily (codeAction/resolve)."""
+    cap = ls.client_capabilities.text_document
+    support = cap.code_action.resolve_support if cap and cap.code_action else None
+    return bool(support and "edit" in support.properties)
 
 
 @server.feature(types.CODE_ACTION_RESOLVE)
 async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types.CodeAction:
     """Run the model for a code action and attach its versioned edit."""
-    data = action.data if isinstance(action.data, dict) else {}
+    doc, edits = await _action_edits(ls, types.CODE_ACTION_RESOLVE, action.data, action.title)
+    action.edit = ls.versioned_edit(doc, edits)
+    return action
+
+
+@server.command(CMD_APPLY_ACTION)
+async def apply_code_action(ls: DglsServer, *args: Any) -> dict[str, Any]:
+    """A code action run as a command: compute its edit, then workspace/applyEdit if the document is unchanged."""
+    (data,) = _command_args(ls, CMD_APPLY_ACTION, args, [("action", dict)])
+    doc, edits = await _action_edits(ls, CMD_APPLY_ACTION, data, str(data.get("title") or "dgls"))
+    return await _apply_if_current(ls, doc, edits, str(data.get("title") or "dgls"))
+
+
+async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> tuple[_Doc, list[Edit]]:
+    """The document and the edits of the code action described by `data` (what textDocument/codeAction gave)."""
+    data = data if isinstance(data, dict) else {}
     uri, rng, kind = data.get("uri"), data.get("range"), data.get("action")
     if not isinstance(uri, str) or kind not in (ACTION_FILL_HOLES, ACTION_REGENERATE) or not _is_range(rng):
-        raise JsonRpcInvalidParams(f"codeAction/resolve: data must be what textDocument/codeAction gave "
+        raise JsonRpcInvalidParams(f"{method}: data must be what textDocument/codeAction gave "
                                    f"(uri, range, action), got {data!r}")
     doc = ls.doc(uri)
     if doc is None:
@@ -529,11 +556,10 @@ async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types
         spans = find_holes(doc.text, ls.settings.hole_markers, *((start, end) if start < end else (0, len(doc.text))))
     else:
         spans = [(start, end)]
-    edits = await _edit_spans(ls, engine, doc, spans, title=action.title)
+    edits = await _edit_spans(ls, engine, doc, spans, title=title)
     if not edits:
-        _show(ls, types.MessageType.Info, f"{action.title}: the model proposed nothing usable; nothing changed")
-    action.edit = ls.versioned_edit(doc, edits)
-    return action
+        _show(ls, types.MessageType.Info, f"{title}: the model proposed nothing usable; nothing changed")
+    return doc, edits
 
 
 def _is_range(rng: Any) -> bool:
@@ -631,9 +657,9 @@ def _command_args(ls: DglsServer, command: str, args: tuple, spec: list[tuple[st
     out = []
     for (name, kind), value in zip(spec, args, strict=True):
         try:
-            if kind is str and not isinstance(value, str):
-                raise TypeError(f"expected a string, got {type(value).__name__}")
-            out.append(value if kind is str else ls.protocol._converter.structure(value, kind))
+            if kind in (str, dict) and not isinstance(value, kind):
+                raise TypeError(f"expected {'a string' if kind is str else 'an object'}, got {type(value).__name__}")
+            out.append(value if kind in (str, dict) else ls.protocol._converter.structure(value, kind))
         except Exception as exc:
             detail = _structure_problem(exc)
             raise JsonRpcInvalidParams(f"{command}: argument {name!r} is invalid: {detail}") from None
@@ -660,17 +686,23 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     if engine is None:
         raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
     edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
-    now = ls.doc(uri)
+    if not edits:
+        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
+    return await _apply_if_current(ls, doc, edits, "dgls: Rewrite")
+
+
+async def _apply_if_current(ls: DglsServer, doc: _Doc, edits: list[Edit], label: str) -> dict[str, Any]:
+    """workspace/applyEdit the edits computed on `doc`, unless the document changed meanwhile (then say so)."""
+    now = ls.doc(doc.uri)
     if now is None or now.version != doc.version:
-        reason = (f"{uri} changed while the rewrite ran (version {doc.version} -> "
-                  f"{now.version if now else 'closed'}); not applied")
+        reason = (f"{doc.uri} changed while the edit was computed (version {doc.version} -> "
+                  f"{now.version if now else 'closed'}); {label} not applied")
         _show(ls, types.MessageType.Warning, f"dgls: {reason}")
         return {"applied": False, "reason": reason}
     if not edits:
-        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
-        return {"applied": False, "reason": "no rewrite"}
+        return {"applied": False, "reason": "no edit"}
     result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-        edit=ls.versioned_edit(doc, edits), label="dgls: Rewrite"))
+        edit=ls.versioned_edit(doc, edits), label=label))
     return {"applied": result.applied, "reason": result.failure_reason}
 
 

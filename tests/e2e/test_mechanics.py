@@ -156,3 +156,25 @@ async def test_rewrite_command_applies_a_versioned_edit(client: LanguageClient):
     assert change.text_document.version == doc.version
     assert change.edits[0].range == rng
     doc.close()
+
+
+async def test_code_action_as_a_command(client: LanguageClient):
+    """For clients that cannot resolve: the same action through dgls.applyCodeAction and workspace/applyEdit."""
+    text = "Recipe:\n...\nServe warm.\n"
+    doc = Doc(client, "file:///e2e/recipe3.txt", text, language="plaintext")
+    here = position(text, 0)
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=doc.ident(), range=types.Range(start=here, end=here),
+        context=types.CodeActionContext(diagnostics=[])))
+    action = _action(actions, "Fill 1 hole")
+    assert action.command is None  # this client resolves, so no command is attached
+    n = len(client.applied)
+    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="dgls.applyCodeAction", arguments=[{**action.data, "title": action.title}]))
+    assert res == {"applied": True, "reason": None}
+    (params,) = client.applied[n:]
+    (change,) = params.edit.document_changes
+    assert change.text_document.version == doc.version
+    hole = text.index("...")
+    assert [(offset(text, e.range.start), offset(text, e.range.end)) for e in change.edits] == [(hole, hole + 3)]
+    doc.close()
