@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref
+from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref, row_stats_ref, softcap
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _NEG = tl.constexpr(-3.0e38)  # finite "minus infinity" for running maxima: keeps (m - m') * 0 at 0 instead of NaN
@@ -243,3 +243,24 @@ def accept_and_renoise(tokens: torch.Tensor, free: torch.Tensor, H: torch.Tensor
     noise = torch.randint(noise_low, vocab_size, tokens.shape, device=tokens.device, generator=generator)
     new = torch.where(free, torch.where(accept, sampled, noise), tokens)
     return new, accept
+
+
+def self_check(device: str | torch.device = "cuda") -> str | None:
+    """Run the kernel once on small random logits against the reference; None if it agrees, else what differs."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (torch.randn(6, 2053, generator=g) * torch.tensor([0.1, 1, 3, 10, 30, 100])[:, None]).to(dtype)
+        got = row_stats(x.to(device), 0.7, cap=30.0, seed=1)
+        ref = row_stats_ref(x, 0.7, cap=30.0)
+        d_h = float((got.entropy.cpu() - ref.entropy).abs().max())
+        d_lp = float((got.logp_max.cpu() - ref.logp_max).abs().max())
+        if not (d_h <= 1e-4 and d_lp <= 1e-4):  # NaN fails too
+            return f"canvas_sampler {dtype}: max |dH| {d_h:.3g}, max |d logp| {d_lp:.3g} (tolerance 1e-4)"
+        # argmax up to near-ties: the 100-scale row saturates tanh, where an ulp decides between equal maxima
+        z = softcap(x.float(), 30.0) / 0.7
+        gap = z.max(-1).values - z.gather(-1, got.argmax.cpu()[:, None]).squeeze(-1)
+        if not bool((gap <= 1e-5 * (1 + z.abs().max(-1).values)).all()):
+            return f"canvas_sampler {dtype}: argmax {got.argmax.tolist()} != reference {ref.argmax.tolist()}"
+        if not bool(((got.sample >= 0) & (got.sample < x.shape[1])).all()):
+            return f"canvas_sampler {dtype}: samples out of range: {got.sample.tolist()}"
+    return None

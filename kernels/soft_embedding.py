@@ -81,3 +81,19 @@ def topk_soft_embedding(logits: torch.Tensor, E: torch.Tensor, k: int, *, scale:
     _topk_soft_embedding_kernel[(N, triton.cdiv(H, block_h))](
         vals, idx, E, out, k, H, E.stride(0), float(scale), BLOCK_K=block_k, BLOCK_H=block_h)
     return out
+
+
+def self_check(device: str | torch.device = "cuda") -> str | None:
+    """Run the kernel once on small random inputs against the reference; None if it agrees, else what differs."""
+    from dgls.kernels.soft_embedding_ref import topk_soft_embedding_ref
+
+    g = torch.Generator().manual_seed(0)
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        logits = (torch.randn(5, 3001, generator=g) * 4).to(dtype)
+        E = torch.randn(3001, 200, generator=g).to(dtype)
+        got = topk_soft_embedding(logits.to(device), E.to(device), 24, scale=2.0).float().cpu()
+        ref = topk_soft_embedding_ref(logits, E, 24, scale=2.0)
+        d = float((got - ref).abs().max())
+        if not d <= tol * (1 + float(ref.abs().max())):
+            return f"soft_embedding {dtype}: max abs diff {d:.3g} against the reference"
+    return None
