@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--stdio", action="store_true", help="serve LSP over stdin/stdout (the default)")
     t.add_argument("--tcp", action="store_true", help="serve LSP over TCP")
     p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1, loopback only)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --host that is not loopback")
     p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
     p.add_argument("--log-file", default=None, help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -278,7 +279,8 @@ def cmd_serve(args) -> int:
         from dgls.server import serve
     except ImportError as exc:
         raise UsageError(f"the language server is not available in this build ({exc})") from None
-    return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port)
+    return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port,
+                 allow_remote=args.allow_remote)
 
 
 if __name__ == "__main__":

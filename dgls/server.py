@@ -724,12 +724,20 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
 # --- entry point --------------------------------------------------------------------------------------
 
 
-def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087) -> int:
-    """Run the server until the client says exit; returns the process exit code."""
+def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False) -> int:
+    """Run the server until the client says exit; returns the process exit code.
+
+    TCP listens on loopback; another `host` needs `allow_remote` (anyone who reaches the port can read the
+    documents sent to it and ask for edits).
+    """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
         logging.getLogger("pygls").setLevel(logging.WARNING)
     try:
         if transport == "tcp":
+            if host not in LOOPBACK and not allow_remote:
+                log.error("dgls: refusing to listen on %s: not a loopback address (expected one of %s); pass "
+                          "--allow-remote to serve other machines", host, ", ".join(LOOPBACK))
+                return 2
             scope = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
             log.warning("dgls %s: serving LSP on tcp://%s:%d (%s)", __version__, host, port, scope)
             server.start_tcp(host, port)

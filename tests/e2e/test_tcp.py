@@ -72,3 +72,10 @@ async def test_tcp_on_loopback_with_utf8_positions(tiny_checkpoint):
         if proc.poll() is None:
             proc.kill()
         await client.stop()
+
+
+def test_tcp_refuses_a_remote_host_unless_allowed():
+    proc = subprocess.run([sys.executable, "-m", "dgls.cli", "--tcp", "--host", "0.0.0.0", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in proc.stderr and "--allow-remote" in proc.stderr
