@@ -3,7 +3,7 @@
 Registry: each kernel is usable only on a CUDA device with triton importable, outside interpreter mode, and after
 a one-time numerical self-check against its reference on that device (run at first use, cached per process).
 Everywhere else the torch reference path runs. Nothing here imports triton unless a CUDA device is present,
-so ``dgls doctor`` stays fast on CPU machines.
+so ``dgls doctor`` stays fast on CPU machines. ``DGLS_KERNELS=0`` turns every kernel off (for A/B runs).
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def status(name: str) -> KernelStatus:
     problem = _platform_problem()
     if problem:
         return KernelStatus(name, False, problem)
+    if os.environ.get("DGLS_KERNELS") == "0":
+        return KernelStatus(name, False, "disabled by DGLS_KERNELS=0: the torch reference path runs")
     import torch
 
     return _check(name, f"cuda:{torch.cuda.current_device()}")
@@ -101,6 +103,8 @@ def availability() -> tuple[bool, str]:
     problem = _platform_problem()
     if problem:
         return False, f"{problem} (kernels: {names})"
+    if os.environ.get("DGLS_KERNELS") == "0":
+        return False, f"disabled by DGLS_KERNELS=0: the torch reference path runs (kernels: {names})"
     statuses = registry()
     bad = [s for s in statuses if not s.usable]
     if bad:

@@ -147,6 +147,29 @@ def temperature(cur_step: int, cfg: SamplerConfig) -> torch.Tensor:
     return cfg.t_min + (cfg.t_max - cfg.t_min) * (torch.tensor(cur_step, dtype=torch.int32) / cfg.max_steps)
 
 
+def fused_row_stats(logits: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None):
+    """(entropy, argmax, log p(argmax) at T=1, a sample per slot) from dgls.kernels in one pass over V, or None.
+
+    Only on CUDA, and only when ``dgls.kernels`` says its ``canvas_sampler`` kernel passed its self-check; on
+    any other device this returns None and :func:`denoise` computes the statistics in torch, unchanged. The
+    kernel samples with the Gumbel-max trick from a seed drawn from `generator`, so on CUDA the draws differ
+    from ``torch.multinomial``'s (same distribution).
+    """
+    if logits.device.type != "cuda":
+        return None
+    from dgls import kernels
+
+    if not kernels.usable("canvas_sampler"):
+        return None
+    from dgls.kernels.canvas_sampler import row_stats
+
+    B, C, V = logits.shape
+    gen_device = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=gen_device))
+    st = row_stats(logits.reshape(B * C, V), float(t), seed=seed)
+    return st.entropy.view(B, C), st.argmax.view(B, C), st.logp_max.view(B, C), st.sample.view(B, C)
+
+
 CancelCheck = Callable[[], bool]
 
 
@@ -196,9 +219,14 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
         if banned is not None:
             # -1e4 rather than -inf: the entropy and the self-conditioning softmax stay finite
             logits[..., ban_ids] = torch.where(banned[..., None], -1e4, logits[..., ban_ids])
-        scaled = logits / temperature(cur_step, cfg)
-        argmax = scaled.argmax(-1)  # (B, C)
-        H = entropy(scaled)  # (B, C)
+        t = temperature(cur_step, cfg)
+        scaled = logits / t
+        fused = None if cfg.compat_generate else fused_row_stats(logits, t, generator)  # None on CPU
+        if fused is None:
+            argmax = scaled.argmax(-1)  # (B, C)
+            H = entropy(scaled)  # (B, C)
+        else:
+            H, argmax, fused_lp, fused_sample = fused
         if cfg.compat_generate:  # generate(): softmax + multinomial over every slot from the global RNG
             probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
             sampled = torch.multinomial(probs.view(-1, V), 1).view(B, C)
@@ -207,10 +235,13 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
             # acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial
             # is the largest CPU cost of a step otherwise)
             sampled = canvas.tokens.clone()
-            rows = accept.nonzero(as_tuple=True)
-            if rows[0].numel():
-                p = torch.softmax(scaled[rows], dim=-1)
-                sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+            if fused is not None:  # the kernel drew a sample for every slot in its single pass
+                sampled = torch.where(accept, fused_sample, sampled)
+            else:
+                rows = accept.nonzero(as_tuple=True)
+                if rows[0].numel():
+                    p = torch.softmax(scaled[rows], dim=-1)
+                    sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
         noise_ids = denoiser.noise((B, C), None if cfg.compat_generate else generator)
         previous = canvas.tokens
         canvas.renoise(accept, sampled, noise_ids)
@@ -231,8 +262,11 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
 
         live = ~done
         if bool(live.any()):
-            logp = torch.log_softmax(logits, dim=-1)  # confidence at temperature 1
-            lp = torch.gather(logp, -1, argmax.unsqueeze(-1)).squeeze(-1)  # (B, C)
+            if fused is None:
+                logp = torch.log_softmax(logits, dim=-1)  # confidence at temperature 1
+                lp = torch.gather(logp, -1, argmax.unsqueeze(-1)).squeeze(-1)  # (B, C)
+            else:
+                lp = fused_lp
             out_tokens = torch.where(live[:, None] & free, argmax, out_tokens)
             out_conf = torch.where(live[:, None], lp.exp(), out_conf)
             out_score = torch.where(live, (lp * free).sum(-1) / n_free, out_score)
