@@ -5,6 +5,7 @@ No LSP types and no model here: offsets in, offsets and requests out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from dgls.context import InfillRequest
@@ -22,22 +23,17 @@ def line_comment(language: str) -> str:
 
 
 def find_holes(text: str, markers: tuple[str, ...], start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
-    """Code-point ranges of hole markers between `start` and `end`: lines holding only a marker (indent aside)."""
+    """Code-point ranges of hole markers between `start` and `end`: lines holding only a marker (indent aside).
+
+    One regular-expression pass (code actions are asked for on every cursor move, documents can be large: about
+    0.1 s for 9 MB). Lines end at ``\n`` or ``\r\n``; a file using bare ``\r`` line ends has no holes.
+    """
     end = len(text) if end is None else end
-    lines = LineTable(text)
-    holes = []
-    first, last = lines.line_of(start), lines.line_of(end)
-    for i in range(first, last + 1):
-        line_start, line_end = lines.start(i), lines.end(i)
-        content = text[line_start:line_end]
-        stripped = content.strip()
-        if stripped not in markers:
-            continue
-        hole_start = line_start + len(content) - len(content.lstrip())
-        hole_end = hole_start + len(stripped)
-        if hole_start >= start and hole_end <= end:
-            holes.append((hole_start, hole_end))
-    return holes
+    if not markers:
+        return []
+    alternatives = "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+    pattern = re.compile(rf"(?m)^[ \t]*({alternatives})[ \t]*\r?$")
+    return [m.span(1) for m in pattern.finditer(text) if m.start(1) >= start and m.end(1) <= end]
 
 
 def with_instruction(request: InfillRequest, text: str, instruction: str) -> InfillRequest:

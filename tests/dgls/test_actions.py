@@ -24,3 +24,11 @@ def test_instruction_goes_above_the_middle_line():
     assert (out.start, out.end, out.suffix) == (req.start, req.end, req.suffix)
     assert with_instruction(req, text, "   ") == req
     assert line_comment("typescript") == "//" and line_comment("lua") == "--"
+
+
+def test_find_holes_with_crlf_and_longest_marker_first():
+    text = "def f():\r\n    ...\r\n    pass  \r\n"
+    dots, ps = text.index("..."), text.index("pass")
+    assert find_holes(text, ("...", "pass")) == [(dots, dots + 3), (ps, ps + 4)]
+    assert find_holes("# TODO!\n# TODO\n", ("# TODO", "# TODO!")) == [(0, 7), (8, 14)]
+    assert find_holes(text, ()) == []
