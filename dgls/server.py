@@ -743,7 +743,9 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
             server.start_tcp(host, port)
         elif transport == "stdio":
             log.info("dgls %s: serving LSP on stdio", __version__)
-            server.start_io()
+            channel = sys.stdout.buffer
+            sys.stdout = sys.stderr  # a stray print (a library's progress bar) must not corrupt the LSP stream
+            server.start_io(sys.stdin.buffer, channel)
         else:
             raise ValueError(f"transport must be 'stdio' or 'tcp', got {transport!r}")
     except SystemExit as exc:  # pygls ends the process on `exit` this way
