@@ -29,6 +29,7 @@ __all__ = [
     "InfillRequest",
     "SpanKind",
     "build_request",
+    "grammar",
     "language_for_path",
 ]
 
@@ -150,7 +151,7 @@ def language_for_path(path: str) -> str:
 
 
 @functools.cache
-def _grammar(language: str) -> Any | None:
+def grammar(language: str) -> Any | None:
     """Load the tree-sitter ``Language`` for a language id; None when it has no grammar or no wheel."""
     spec = _LANGUAGES.get(language)
     if spec is None or spec.grammar is None:
@@ -171,8 +172,8 @@ _last_parse: tuple[str, str, Any] | None = None  # (language, text, tree): the l
 def _parse(language: str, text: str, data: bytes) -> Any | None:
     """Tree-sitter tree of ``text`` (reused when the last call parsed the same text), or None."""
     global _last_parse
-    grammar = _grammar(language)
-    if grammar is None or len(data) > _MAX_PARSE_BYTES:
+    language_ = grammar(language)
+    if language_ is None or len(data) > _MAX_PARSE_BYTES:
         return None
     with _parse_lock:
         last = _last_parse
@@ -180,7 +181,7 @@ def _parse(language: str, text: str, data: bytes) -> Any | None:
             return last[2]
         from tree_sitter import Parser
 
-        tree = Parser(grammar).parse(data)
+        tree = Parser(language_).parse(data)
         _last_parse = (language, text, tree)
         return tree
 

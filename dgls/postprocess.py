@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dgls.context import InfillRequest, SpanKind
-from dgls.context import _grammar as grammar_for  # one grammar table for the package: context's
+from dgls.context import grammar as grammar_for  # one grammar table for the package: context's
 from dgls.text import Utf8Index
 
 __all__ = ["Edit", "Suggested", "count_syntax_errors", "make_edits", "shape_middle"]
