@@ -1,0 +1,500 @@
+"""GPU denoising step on the real DiffusionGemma 26B-A4B shape (random bf16 weights): torch vs kernels vs AR.
+
+Builds the 26B-A4B config (reference/diffusiongemma.md §7: hidden 2816, 30 layers 5 sliding : 1 full, 16 heads,
+head_dim 256 / global 512, KV heads 8 / global 2, dense MLP 2112, 128 experts x 704 top-8, vocab 262,144, window
+1024, soft-cap 30) on the meta device, ties encoder and decoder (one set of weights, as the model does), then
+materializes every tensor once directly on the GPU and initializes it there (no 2x peak from the untied
+construction, no CPU copy). Random weights: timings only, the tokens mean nothing.
+
+Per canvas (default 64 and 256 slots, batch 1, prefix 2048 tokens encoded once):
+
+* **denoising step** through the project's sampler (``dgls.model.sampler.denoise``: decoder pass, temperature,
+  entropy-bound acceptance, sampling, renoise, self-conditioning), a fixed number of steps (early stopping off),
+  once with the torch statistics (``DGLS_KERNELS=0``) and once with the fused kernel when ``dgls.kernels`` says
+  it is usable: ms/step p20/p50/p80, synchronized after every step;
+* the decoder **forward alone**, so the sampler's share of a step is visible;
+* **GB/s**: estimated weight bytes one step streams (every non-expert decoder weight, the embedding twice for
+  the lm_head and the self-conditioning matmul, and the experts the canvas's tokens touch under uniform top-8
+  routing, ``128 (1 - (120/128)^C)`` per layer) divided by the step time, against the **measured** copy
+  bandwidth (a 2 GiB device-to-device copy, read + write); the floor ``bytes / bandwidth`` is printed too;
+* **AR baseline**: the same weights decoding the same number of tokens greedily, one at a time, with the
+  encoder (causal) and its KV cache after the same prefix: ms/token and the total, and how many denoising steps
+  fit in that time (diffusion wins when the canvas converges in fewer steps);
+* **kernel micro-benchmarks** on the step's real shapes: the sampler statistics over (C, V) fp32 logits
+  (torch ops vs ``row_stats``), and the self-conditioning soft embedding (the model's dense
+  ``softmax(logits) @ E`` vs ``topk_soft_embedding`` with k = 64).
+
+    python benchmarks/gpu_step.py [--steps 16] [--canvases 64,256] [--prefix 2048] [--write]
+    python benchmarks/gpu_step.py --tiny --device cpu     # smoke test of this script on a CPU; not a result
+
+Needs a CUDA GPU with about 55 GiB free (bf16 weights ~51 GB, no optimizer, no gradients), e.g. one H100 80GB.
+``--write`` appends the tables to benchmarks/RESULTS.md with machine, versions, commit and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# reference/diffusiongemma.md §7 (third-party copies of google/gemma-4-26B-A4B config.json; check against the
+# real config.json when available)
+REAL_TEXT = dict(vocab_size=262_144, hidden_size=2816, num_hidden_layers=30, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=2,
+                 intermediate_size=2112, num_experts=128, top_k_experts=8, moe_intermediate_size=704,
+                 sliding_window=1024, final_logit_softcapping=30.0)
+REAL_PARAMS_B = 25.421  # §7, vision tower (transformers' default) included
+TINY_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=32, global_head_dim=32, num_experts=4, top_k_experts=2,
+                 moe_intermediate_size=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64)
+TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                   num_attention_heads=1, num_key_value_heads=1, head_dim=16, position_embedding_size=16,
+                   patch_size=4)
+
+
+class BenchError(Exception):
+    """A condition the user must fix; printed as one message, no traceback."""
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile by linear interpolation (q in 0..100)."""
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, reps: int, warmup: int = 2) -> list[float]:
+    """Milliseconds of `fn()` per call, synchronized around each call."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def copy_bandwidth(device: torch.device, nbytes: int) -> float:
+    """Measured device copy bandwidth in GB/s (bytes read + bytes written per second), median of 10."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = timed(lambda: dst.copy_(src), device, reps=10, warmup=3)
+    return 2 * nbytes / (statistics.median(ms) / 1e3) / 1e9
+
+
+def build_config(tiny: bool, experts: str | None = None):
+    """The 26B-A4B DiffusionGemma config (or the tiny smoke-test one); `experts`: experts implementation."""
+    from transformers import DiffusionGemmaConfig
+
+    kw = {"experts_implementation": experts} if experts else {}
+    if tiny:
+        return DiffusionGemmaConfig(text_config=dict(TINY_TEXT), vision_config=TINY_VISION, canvas_length=64,
+                                    image_token_id=6, boi_token_id=7, eoi_token_id=8, **kw)
+    return DiffusionGemmaConfig(text_config=dict(REAL_TEXT), canvas_length=256, **kw)
+
+
+def unique_params(model: torch.nn.Module) -> dict[int, tuple[str, torch.Tensor]]:
+    """Parameters by identity (tied tensors once), with their first name."""
+    out: dict[int, tuple[str, torch.Tensor]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        out.setdefault(id(p), (name, p))
+    return out
+
+
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Parameters created inside go to the meta device (no memory); buffers stay real, with their init values.
+
+    The same trick as accelerate's ``init_empty_weights(include_buffers=False)``: constructors still compute
+    their small buffers (rotary frequencies, layer scalars), while no weight is ever allocated.
+    """
+    register = torch.nn.Module.register_parameter
+
+    def to_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            p = module._parameters[name]
+            module._parameters[name] = torch.nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    torch.nn.Module.register_parameter = to_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def materialize(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Give every meta parameter real storage on `device`, shared tensors staying shared, then initialize.
+
+    Floating parameters take `dtype`; buffers move to `device` with their values and dtypes (rotary frequencies
+    stay fp32). transformers' ``initialize_weights`` then fills the weights on the device (random normal
+    matrices, norms, router scales).
+    """
+    new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(old) -> (old kept alive, new)
+    for mod in model.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in new:
+                dt = dtype if p.is_floating_point() else p.dtype
+                new[id(p)] = (p, torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device),
+                                                    requires_grad=False))
+            mod._parameters[name] = new[id(p)][1]
+        for name, b in list(mod._buffers.items()):
+            if b is None:
+                continue
+            if id(b) not in new:
+                new[id(b)] = (b, b.to(device))
+            mod._buffers[name] = new[id(b)][1]
+    for mod in model.modules():  # construction marked the modules initialized: run their init again
+        mod.__dict__.pop("_is_hf_initialized", None)
+    model.initialize_weights()  # each sub-model (text, vision) with its own _init_weights
+
+
+def build_model(config, device: torch.device, dtype: torch.dtype):
+    """Construction with meta parameters (ties included), then materialization on `device`."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    with parameters_on_meta():
+        model = DiffusionGemmaForBlockDiffusion(config)
+    model.tie_weights()  # encoder = decoder weights, lm_head = embedding: one copy of each on the device
+    n_bytes = sum(p.numel() for _, p in unique_params(model).values()) * torch.finfo(dtype).bits // 8
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        if n_bytes > free - 2 * 2**30:
+            raise BenchError(f"the model needs {n_bytes / 1e9:.1f} GB of {dtype} weights plus ~2 GB of working "
+                             f"memory; the GPU has {free / 1e9:.1f} GB free of {total / 1e9:.1f} GB")
+    materialize(model, device, dtype)
+    enc = model.model.encoder.language_model.layers[0].self_attn.q_proj.weight
+    dec = model.model.decoder.layers[0].self_attn.q_proj.weight
+    assert enc is dec, "encoder and decoder weights must stay tied after materialization"
+    assert not any(p.is_meta for p in model.parameters()), "a parameter stayed on the meta device"
+    return model.eval().requires_grad_(False)
+
+
+def step_bytes(model, tokens: int) -> dict[str, float]:
+    """Weight bytes one decoder pass over `tokens` canvas slots streams, and one AR token (uniform routing)."""
+    tc = model.config.get_text_config(decoder=True)
+    E, k = tc.num_experts, tc.top_k_experts
+    distinct = E * (1 - (1 - k / E) ** tokens)  # expected experts touched per layer
+    dec = model.model.decoder
+    seen: set[int] = set()
+    expert = other = emb = 0
+    for name, p in dec.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        b = p.numel() * p.element_size()
+        if p is dec.embed_tokens.weight:
+            emb += b
+        elif ".experts." in name:
+            expert += b
+        else:
+            other += b
+    return {"step": other + 2 * emb + expert * distinct / E,  # lm_head and SC matmul both read the embedding
+            "ar_token": other + emb + expert * k / E,  # one token: lm_head once, its top-k experts
+            "distinct_experts": distinct}
+
+
+def torch_row_stats(logits: torch.Tensor, t: torch.Tensor):
+    """The sampler's torch statistics over every slot (upper bound: every slot sampled)."""
+    from dgls.model.sampler import entropy
+
+    scaled = logits / t
+    argmax = scaled.argmax(-1)
+    H = entropy(scaled)
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, argmax[:, None])
+    sample = torch.multinomial(torch.softmax(scaled, dim=-1), 1)
+    return H, argmax, lp, sample
+
+
+def dense_soft_embedding(sc: torch.Tensor, E: torch.Tensor, scale: float) -> torch.Tensor:
+    """The model's self-conditioning expression (modeling_diffusion_gemma L1253-1256)."""
+    return torch.matmul(sc.softmax(dim=-1, dtype=torch.float32).to(E.dtype), E) * scale
+
+
+@torch.no_grad()
+def run_denoise(model, cache, C: int, steps: int, warmup: int, kernels: bool) -> list[float]:
+    """ms per denoising step (after `warmup` steps) through dgls.model.sampler.denoise, synchronized per step."""
+    from dgls.model.backend import DiffusionGemmaDenoiser
+    from dgls.model.canvas import Canvas
+    from dgls.model.sampler import SamplerConfig, denoise
+
+    os.environ["DGLS_KERNELS"] = "1" if kernels else "0"
+    device = model.device
+    denoiser = DiffusionGemmaDenoiser(model, cache)
+    gen = torch.Generator(device=device).manual_seed(0)
+    canvas = Canvas.build([C], [], denoiser.prefix_len, lambda s: denoiser.noise(s, gen), device=device)
+    # confidence_threshold 0: never confident, so every row runs all the steps
+    cfg = SamplerConfig(max_steps=warmup + steps, confidence_threshold=0.0, stability_threshold=0)
+    stamps: list[float] = []
+
+    def on_step(step: int, total: int) -> None:
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    sync(device)
+    stamps.append(time.perf_counter())
+    res = denoise(denoiser, canvas, cfg, generator=gen, on_step=on_step)
+    assert res.steps == warmup + steps, f"expected {warmup + steps} steps, ran {res.steps}"
+    ms = [(b - a) * 1e3 for a, b in zip(stamps, stamps[1:], strict=False)]
+    return ms[warmup:]
+
+
+@torch.no_grad()
+def run_ar(model, cache, n: int) -> list[float]:
+    """ms per token of greedy AR decoding of `n` tokens after the cached prefix (encoder + lm_head + soft-cap)."""
+    from dgls.model.backend import fork
+
+    device = model.device
+    cap = model.config.get_text_config(decoder=True).final_logit_softcapping
+    cache = fork(cache)  # the prefix cache stays as it is for the other runs
+    start = cache.get_seq_length()
+    ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+    out = []
+    for i in range(n):
+        sync(device)
+        t0 = time.perf_counter()
+        pos = torch.full((1, 1), start + i, dtype=torch.long, device=device)
+        h = model.model.encoder(input_ids=ids, past_key_values=cache, position_ids=pos).last_hidden_state[:, -1]
+        logits = model.lm_head(h).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        ids = logits.argmax(-1, keepdim=True)
+        sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out[2:] if n > 4 else out  # the first tokens pay warm-up
+
+
+def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
+    """Kernel vs torch on the step's real shapes: sampler statistics and the self-conditioning soft embedding."""
+    V = model.config.get_text_config(decoder=True).vocab_size
+    E = model.model.decoder.embed_tokens.weight  # (V, H) bf16
+    scale = float(model.model.decoder.embed_tokens.embed_scale)
+    H = E.shape[1]
+    logits = (torch.randn(C, V, device=device) * 3).clamp(-30, 30)  # fp32, like the decoder's output
+    t = torch.tensor(0.6)
+    rows = []
+    torch_ms = timed(lambda: torch_row_stats(logits, t), device, reps=20)
+    k_ms = None
+    if kernels_ok:
+        from dgls.kernels.canvas_sampler import row_stats
+
+        k_ms = timed(lambda: row_stats(logits, 0.6, seed=1), device, reps=20)
+    # bytes: the logits read once; torch's (C, V) temporaries are its extra cost, not counted
+    rows.append({"op": "sampler statistics (entropy, argmax, confidence, sample)", "C": C,
+                 "bytes_torch": C * V * 4, "bytes_kernel": C * V * 4, "torch_ms": pct(torch_ms, 50),
+                 "kernel_ms": k_ms and pct(k_ms, 50)})
+    k = min(64, V)
+    dense_ms = timed(lambda: dense_soft_embedding(logits, E, scale), device, reps=20)
+    k_ms = None
+    if kernels_ok:
+        from dgls.kernels.soft_embedding import topk_soft_embedding
+
+        k_ms = timed(lambda: topk_soft_embedding(logits, E, k, scale=scale), device, reps=20)
+    rows.append({"op": f"self-conditioning soft embedding (dense vs top-{k})", "C": C,
+                 "bytes_torch": V * H * E.element_size() + C * V * (4 + 2), "bytes_kernel": C * V * 4 + C * k * H * 2,
+                 "torch_ms": pct(dense_ms, 50), "kernel_ms": k_ms and pct(k_ms, 50)})
+    return rows
+
+
+def machine(device: torch.device) -> dict:
+    """Where and with what this ran."""
+    import transformers
+
+    try:
+        import triton
+
+        triton_v = triton.__version__
+    except ImportError:
+        triton_v = None
+    gpu = "cpu"
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    return {"gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "triton": triton_v, "transformers": transformers.__version__,
+            "commit": (commit.strip() or "unknown") + (" (uncommitted changes)" if dirty else ""),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    """A number, or '-' when not measured."""
+    return "-" if x is None else format(x, spec)
+
+
+def report(info: dict, args, params: int, bw: float, prefill_ms: float, rows: list[dict], micro_rows: list[dict],
+           kernel_status: str) -> str:
+    """The markdown section for RESULTS.md."""
+    out = [
+        f"\n## GPU denoising step, DiffusionGemma {'TINY smoke config' if args.tiny else '26B-A4B shape'}, "
+        f"random {'fp32' if args.tiny else 'bf16'} weights ({info['date']})\n",
+        f"- Machine: {info['gpu']}; measured copy bandwidth {bw:.0f} GB/s (2 GiB device copy, read + write)",
+        f"- Versions: Python {info['python']}, torch {info['torch']} (CUDA {info['cuda']}), triton {info['triton']}, "
+        f"transformers {info['transformers']}",
+        f"- Commit: {info['commit']}",
+        f"- Model: {params / 1e9:.3f} B parameters (reference/diffusiongemma.md §7: {REAL_PARAMS_B} B), experts "
+        f"implementation `{args.experts or 'default'}`; prefix {args.prefix} tokens (prefill {prefill_ms:.0f} ms), "
+        f"batch 1, canvas all free; {args.steps} measured steps after {args.warmup} warm-up, early stop off",
+        f"- Kernels: {kernel_status}",
+        f"- Command: `python benchmarks/gpu_step.py {' '.join(sys.argv[1:])}`",
+        "- GB/s: estimated weight bytes per step (non-expert decoder weights, embedding twice, experts touched under "
+        "uniform top-8 routing) / step time; floor = those bytes / measured bandwidth",
+        "",
+        "| canvas | path | ms/step p20 / p50 / p80 | decoder forward p50 ms | sampler share p50 ms | weight GB/step "
+        "| GB/s (p50) | % of copy BW | floor ms | AR ms/token p50 | AR ms for C tokens | steps in AR time |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['C']} | {r['path']} | {fmt(r['p20'], '.1f')} / {fmt(r['p50'], '.1f')} / {fmt(r['p80'], '.1f')} "
+            f"| {fmt(r['fwd_p50'], '.1f')} | {fmt(r['sampler_ms'], '.1f')} | {r['gb']:.1f} | {fmt(r['gbps'], '.0f')} "
+            f"| {fmt(r['pct_bw'], '.0f')} | {r['floor_ms']:.1f} | {fmt(r['ar_ms'], '.1f')} "
+            f"| {fmt(r['ar_total'], '.0f')} | {fmt(r['steps_in_ar'], '.1f')} |")
+    out += ["", "| op | C | torch ms p50 | kernel ms p50 | torch GB/s | kernel GB/s | speed-up |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for m in micro_rows:
+        k_ms = m["kernel_ms"]
+        out.append(f"| {m['op']} | {m['C']} | {m['torch_ms']:.3f} | {fmt(k_ms, '.3f')} "
+                   f"| {m['bytes_torch'] / m['torch_ms'] / 1e6:.0f} "
+                   f"| {fmt(k_ms and m['bytes_kernel'] / k_ms / 1e6, '.0f')} "
+                   f"| {fmt(k_ms and m['torch_ms'] / k_ms, '.2f')} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=16, help="measured denoising steps per canvas and path")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--canvases", default="64,256")
+    p.add_argument("--prefix", type=int, default=2048)
+    p.add_argument("--experts", default=None, help="experts implementation (transformers default if unset)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--tiny", action="store_true", help="tiny random model: a smoke test of this script, CPU allowed")
+    p.add_argument("--write", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
+                         f"{torch.version.cuda}); a smoke test of the script runs with --tiny --device cpu")
+    if device.type != "cuda" and not args.tiny:
+        raise BenchError(f"--device {args.device}: the real 26B shape runs only on a CUDA GPU (use --tiny for a "
+                         "smoke test)")
+    if args.tiny and args.write:
+        raise BenchError("--tiny is a smoke test of the script; its numbers do not go into RESULTS.md")
+    canvases = [int(c) for c in args.canvases.split(",")]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+
+    from dgls import kernels
+    from dgls.model.backend import encode
+
+    bw = copy_bandwidth(device, 2**31 if device.type == "cuda" else 2**26)
+    print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
+    t0 = time.perf_counter()
+    model = build_model(build_config(args.tiny, args.experts), device, dtype)
+    params = sum(p.numel() for _, p in unique_params(model).values())
+    print(f"model: {params / 1e9:.3f} B params built in {time.perf_counter() - t0:.1f} s", flush=True)
+    V = model.config.get_text_config(decoder=True).vocab_size
+    prefix = torch.randint(0, V, (1, args.prefix), device=device)
+    sync(device)
+    t0 = time.perf_counter()
+    cache = encode(model, prefix)
+    sync(device)
+    prefill_ms = (time.perf_counter() - t0) * 1e3
+
+    os.environ.pop("DGLS_KERNELS", None)
+    st = kernels.status("canvas_sampler")
+    kernels_ok = st.usable and kernels.usable("soft_embedding")
+    kernel_status = "; ".join(f"{s.name}: {'usable' if s.usable else 'not usable'} ({s.why})"
+                              for s in kernels.registry())
+    print(kernel_status, flush=True)
+
+    rows, micro_rows = [], []
+    for C in canvases:
+        nbytes = step_bytes(model, C)
+        floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
+        ar = run_ar(model, cache, C)
+        ar_ms, ar_total = pct(ar, 50), pct(ar, 50) * C
+
+        from dgls.model.backend import DiffusionGemmaDenoiser
+        from dgls.model.canvas import Canvas
+
+        den = DiffusionGemmaDenoiser(model, cache)
+        canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
+                              device=device)
+        sc = torch.randn(1, C, V, device=device)
+        with torch.no_grad():
+            if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial's device assert
+                raise BenchError("the random-weight model produced non-finite logits; the timings would be "
+                                 "meaningless (check the init in materialize())")
+            fwd = timed(lambda: den(canvas, sc), device, reps=args.steps, warmup=args.warmup)  # noqa: B023
+        for path, use in (("torch", False), ("kernels", True)):
+            if use and not st.usable:
+                rows.append({"C": C, "path": f"kernels: skipped ({st.why})", "p20": None, "p50": None, "p80": None,
+                             "fwd_p50": pct(fwd, 50), "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None,
+                             "pct_bw": None, "floor_ms": floor_ms, "ar_ms": ar_ms, "ar_total": ar_total,
+                             "steps_in_ar": None})
+                continue
+            ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=use)
+            p50 = pct(ms, 50)
+            gbps = nbytes["step"] / (p50 / 1e3) / 1e9
+            rows.append({"C": C, "path": path, "p20": pct(ms, 20), "p50": p50, "p80": pct(ms, 80),
+                         "fwd_p50": pct(fwd, 50), "sampler_ms": p50 - pct(fwd, 50), "gb": nbytes["step"] / 1e9,
+                         "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms, "ar_ms": ar_ms,
+                         "ar_total": ar_total, "steps_in_ar": ar_total / p50})
+            print(json.dumps(rows[-1]), flush=True)
+        os.environ.pop("DGLS_KERNELS", None)
+        micro_rows += micro(model, C, device, kernels_ok)
+        print(json.dumps(micro_rows[-2:]), flush=True)
+
+    info = machine(device)
+    text = report(info, args, params, bw, prefill_ms, rows, micro_rows, kernel_status)
+    print(text)
+    if args.tiny:
+        print("(--tiny: a smoke test of this script on a tiny random model; these numbers are not results)")
+    if args.write:
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        with results.open("a") as fh:
+            fh.write(text)
+    print(json.dumps({"bench": "gpu_step", **info, "bandwidth_gbps": bw, "rows": rows, "micro": micro_rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"gpu_step.py: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except torch.cuda.OutOfMemoryError as exc:
+        print(f"gpu_step.py: out of GPU memory ({str(exc).splitlines()[0]}); try fewer/smaller --canvases or "
+              "--prefix", file=sys.stderr)
+        sys.exit(1)
