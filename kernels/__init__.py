@@ -42,8 +42,9 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
 )}
 
 
+@functools.cache
 def _platform_problem() -> str | None:
-    """Why no kernel can run here (None when CUDA and triton are present)."""
+    """Why no kernel can run here (None when CUDA and triton are present); checked once per process."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency

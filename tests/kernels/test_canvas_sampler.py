@@ -112,7 +112,9 @@ def test_entropy_accuracy_against_float64():
         ("kernel", row_stats(x, 0.6).entropy), ("reference", row_stats_ref(x, 0.6).entropy),
         ("sampler", entropy(x / 0.6))]}  # dgls.model.sampler's statistic: clamp + softmax(log p), as Categorical
     print("max |H - H_fp64|:", errs)
-    assert errs["kernel"] < 2e-6 and errs["reference"] < 5e-6 and errs["sampler"] < 1e-5, errs
+    # measured on CPU (interpreter): kernel 3.1e-7, reference 1.2e-6, sampler 4.0e-6; a GPU's exp/log are
+    # approximate to a few ulp, hence the kernel's margin
+    assert errs["kernel"] < 5e-6 and errs["reference"] < 5e-6 and errs["sampler"] < 1e-5, errs
 
 
 def test_accept_and_renoise():

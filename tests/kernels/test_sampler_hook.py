@@ -11,6 +11,7 @@ from dgls.model.canvas import Canvas
 from dgls.model.sampler import SamplerConfig, denoise
 
 V = 40
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Scripted:
@@ -49,13 +50,13 @@ def test_denoise_through_the_kernel_statistics_matches_the_torch_path(monkeypatc
 
     calls = []
 
-    def interpreted(logits, t, generator):  # the CUDA branch, run by Triton's interpreter on CPU tensors
+    def kernel_stats(logits, t, generator):  # the CUDA branch (Triton's interpreter on a CPU-only machine)
         B, C, _ = logits.shape
-        st = row_stats(logits.reshape(B * C, V), float(t), seed=len(calls))
+        st = row_stats(logits.reshape(B * C, V).to(DEVICE), float(t), seed=len(calls))
         calls.append(st)
-        return st.entropy.view(B, C), st.argmax.view(B, C), st.logp_max.view(B, C), st.sample.view(B, C)
+        return tuple(x.cpu().view(B, C) for x in st)
 
-    monkeypatch.setattr(sampler, "fused_row_stats", interpreted)
+    monkeypatch.setattr(sampler, "fused_row_stats", kernel_stats)
     canvas = make_canvas()
     got = denoise(Scripted(target), canvas, cfg, generator=torch.Generator().manual_seed(1))
     assert len(calls) == got.steps == want.steps == 4
