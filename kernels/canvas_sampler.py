@@ -34,6 +34,7 @@ import triton.language as tl
 from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref, row_stats_ref, softcap
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_MAX_COUNTERS = 2**31 - 1  # Philox counters per launch (int32 offsets row * V + v)
 _NEG = tl.constexpr(-3.0e38)  # finite "minus infinity" for running maxima: keeps (m - m') * 0 at 0 instead of NaN
 
 
@@ -193,8 +194,6 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
     if cap is not None and not cap >= 0:
         raise ValueError(f"cap must be None or >= 0, got {cap!r}")
     N, V = logits.shape
-    if N * V >= 2**31:
-        raise ValueError(f"N * V must be < 2**31 (the Gumbel noise counters are int32), got {N} * {V}")
     device = logits.device
     if block_v is None:
         block_v = min(256 if INTERPRET else 4096, triton.next_power_of_2(V))
@@ -210,18 +209,27 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
                        None if seed is None else torch.empty(N, dtype=torch.int64, device=device))
     elif seed is not None and out.sample is None:
         raise ValueError("out.sample must be a tensor when a seed is given")
-    if N == 0:
-        return out
-    part_f = torch.empty(7, N * splits, dtype=torch.float32, device=device)  # m, s, a, m1, s1, x_am, gumbel max
-    part_i = torch.empty(2, N * splits, dtype=torch.int32, device=device)  # argmax, sample
+    for name, t in out._asdict().items():
+        if t is not None and (t.shape != (N,) or not t.is_contiguous() or t.device != device):
+            raise ValueError(f"out.{name} must be a contiguous ({N},) tensor on {device}, got {tuple(t.shape)}")
     sample = seed is not None
     kw = {} if INTERPRET else {"num_warps": 8 if block_v >= 2048 else 4}
-    _row_stats_partial_kernel[(N, splits)](
-        logits, logits.stride(0), V, chunk, splits, T, float(cap or 1.0), int(seed or 0) & 0x7FFFFFFF,
-        *part_f, *part_i, SOFTCAP=bool(cap), SAMPLE=sample, BLOCK_V=block_v, **kw)
-    _row_stats_merge_kernel[(N,)](
-        *part_f, *part_i, splits, out.entropy, out.argmax, out.logp_max,
-        out.sample if sample else out.argmax, SAMPLE=sample, BLOCK_S=max(2, triton.next_power_of_2(splits)))
+    # The Gumbel noise counters row * V + v are int32: launch at most _MAX_COUNTERS // V rows at a time, each
+    # launch with its own Philox key (seed), so every (row, token) still gets its own uniform.
+    rows = max(1, _MAX_COUNTERS // V)
+    for r0 in range(0, N, rows):
+        r1 = min(N, r0 + rows)
+        n = r1 - r0
+        key = (int(seed or 0) + (r0 // rows) * 0x9E3779B1) & 0x7FFFFFFF
+        part_f = torch.empty(7, n * splits, dtype=torch.float32, device=device)  # m, s, a, m1, s1, x_am, g max
+        part_i = torch.empty(2, n * splits, dtype=torch.int32, device=device)  # argmax, sample
+        _row_stats_partial_kernel[(n, splits)](
+            logits[r0:r1], logits.stride(0), V, chunk, splits, T, float(cap or 1.0), key,
+            *part_f, *part_i, SOFTCAP=bool(cap), SAMPLE=sample, BLOCK_V=block_v, **kw)
+        _row_stats_merge_kernel[(n,)](
+            *part_f, *part_i, splits, out.entropy[r0:r1], out.argmax[r0:r1], out.logp_max[r0:r1],
+            (out.sample if sample else out.argmax)[r0:r1], SAMPLE=sample,
+            BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out if sample else out._replace(sample=None)
 
 
