@@ -6,10 +6,12 @@ log-probability of the argmax at temperature 1 (confidence), and a Gumbel-max sa
 (``argmax_v z_v - log(-log u_v)``, u uniform from a counter-based RNG: no (N, V) probability tensor, no second
 pass). Reference: :mod:`dgls.kernels.canvas_sampler_ref`.
 
-Memory traffic: the torch path reads the logits and writes/reads about five (N, V) fp32 temporaries
-(scaled logits, log-softmax, probabilities, the T=1 log-softmax, the multinomial's cumulative sums): ~40 bytes
-per logit. This kernel reads each logit once (4 bytes fp32, 2 bytes bf16) and writes a few floats per row, so
-for the real vocabulary (V = 262,144) and a 256-slot canvas it moves 268 MB -> 268 MB/40*4 ≈ 27 MB.
+Memory traffic: the sampler's torch path reads the logits and then writes and reads about five (N, V) fp32
+temporaries (scaled logits, log-probabilities, their clamp, probabilities, the T=1 log-softmax), roughly ten
+passes of 4 bytes per logit; this kernel reads each logit once (4 bytes fp32, 2 bytes bf16) and writes a few
+scalars per row. At the real vocabulary (V = 262,144) and a 256-slot canvas: ~2.7 GB of traffic vs 268 MB.
+The Gumbel noise costs ALU, not bytes (Philox, 10 rounds per element): whether the pass stays memory-bound on
+a given GPU is for the benchmark (benchmarks/gpu_step.py) to show.
 
 Work split: program (row, split) streams one chunk of the row with an online softmax and writes partial
 statistics; a second tiny kernel merges the splits of each row. Splitting V keeps the GPU busy when N is small
@@ -78,8 +80,7 @@ def _row_stats_partial_kernel(
         b_x = tl.where(m_v, b_x, float("-inf"))
 
         # argmax: first index within the block, and a later block wins only if strictly larger (torch order)
-        b_bmax = tl.max(b_z, 0)
-        b_barg = tl.argmax(b_z, 0)
+        b_bmax, b_barg = tl.max(b_z, 0, return_indices=True, return_indices_tie_break_left=True)
         b_bxam = tl.sum(tl.where(tl.arange(0, BLOCK_V) == b_barg, b_x, 0.0), 0)
         b_upd = b_bmax > b_m
         b_am = tl.where(b_upd, o_chunk + o_start + b_barg, b_am)
@@ -104,9 +105,9 @@ def _row_stats_partial_kernel(
             # Gumbel-max: argmax(z - log(-log u)) ~ softmax(z); u from Philox keyed on (seed, row * V + v)
             b_u = tl.rand(seed, i_row * V + o_v)
             b_g = b_z - tl.log(-tl.log(b_u))  # masked lanes stay -inf
-            b_gmax = tl.max(b_g, 0)
+            b_gmax, b_garg = tl.max(b_g, 0, return_indices=True)
             b_gupd = b_gmax > b_gv
-            b_gi = tl.where(b_gupd, o_chunk + o_start + tl.argmax(b_g, 0), b_gi)
+            b_gi = tl.where(b_gupd, o_chunk + o_start + b_garg, b_gi)
             b_gv = tl.maximum(b_gv, b_gmax)
 
     o_out = i_row * n_splits + i_split
