@@ -15,6 +15,12 @@ p_i / (1 - P))::
     ||dense - sparse|| <= (1 - P) * max_{i,j} ||e_i - e_j|| <= 2 (1 - P) max_i ||e_i||
 
 times ``scale``. :func:`topk_error_bound` returns that last bound per row.
+
+Uniform-tail correction: keep the k tokens' full-softmax weights and replace ``mu_out`` by ``m_out``, the
+plain mean of the dropped tokens' embeddings (from E's column sums, precomputed once). Then
+``dense - corrected = (1 - P) (mu_out - m_out)``: the same bound holds (both are means of the same rows), and
+the error vanishes when the dropped tokens are equally likely, which is where plain top-k is worst (flat,
+early-step distributions).
 """
 
 from __future__ import annotations
@@ -27,11 +33,23 @@ def soft_embedding_ref(logits: torch.Tensor, E: torch.Tensor, scale: float = 1.0
     return torch.softmax(logits.float(), dim=-1) @ E.float() * scale
 
 
-def topk_soft_embedding_ref(logits: torch.Tensor, E: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
-    """Top-k ``sum_{i in K} softmax(logits_K)_i E_i * scale`` in fp32 (weights renormalised over the top k)."""
-    vals, idx = torch.topk(logits.float(), k, dim=-1)  # (N, k)
-    w = torch.softmax(vals, dim=-1)  # (N, k), sums to 1
-    return torch.einsum("nk,nkh->nh", w, E.float()[idx]) * scale
+def embedding_sum(E: torch.Tensor) -> torch.Tensor:
+    """Column sums of E in fp32, (V, H) -> (H,): computed once per model for the uniform-tail correction."""
+    return E.float().sum(0)
+
+
+def topk_soft_embedding_ref(logits: torch.Tensor, E: torch.Tensor, k: int, scale: float = 1.0,
+                            e_sum: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k soft embedding in fp32; with `e_sum`, the uniform-tail version (see topk_soft_embedding)."""
+    x = logits.float()
+    vals, idx = torch.topk(x, k, dim=-1)  # (N, k)
+    Ek = E.float()[idx]  # (N, k, H)
+    if e_sum is None or k == x.shape[-1]:
+        w = torch.softmax(vals, dim=-1)  # (N, k), renormalised: sums to 1
+        return torch.einsum("nk,nkh->nh", w, Ek) * scale
+    p = torch.exp(vals - torch.logsumexp(x, dim=-1, keepdim=True))  # (N, k), full-softmax probabilities
+    mean_out = (e_sum.float() - Ek.sum(1)) / (x.shape[-1] - k)  # (N, H): mean embedding of the dropped tokens
+    return (torch.einsum("nk,nkh->nh", p, Ek) + (1 - p.sum(-1, keepdim=True)) * mean_out) * scale
 
 
 def topk_mass(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 
 from dgls.kernels.soft_embedding import topk_soft_embedding
 from dgls.kernels.soft_embedding_ref import (
+    embedding_sum,
     soft_embedding_ref,
     topk_error_bound,
     topk_mass,
@@ -24,12 +25,14 @@ def test_topk_kernel_matches_reference(dtype, assert_close):
     N, V, H = 7, 1001, 80  # odd sizes: H = 80 needs a masked second column block of 64
     logits = (torch.randn(N, V) * 4).to(dtype).to(DEVICE)
     E = (torch.randn(V, H) * 0.5).to(dtype).to(DEVICE)
-    for k in (1, 5, 33):
+    e_sum = embedding_sum(E)
+    for k, tail in ((1, False), (5, False), (33, False), (5, True), (33, True)):
         out = torch.full((N, H), float("nan"), dtype=dtype, device=DEVICE)
-        got = topk_soft_embedding(logits, E, k, scale=3.0, out=out)
-        want = topk_soft_embedding_ref(logits, E, k, scale=3.0)
-        d = assert_close(f"k={k}", got, want, atol=TOL[dtype], rtol=TOL[dtype])
-        print(f"{dtype} k={k}: max abs diff {d:.2e}")
+        kw = {"e_sum": e_sum} if tail else {}
+        got = topk_soft_embedding(logits, E, k, scale=3.0, out=out, **kw)
+        want = topk_soft_embedding_ref(logits, E, k, scale=3.0, **kw)
+        d = assert_close(f"k={k} tail={tail}", got, want, atol=TOL[dtype], rtol=TOL[dtype])
+        print(f"{dtype} k={k} tail={tail}: max abs diff {d:.2e}")
 
 
 def test_topk_error_is_within_the_dropped_mass_bound():
@@ -39,19 +42,38 @@ def test_topk_error_is_within_the_dropped_mass_bound():
     logits = torch.randn(N, V) * torch.logspace(0.9, -0.3, N)[:, None]
     E = torch.randn(V, H)
     dense = soft_embedding_ref(logits, E, scale)
-    errors = []
+    e_sum = embedding_sum(E).to(DEVICE)
+    errors: dict[bool, list[torch.Tensor]] = {False: [], True: []}
     for k in (1, 4, 16, 64, 256, 1500):
-        err = (topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), k, scale=scale).cpu() - dense).norm(dim=-1)
         bound = topk_error_bound(logits, E, k, scale)
         mass = topk_mass(logits, k)
-        print(f"k={k:5d} mass {mass.min():.4f}..{mass.max():.4f} err {err.max():.3e} "
-              f"bound {bound.max():.3e} max err/bound {(err / bound.clamp(min=1e-3)).max():.3f}")
-        worst = int((err - bound).argmax())
-        assert (err <= bound + 1e-4).all(), (
-            f"k={k}: row {worst} error {err[worst]:.4g} > bound {bound[worst]:.4g} (mass {mass[worst]:.4f})")
-        errors.append(err)
-    assert (errors[-1] < 1e-4).all(), "k = V is the dense result"
-    assert errors[0].sum() > errors[3].sum() > errors[-1].sum()
+        for tail in (False, True):
+            got = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), k, scale=scale, e_sum=e_sum if tail else None)
+            err = (got.cpu() - dense).norm(dim=-1)
+            print(f"k={k:5d} tail={tail:d} mass {mass.min():.4f}..{mass.max():.4f} err {err.max():.3e} "
+                  f"bound {bound.max():.3e} max err/bound {(err / bound.clamp(min=1e-3)).max():.3f}")
+            worst = int((err - bound).argmax())
+            assert (err <= bound + 1e-4).all(), (f"k={k} tail={tail}: row {worst} error {err[worst]:.4g} > bound "
+                                                  f"{bound[worst]:.4g} (mass {mass[worst]:.4f})")
+            errors[tail].append(err)
+    for tail in (False, True):
+        assert (errors[tail][-1] < 1e-4).all(), "k = V is the dense result"
+        assert errors[tail][0].sum() > errors[tail][3].sum() > errors[tail][-1].sum()
+    # the flattest row (last): the uniform-tail correction removes most of top-k's error
+    assert errors[True][3][-1] < 0.5 * errors[False][3][-1]
+
+
+def test_uniform_tail_is_exact_when_the_dropped_tokens_are_equally_likely():
+    V, H = 500, 24
+    logits = torch.zeros(3, V)
+    logits[:, :5] = torch.tensor([4.0, 3.0, 2.5, 1.0, 0.5])  # 5 peaked tokens, a flat tail of 495
+    E = torch.randn(V, H)
+    dense = soft_embedding_ref(logits, E)
+    plain = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), 5).cpu()
+    fixed = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), 5, e_sum=embedding_sum(E).to(DEVICE)).cpu()
+    print(f"flat tail, k=5: plain err {(plain - dense).norm(dim=-1).max():.3e}, "
+          f"corrected {(fixed - dense).norm(dim=-1).max():.3e}, dropped mass {1 - topk_mass(logits, 5)[0]:.3f}")
+    assert (fixed - dense).norm(dim=-1).max() < 1e-5 < (plain - dense).norm(dim=-1).max()
 
 
 def test_rejects_bad_inputs():
@@ -60,3 +82,5 @@ def test_rejects_bad_inputs():
                  (logits, E.t().contiguous().t(), 2)]:
         with pytest.raises(ValueError):
             topk_soft_embedding(*args)
+    with pytest.raises(ValueError, match="e_sum"):
+        topk_soft_embedding(logits, E, 2, e_sum=torch.zeros(5))
