@@ -365,8 +365,8 @@ def report(info: dict, args, params: int, bw: float, prefill_ms: float, rows: li
         f"- Versions: Python {info['python']}, torch {info['torch']} (CUDA {info['cuda']}), triton {info['triton']}, "
         f"transformers {info['transformers']}",
         f"- Commit: {info['commit']}",
-        f"- Model: {params / 1e9:.3f} B parameters (reference/diffusiongemma.md §7: {REAL_PARAMS_B} B), experts "
-        f"implementation `{args.experts or 'default'}`; prefix {args.prefix} tokens (prefill {prefill_ms:.0f} ms), "
+        f"- Model: {params / 1e9:.3f} B parameters ({params:,}; reference/diffusiongemma.md §7: {REAL_PARAMS_B} B), "
+        f"experts implementation `{info['experts']}`; prefix {args.prefix} tokens (prefill {prefill_ms:.0f} ms), "
         f"batch 1, canvas all free; {args.steps} measured steps after {args.warmup} warm-up, early stop off",
         f"- Kernels: {kernel_status}",
         f"- Command: `python benchmarks/gpu_step.py {' '.join(sys.argv[1:])}`",
@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(micro_rows[-3:]), flush=True)
 
     info = machine(device)
+    info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
     text = report(info, args, params, bw, prefill_ms, rows, micro_rows, kernel_status)
     print(text)
     if args.tiny:
