@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1, loopback only)")
     p.add_argument("--allow-remote", action="store_true", help="allow a --host that is not loopback")
     p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    p.add_argument("--token-file", default=None,
+                   help="TCP: require the token in this file (or in $DGLS_TOKEN) as initializationOptions.token")
     p.add_argument("--log-file", default=None, help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = p.add_subparsers(dest="command", metavar="{infill,doctor,train}")
@@ -280,7 +282,22 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise UsageError(f"the language server is not available in this build ({exc})") from None
     return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port,
-                 allow_remote=args.allow_remote)
+                 allow_remote=args.allow_remote, token=_token(args))
+
+
+def _token(args) -> str | None:
+    """The TCP shared secret: --token-file's first line, else $DGLS_TOKEN, else None (no token)."""
+    import os
+
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {args.token_file}: cannot read it ({exc})") from None
+        if not token:
+            raise UsageError(f"--token-file {args.token_file}: the file is empty, expected a token")
+        return token
+    return os.environ.get("DGLS_TOKEN") or None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ model's tokenizer) and submit it; the future resolves to a :class:`Completion` o
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -198,6 +199,9 @@ class Engine:
         suggestions = [Suggestion(text=c.text, score=c.score, n_free=c.n_free, ended=c.ended,
                                   confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0)
                        for c in res.candidates]
+        if any(math.isnan(s.score) for s in suggestions):  # NaN logits: broken weights or an overflowing dtype
+            raise EngineError(f"the model produced NaN scores ({self.info.get('model')}, "
+                              f"{self.info.get('dtype')}): its weights may be corrupt or the dtype overflows")
         done = Completion(request=request, suggestions=suggestions, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
                           encode_ms=res.encode_ms, prefix_cache=res.prefix_cache)
         with self._lock:

@@ -9,12 +9,21 @@ Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered 
 candidates on Invoked ones, answered from the last ghost text while the user types it), a
 ``textDocument/completion`` fallback, code actions "Fill holes" and "Regenerate selection" (the model runs in
 ``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, and the
-``dgls/status`` notification. Every edit is a versioned ``TextDocumentEdit``, so a client rejects a stale one.
+``dgls/status`` notification, and the ``dgls/documentHash`` request (the version and SHA-256 of the text the
+server holds, so a client or a test can check that its edits were applied exactly). Every edit is a versioned
+``TextDocumentEdit``, so a client rejects a stale one.
+
+Transport hardening (see SECURITY.md): TCP serves one client at a time and can require a shared token in the
+first message; a message that is not JSON gets a -32700 reply, one that is not a JSON-RPC object -32600; a
+``Content-Length`` beyond :data:`MAX_MESSAGE_BYTES` ends the session cleanly instead of exhausting memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import sys
 import threading
@@ -28,6 +37,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.workspace import TextDocument, Workspace
 
 from dgls import __version__
 from dgls.actions import find_holes, with_instruction
@@ -47,7 +57,10 @@ CMD_RESTART = "dgls.restartModel"
 CMD_APPLY_ACTION = "dgls.applyCodeAction"  # the code actions, for clients that cannot resolve them
 ACTION_FILL_HOLES = "fillHoles"
 ACTION_REGENERATE = "regenerate"
+DOCUMENT_HASH = "dgls/documentHash"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_MESSAGE_BYTES = 256 * 2**20  # one JSON-RPC message; a larger Content-Length is a broken or hostile client
+MAX_HEADER_BYTES = 64 * 2**10
 
 
 class RequestFailed(JsonRpcException):
@@ -81,6 +94,111 @@ class DglsProtocol(LanguageServerProtocol):
             return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered"},
                                              _ignored_notification_type())
 
+    required_token: str | None = None  # TCP with a token: the first message must be `initialize` carrying it
+    authenticated = False
+    refused = False  # this connection was refused: drop whatever else it sent
+
+    def handle_message(self, message: Any) -> None:
+        """Dispatch one message; answer -32600 for JSON that is not a JSON-RPC message; check the TCP token."""
+        if not hasattr(message, "jsonrpc") or message.jsonrpc != self.VERSION:  # `42`, `[]`, {"id": 1}, ...
+            msg_id = message.get("id") if isinstance(message, dict) else getattr(message, "id", None)
+            log.warning("not a JSON-RPC 2.0 message: %.200r", message)
+            self._send_response(msg_id if isinstance(msg_id, (int, str)) else None, None,
+                                _error(-32600, "Invalid Request: expected a JSON-RPC 2.0 object "
+                                               '{"jsonrpc": "2.0", "method": ..., "id": ...}'))
+            return
+        if self.required_token is not None and not self.authenticated:
+            if self.refused:
+                return
+            if not _carries_token(message, self.required_token):
+                self.refused = True
+                log.warning("refused a TCP client: its first message was not an initialize request carrying the "
+                            "right token (initializationOptions.token)")
+                if getattr(message, "id", None) is not None and getattr(message, "method", None):
+                    self._send_response(message.id, None, RequestFailed(
+                        "dgls: this server requires a token: send it as initializationOptions.token in "
+                        "initialize").to_response_error())
+                if self.writer is not None:
+                    self.writer.close()  # the read loop sees end of stream and this connection ends
+                return
+            self.authenticated = True
+        super().handle_message(message)
+
+
+def _error(code: int, message: str):
+    from pygls.protocol.json_rpc import ResponseError
+
+    return ResponseError(code=code, message=message)
+
+
+def _carries_token(message: Any, token: str) -> bool:
+    """Whether `message` is an initialize request carrying `token` in its initializationOptions.
+
+    The token is looked for at the top level and under "dgls", and compared in constant time.
+    """
+    if getattr(message, "method", None) != types.INITIALIZE or getattr(message, "id", None) is None:
+        return False
+    options = getattr(message.params, "initialization_options", None)
+    if not isinstance(options, dict):
+        return False
+    given = options.get("token")
+    if given is None and isinstance(options.get("dgls"), dict):
+        given = options["dgls"].get("token")
+    return isinstance(given, str) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                                          token.encode("utf-8", "surrogatepass"))
+
+
+class _BoundedReader:
+    """A message reader for pygls' read loop that never allocates more than :data:`MAX_MESSAGE_BYTES`.
+
+    Wraps a blocking binary stream (stdin, for pygls' ``StdinAsyncReader``) or an asyncio ``StreamReader``
+    (TCP). A header line longer than :data:`MAX_HEADER_BYTES` is cut (it then matches no header); a body
+    larger than :data:`MAX_MESSAGE_BYTES` reads as end of stream, which ends the session (LSP framing has no
+    way to find the next message after a bogus length).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readline(self, *_: Any) -> Any:
+        """One header line, at most MAX_HEADER_BYTES."""
+        if isinstance(self.stream, asyncio.StreamReader):
+            return self._areadline()
+        return self.stream.readline(MAX_HEADER_BYTES)
+
+    async def _areadline(self) -> bytes:
+        try:
+            return await self.stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+        except asyncio.LimitOverrunError as exc:  # a line over the stream's limit: hand over a cut piece
+            return await self.stream.readexactly(exc.consumed)
+
+    def _too_big(self, n: int) -> bool:
+        if n > MAX_MESSAGE_BYTES:
+            log.error("a message announced %d bytes (limit %d): ending the session, the stream cannot be "
+                      "resynchronised", n, MAX_MESSAGE_BYTES)
+            return True
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        """The body of a stdin message (pygls calls ``read(content_length)``)."""
+        return b"" if self._too_big(n) else self.stream.read(n)
+
+    def readexactly(self, n: int) -> Any:
+        """The body of a TCP message."""
+        if self._too_big(n):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(b"")
+            return fut
+        return self._areadexactly(n)
+
+    async def _areadexactly(self, n: int) -> bytes:
+        try:
+            return await self.stream.readexactly(n)
+        except asyncio.IncompleteReadError:
+            return b""
+
 
 def _ignored_notification_type():
     from pygls.protocol.json_rpc import JsonRPCNotification
@@ -96,6 +214,37 @@ def _structure_problem(exc: BaseException) -> str:
         return "; ".join(transform_error(exc, path="$"))  # type: ignore[arg-type]
     except Exception:  # not a cattrs error: its own message
         return f"{type(exc).__name__}: {exc}"
+
+
+# --- documents: pygls' workspace with LSP's line rules -----------------------------------------------------
+
+
+class _LspTextDocument(TextDocument):
+    """pygls' document, but an incremental change lands where LSP says, through :mod:`dgls.text`.
+
+    pygls 2.1.1 splits lines with ``str.splitlines`` (so a form feed, U+2028, NEL ... start a new line, which
+    no LSP client counts) and clamps a character past the end of the last line to one before its end; either
+    puts the edit somewhere other than where the client made it, and the texts drift apart for good.
+    """
+
+    def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
+        table = LineTable(self.source)
+        codec = self._position_codec.encoding or "utf-16"
+        encoding = PositionEncoding(str(getattr(codec, "value", codec)))
+        start = table.offset_at(change.range.start.line, change.range.start.character, encoding)
+        end = table.offset_at(change.range.end.line, change.range.end.character, encoding)
+        if end < start:  # a reversed range: LSP requires start <= end; take it as the span between them
+            start, end = end, start
+        self._source = self.source[:start] + change.text + self.source[end:]
+
+
+class _LspWorkspace(Workspace):
+    """pygls' workspace whose text documents apply changes the LSP way (:class:`_LspTextDocument`)."""
+
+    def _create_text_document(self, doc_uri: str, source: str | None = None, version: int | None = None,
+                              language_id: str | None = None) -> TextDocument:
+        return _LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
+                                sync_kind=self._sync_kind, position_codec=self._position_codec)
 
 
 # --- server state -------------------------------------------------------------------------------------
@@ -127,10 +276,63 @@ class DglsServer(LanguageServer):
         self._tables: dict[str, LineTable] = {}
         self._load_token: str | None = None
         self.pending_problems: list[str] = []  # settings problems found before the client was initialized
+        self.faults_shown: set[str] = set()  # model failures already shown to the user (once each)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """Log out-of-band errors; no popups for what the user cannot act on."""
+        """Log out-of-band errors (no popups for what the user cannot act on); answer a message that is not JSON.
+
+        pygls' read loop calls this when ``json.loads`` fails on a message body; JSON-RPC wants a -32700 reply
+        with a null id then, and the loop goes on with the next message.
+        """
+        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError)):
+            self.protocol._send_response(None, None, _error(-32700, f"Parse error: {error}"))
         log.error("%s: %s", getattr(source, "__name__", source), error)
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve LSP on TCP, one client at a time, checking the token on the first message when one is required.
+
+        pygls' own ``start_tcp`` accepts any number of connections on one protocol, so a second connection
+        takes over the replies meant for the first. Here a second connection is closed at once. The first
+        initialized session that ends ends the server, as with pygls; a refused client or a port probe that
+        never initialized does not.
+        """
+        self._stop_event = stop_event = threading.Event()
+        busy = False
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal busy
+            peer = writer.get_extra_info("peername")
+            if busy:
+                log.warning("refused a second TCP connection from %s: dgls serves one client at a time", peer)
+                writer.close()
+                return
+            busy = True
+            log.info("TCP client connected from %s", peer)
+            self.protocol.authenticated, self.protocol.refused = False, False
+            self.protocol.set_writer(writer)  # type: ignore[arg-type]
+            from pygls.io_ import run_async
+
+            try:
+                await run_async(stop_event=stop_event, reader=_BoundedReader(reader), protocol=self.protocol,
+                                logger=log, error_handler=self.report_server_error)
+            finally:
+                busy = False
+                if not writer.is_closing():
+                    writer.close()
+            refused = self.protocol.required_token is not None and not self.protocol.authenticated
+            if refused or self.protocol._workspace is None:
+                return  # refused, or gone before initialize (a port probe): keep listening for the real client
+            self.shutdown()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(listen())
+        except asyncio.CancelledError:
+            log.debug("TCP server stopped")
 
     # -- documents ---------------------------------------------------------------------------------------
     @property
@@ -233,6 +435,14 @@ class DglsServer(LanguageServer):
         out.update(self.stats)
         return out
 
+    def report_fault(self, message: str) -> None:
+        """A request failed in the model: log it and tell dgls/status every time, the user once per message."""
+        log.warning("%s", message)
+        self.send_status(event="infillFailed", detail=message)
+        if message not in self.faults_shown and self.initialized and not self.protocol._shutdown:
+            self.faults_shown.add(message)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"dgls: {message}"))
+
     def send_status(self, **event: Any) -> None:
         """Send ``dgls/status`` with optional event fields (between initialization and shutdown only)."""
         if self.initialized and not self.protocol._shutdown:
@@ -260,6 +470,7 @@ server = DglsServer()
 @server.feature(types.INITIALIZE)
 def on_initialize(ls: DglsServer, params: types.InitializeParams) -> None:
     """Read initializationOptions and start loading the model in the background."""
+    ls.protocol._workspace.__class__ = _LspWorkspace  # pygls made it just before; documents come after this
     ls.settings, problems = parse_settings(params.initialization_options)
     ls.pending_problems = problems  # shown once the client is initialized
     ls.start_engine()
@@ -313,6 +524,24 @@ def on_close(ls: DglsServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.forget(params.text_document.uri)
 
 
+@server.feature(DOCUMENT_HASH)
+def document_hash(ls: DglsServer, params: Any) -> dict[str, Any]:
+    """``dgls/documentHash`` ``{uri}`` -> ``{uri, version, sha256, length}`` of the text the server holds.
+
+    ``sha256`` is of the text encoded as UTF-8 (lone surrogates as in Python's ``surrogatepass``), ``length``
+    counts code points; both are null, and ``version`` too, for a document that is not open. A client compares
+    them with its own buffer to check that every didChange was applied exactly (the reliability tests do).
+    """
+    uri = getattr(params, "uri", None) if not isinstance(params, dict) else params.get("uri")
+    if not isinstance(uri, str):
+        raise JsonRpcInvalidParams(f"{DOCUMENT_HASH} expects {{\"uri\": string}}, got {params!r}")
+    doc = ls.doc(uri)
+    if doc is None:
+        return {"uri": uri, "version": None, "sha256": None, "length": None}
+    digest = hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
+    return {"uri": uri, "version": doc.version, "sha256": digest, "length": len(doc.text)}
+
+
 def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
     """Tell the user (window/showMessage) and the log."""
     log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
@@ -350,7 +579,7 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
             ls.stats["cancelled"] += 1
             log.debug("infill superseded after %s step(s)", getattr(exc, "steps", "?"))
         else:
-            log.warning("infill failed: %s", exc)
+            ls.report_fault(f"the model failed on a request: {exc}")
         return None
     ms = (time.perf_counter() - t0) * 1e3
     ls.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
@@ -724,11 +953,13 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
 # --- entry point --------------------------------------------------------------------------------------
 
 
-def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False) -> int:
+def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False,
+          token: str | None = None) -> int:
     """Run the server until the client says exit; returns the process exit code.
 
     TCP listens on loopback; another `host` needs `allow_remote` (anyone who reaches the port can read the
-    documents sent to it and ask for edits).
+    documents sent to it and ask for edits). With a `token`, a TCP client's first message must be
+    ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed.
     """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
         logging.getLogger("pygls").setLevel(logging.WARNING)
@@ -739,19 +970,23 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
                           "--allow-remote to serve other machines", host, ", ".join(LOOPBACK))
                 return 2
             scope = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
-            log.warning("dgls %s: serving LSP on tcp://%s:%d (%s)", __version__, host, port, scope)
+            auth = "token required" if token else "no token"
+            log.warning("dgls %s: serving LSP on tcp://%s:%d (%s, %s)", __version__, host, port, scope, auth)
+            server.protocol.required_token = token or None
             server.start_tcp(host, port)
         elif transport == "stdio":
             log.info("dgls %s: serving LSP on stdio", __version__)
             channel = sys.stdout.buffer
             sys.stdout = sys.stderr  # a stray print (a library's progress bar) must not corrupt the LSP stream
-            server.start_io(sys.stdin.buffer, channel)
+            server.start_io(_BoundedReader(sys.stdin.buffer), channel)  # type: ignore[arg-type]
         else:
             raise ValueError(f"transport must be 'stdio' or 'tcp', got {transport!r}")
     except SystemExit as exc:  # pygls ends the process on `exit` this way
         code = exc.code if isinstance(exc.code, int) else 0
     else:
         code = 0 if server.protocol._shutdown else 1
+    for cancel in server.inflight.values():  # the client is gone: stop the worker at its next step
+        cancel.set()
     if server.engine is not None:
         server.engine.shutdown()
     return code
