@@ -190,6 +190,7 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
     nfe = [r["nfe"] for r in rows if r.get("nfe") is not None]
     ms = sorted(r["ms"] for r in rows if r.get("ms") is not None)
     out["n"] = len(rows)
+    out["errors"] = sum(r.get("error", 0.0) for r in rows)
     out["nfe"] = statistics.fmean(nfe) if nfe else float("nan")
     out["ms"] = statistics.fmean(ms) if ms else float("nan")
     out["ms_p50"] = ms[len(ms) // 2] if ms else float("nan")
@@ -213,15 +214,16 @@ def run_cli(cases: list[Case], cmd: list[str], tok, oracle: bool, timeout: float
         lines.append(json.dumps(req))
     proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr[-2000:]}")
     outs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    # exit status 1 with one answer per line means some lines failed: they are scored as errors
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and len(outs) != len(cases)):
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr[-2000:]}")
     if len(outs) != len(cases):
         raise RuntimeError(f"{shlex.join(cmd)}: expected {len(cases)} output lines, found {len(outs)}; "
                            f"stderr: {proc.stderr[-2000:]}")
     for o in outs:
-        if "middle" not in o:
-            raise RuntimeError(f"{shlex.join(cmd)}: output line without 'middle': {str(o)[:300]}")
+        if "middle" not in o and "error" not in o:
+            raise RuntimeError(f"{shlex.join(cmd)}: output line without 'middle' or 'error': {str(o)[:300]}")
     return outs
 
 
@@ -232,8 +234,8 @@ def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"
         outs = run_cli(cases, cmd, tok, oracle=(mode == "oracle"))
         rows = []
         for c, o in zip(cases, outs, strict=True):
-            r = score(c, o["middle"], tok)
-            r.update(kind=c.kind, nfe=o.get("nfe"), ms=o.get("ms"))
+            r = score(c, o.get("middle", ""), tok)
+            r.update(kind=c.kind, nfe=o.get("nfe"), ms=o.get("ms"), error=float("error" in o))
             rows.append(r)
         for kind in KINDS:
             sel = [r for r in rows if r["kind"] == kind]
@@ -245,12 +247,13 @@ def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"
 
 def table(results: dict[str, dict]) -> str:
     """Markdown table of :func:`evaluate`'s results."""
-    head = ("| mode | kind | n | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
-            "| ms mean | ms p50 | ms p95 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| mode | kind | n | errors | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
+            "| ms mean | ms p50 | ms p95 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for key, r in results.items():
         mode, kind = key.split("/")
-        rows.append(f"| {mode} | {kind} | {r['n']} | {r['exact']:.1%} | {r['exact_ws']:.1%} | {r['token_acc']:.1%} "
+        rows.append(f"| {mode} | {kind} | {r['n']} | {r['errors']:.0f} | {r['exact']:.1%} | {r['exact_ws']:.1%} "
+                    f"| {r['token_acc']:.1%} "
                     f"| {r['char_sim']:.2f} | {r['parses']:.1%} | {r['len_ratio']:.2f} | {r['nfe']:.1f} "
                     f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} |")
     return head + "\n".join(rows) + "\n"

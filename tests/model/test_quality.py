@@ -98,3 +98,9 @@ def test_cli_errors_are_reported(texts, tok, tmp_path):
         quality.run_cli(cases, [sys.executable, "-c", "import sys; sys.stdin.read()"], tok, oracle=False)
     with pytest.raises(RuntimeError, match="exited with 3"):
         quality.run_cli(cases, [sys.executable, "-c", "import sys; sys.exit(3)"], tok, oracle=False)
+    # a failed line (exit status 1, one answer per line) is scored as an error, not a crash
+    some_fail = ("import sys, json\nfor i, line in enumerate(sys.stdin):\n"
+                 "    print(json.dumps({'error': 'bad'} if i == 0 else {'middle': '', 'nfe': 1, 'ms': 1.0}))\n"
+                 "sys.exit(1)")
+    res = quality.evaluate(cases, [sys.executable, "-c", some_fail], tok, modes=("variable",))
+    assert res["variable/all"]["errors"] == 1 and res["variable/all"]["n"] == 3
