@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
@@ -77,6 +78,19 @@ class DglsProtocol(LanguageServerProtocol):
 
     def structure_message(self, data: dict[str, Any]):
         """Structure one incoming JSON object; answer InvalidParams for a request that does not structure."""
+        if "jsonrpc" in data and "method" in data:
+            msg_id = data.get("id")
+            if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, float, type(None))):
+                self.reply_error(None, -32600, f"Invalid Request: id must be a string or a number, got "
+                                               f"{type(msg_id).__name__}")
+                return self._ignored()
+            if not isinstance(data["method"], str):
+                if "id" in data:
+                    self.reply_error(msg_id, -32600, f"Invalid Request: method must be a string, got "
+                                                     f"{type(data['method']).__name__}")
+                return self._ignored()
+            if "params" not in data:  # JSON-RPC lets params be left out; pygls' message types require the field
+                data = {**data, "params": None}
         try:
             return super().structure_message(data)
         except (JsonRpcInvalidParams, JsonRpcInternalError) as exc:
@@ -90,9 +104,16 @@ class DglsProtocol(LanguageServerProtocol):
                 data["id"], None,
                 JsonRpcInvalidParams(f"invalid params for {method}: {detail}").to_response_error(),
             )
-            # handled: hand pygls a notification nobody listens to ($/ notifications may be ignored)
-            return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered"},
-                                             _ignored_notification_type())
+            return self._ignored()
+
+    def _ignored(self) -> Any:
+        """A message already answered here: hand pygls a notification nobody listens to ($/ may be ignored)."""
+        return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None},
+                                         _ignored_notification_type())
+
+    def reply_error(self, msg_id: int | str | None, code: int, message: str) -> None:
+        """Send a JSON-RPC error response; a null id is written out (pygls would drop the field)."""
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
 
     required_token: str | None = None  # TCP with a token: the first message must be `initialize` carrying it
     authenticated = False
@@ -103,9 +124,9 @@ class DglsProtocol(LanguageServerProtocol):
         if not hasattr(message, "jsonrpc") or message.jsonrpc != self.VERSION:  # `42`, `[]`, {"id": 1}, ...
             msg_id = message.get("id") if isinstance(message, dict) else getattr(message, "id", None)
             log.warning("not a JSON-RPC 2.0 message: %.200r", message)
-            self._send_response(msg_id if isinstance(msg_id, (int, str)) else None, None,
-                                _error(-32600, "Invalid Request: expected a JSON-RPC 2.0 object "
-                                               '{"jsonrpc": "2.0", "method": ..., "id": ...}'))
+            self.reply_error(msg_id if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool) else None,
+                             -32600, 'Invalid Request: expected a JSON-RPC 2.0 object {"jsonrpc": "2.0", '
+                                     '"method": ..., "id": ...}')
             return
         if self.required_token is not None and not self.authenticated:
             if self.refused:
@@ -125,12 +146,6 @@ class DglsProtocol(LanguageServerProtocol):
         super().handle_message(message)
 
 
-def _error(code: int, message: str):
-    from pygls.protocol.json_rpc import ResponseError
-
-    return ResponseError(code=code, message=message)
-
-
 def _carries_token(message: Any, token: str) -> bool:
     """Whether `message` is an initialize request carrying `token` in its initializationOptions.
 
@@ -148,6 +163,21 @@ def _carries_token(message: Any, token: str) -> bool:
                                                           token.encode("utf-8", "surrogatepass"))
 
 
+def _resync(line: bytes) -> bytes:
+    """A header line, without bytes before a ``Content-Length`` header in it.
+
+    After a wrong ``Content-Length`` (too short, zero, not a number) the rest of that body has no line end of
+    its own, so pygls reads it glued to the next message's header line, never matches that header again, and
+    every later message is lost the same way. Cutting the leftover off finds the next header: one message is
+    lost (it gets a -32700 reply when part of it was read as a body), the session goes on.
+    """
+    at = line.find(b"Content-Length:")
+    if at > 0:
+        log.warning("dropped %d bytes before a Content-Length header (a previous message was framed wrong)", at)
+        return line[at:]
+    return line
+
+
 class _BoundedReader:
     """A message reader for pygls' read loop that never allocates more than :data:`MAX_MESSAGE_BYTES`.
 
@@ -161,18 +191,19 @@ class _BoundedReader:
         self.stream = stream
 
     def readline(self, *_: Any) -> Any:
-        """One header line, at most MAX_HEADER_BYTES."""
+        """One header line, at most MAX_HEADER_BYTES; see :func:`_resync`."""
         if isinstance(self.stream, asyncio.StreamReader):
             return self._areadline()
-        return self.stream.readline(MAX_HEADER_BYTES)
+        return _resync(self.stream.readline(MAX_HEADER_BYTES))
 
     async def _areadline(self) -> bytes:
         try:
-            return await self.stream.readuntil(b"\n")
+            line = await self.stream.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
-            return exc.partial
+            line = exc.partial
         except asyncio.LimitOverrunError as exc:  # a line over the stream's limit: hand over a cut piece
-            return await self.stream.readexactly(exc.consumed)
+            line = await self.stream.readexactly(exc.consumed)
+        return _resync(line)
 
     def _too_big(self, n: int) -> bool:
         if n > MAX_MESSAGE_BYTES:
@@ -281,11 +312,11 @@ class DglsServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log out-of-band errors (no popups for what the user cannot act on); answer a message that is not JSON.
 
-        pygls' read loop calls this when ``json.loads`` fails on a message body; JSON-RPC wants a -32700 reply
-        with a null id then, and the loop goes on with the next message.
+        pygls' read loop calls this when ``json.loads`` fails on a message body (not JSON, not UTF-8, nested too
+        deep); JSON-RPC wants a -32700 reply with a null id then, and the loop goes on with the next message.
         """
-        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError)):
-            self.protocol._send_response(None, None, _error(-32700, f"Parse error: {error}"))
+        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)):
+            self.protocol.reply_error(None, -32700, f"Parse error: {type(error).__name__}: {error}")
         log.error("%s: %s", getattr(source, "__name__", source), error)
 
     def start_tcp(self, host: str, port: int) -> None:
@@ -343,7 +374,8 @@ class DglsServer(LanguageServer):
 
     def doc(self, uri: str) -> _Doc | None:
         """The open document `uri`, or None (never read from disk: unknown and closed URIs are None)."""
-        if self.protocol._workspace is None or uri not in self.workspace.text_documents:
+        # pygls keys documents by the percent-decoded URI (file:///a%20b.py is stored as file:///a b.py)
+        if self.protocol._workspace is None or unquote(uri) not in self.workspace.text_documents:
             return None
         d = self.workspace.get_text_document(uri)
         text = d.source
