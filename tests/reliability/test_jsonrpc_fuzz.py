@@ -154,3 +154,13 @@ def test_random_messages_keep_the_server_serving(fuzz_server: RawServer, method,
         fuzz_server.wait_reply(message["id"], timeout=30)
     reply = fuzz_server.call("dgls/documentHash", {"uri": PROBE_URI}, timeout=30)
     assert "result" in reply
+
+
+def test_documents_under_percent_encoded_uris_are_found(server: RawServer):
+    """VS Code percent-encodes paths (spaces, non-ASCII, the colon of a Windows drive); pygls stores the document
+    under the decoded URI, and the server must still find it by the URI the client uses."""
+    text = "é 😀\n"
+    for uri in ("file:///my%20project/caf%C3%A9.py", "file:///c%3A/Users/x/a.py"):
+        server.open(uri, text)
+        got = server.call("dgls/documentHash", {"uri": uri})["result"]
+        assert got["length"] == len(text) and got["version"] == 1, (uri, got)
