@@ -113,7 +113,7 @@ def main() -> int:
                 f"- Model: {args.model}; steps {args.steps}, debounce 10 ms, max canvas 16\n"
                 f"- Session: {args.changes} incremental didChange per client (keystrokes at 5-40 ms, bursts of 5-15 "
                 f"with no pause, newlines incl. CRLF, deletions, pastes, replaced ranges, non-ASCII), an Automatic "
-                f"inline completion after each, 15% cancelled 0-30 ms later, dgls/documentHash after each change, "
+                f"inline completion after each, 15% cancelled 0-10 ms later, dgls/documentHash after each change, "
                 f"a bad request every {cfg.bad_input_every} changes, a fault every {cfg.fault_every} (alternately: "
                 f"document closed and reopened under a running request; model restarted mid-session); "
                 f"one stdio client and {args.tcp_clients} TCP clients, each with its own server; wall "

@@ -74,7 +74,15 @@ class RequestFailed(JsonRpcException):
 
 
 class DglsProtocol(LanguageServerProtocol):
-    """pygls' protocol, but a request whose params do not structure gets -32602 instead of no reply."""
+    """pygls' protocol, but every request gets a reply, and a TCP client can be asked for a token.
+
+    pygls never answers a request whose params do not structure (here: -32602), and drops JSON that is not a
+    JSON-RPC 2.0 message (here: -32600, with a null id when the id is unusable).
+    """
+
+    required_token: str | None = None  # TCP with a token: the first message must be `initialize` carrying it
+    authenticated = False
+    refused = False  # this connection was refused: drop whatever else it sent
 
     def structure_message(self, data: dict[str, Any]):
         """Structure one incoming JSON object; answer InvalidParams for a request that does not structure."""
@@ -114,10 +122,6 @@ class DglsProtocol(LanguageServerProtocol):
     def reply_error(self, msg_id: int | str | None, code: int, message: str) -> None:
         """Send a JSON-RPC error response; a null id is written out (pygls would drop the field)."""
         self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
-
-    required_token: str | None = None  # TCP with a token: the first message must be `initialize` carrying it
-    authenticated = False
-    refused = False  # this connection was refused: drop whatever else it sent
 
     def handle_message(self, message: Any) -> None:
         """Dispatch one message; answer -32600 for JSON that is not a JSON-RPC message; check the TCP token."""

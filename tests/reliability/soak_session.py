@@ -392,7 +392,7 @@ class Session:
             await self.check_hash(doc)
             msg_id = self.complete(doc, i)
             if rng.random() < cfg.cancel_rate:
-                loop.call_later(rng.uniform(0, 0.03), self.cancel, msg_id)
+                loop.call_later(rng.uniform(0, 0.01), self.cancel, msg_id)  # within the 10 ms debounce, mostly
             if i % cfg.bad_input_every == 0:
                 await self.bad_input(doc, n_bad)
                 n_bad += 1
