@@ -605,6 +605,10 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
     try:
         done = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:
+        cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 1)  # Python 3.10: take it as the client's
+        if fut.cancelled() and not cancelling():  # the engine dropped it (model restarted), nobody cancelled us:
+            ls.stats["cancelled"] += 1  # an empty answer, as for a superseded request, not -32800
+            return None
         cancel.set()
         steps = await _stopped(fut)
         ls.stats["cancelled"] += 1
