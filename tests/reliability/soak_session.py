@@ -378,7 +378,17 @@ class Session:
 
     # -- the session -----------------------------------------------------------------------------------------
     async def run(self) -> SoakReport:
-        """Type `changes` edits, then shut the server down; the report."""
+        """Type `changes` edits, then shut the server down; the report. The server never outlives a failure."""
+        try:
+            return await self._run()
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+            elif self.client._server is not None and self.client._server.returncode is None:
+                self.client._server.kill()
+            raise
+
+    async def _run(self) -> SoakReport:
         t_start = time.perf_counter()
         cfg, rng = self.cfg, self.rng
         await self.start()
