@@ -87,7 +87,8 @@ def main() -> int:
                      settings={"steps": args.steps, "debounceMs": 10, "maxCanvas": 16})
     logs = Path(tempfile.mkdtemp(prefix="dgls-soak-"))
     sessions = [Session(cfg, "stdio", log_file=str(logs / "stdio.log"))]
-    sessions += [Session(cfg, f"tcp{n}", "tcp", free_port()) for n in range(args.tcp_clients)]
+    sessions += [Session(cfg, f"tcp{n}", "tcp", free_port(), log_file=str(logs / f"tcp{n}.log"))
+                 for n in range(args.tcp_clients)]
     t0 = time.perf_counter()
 
     async def run_all() -> list[SoakReport]:
@@ -97,6 +98,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     out = table(reports, args.changes)
     print(out)
+    print(f"server logs: {logs}")
     for r in reports:
         for problem in r.mismatches[:5] + r.other_errors[:5] + r.errors_shown[:5]:
             print(f"{r.label}: {problem}")

@@ -19,6 +19,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import Future
@@ -194,6 +195,8 @@ class Session:
                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             banner = await asyncio.wait_for(asyncio.to_thread(self.proc.stderr.readline), 60)
             assert b"serving LSP on tcp://127.0.0.1" in banner, banner
+            # drain stderr into the log: a full stderr pipe would block the server's event loop (and did)
+            threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()
             # the banner is logged just before the socket is bound: retry the connection briefly
             deadline = time.monotonic() + 30
             while True:
@@ -217,6 +220,11 @@ class Session:
             self.client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
                 uri=doc.uri, language_id=language, version=doc.version, text=doc.text)))
             self.docs.append(doc)
+
+    def _drain(self, stream: Any) -> None:
+        with open(self.log_file, "ab") as log:
+            for line in iter(stream.readline, b""):
+                log.write(line)
 
     async def wait_model(self, after: int = 0) -> Any:
         """Wait for a dgls/status (after the first `after`) saying ready or error."""
