@@ -25,7 +25,7 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def editor_model(tmp_path_factory) -> str:
+def editor_model(request) -> str:
     """The `model` setting for editor tests: $DGLS_EDITOR_MODEL (e.g. dgls-tiny), else a random tiny checkpoint.
 
     The editor tests check mechanics, not content; on a shared 2-core CPU dgls-tiny takes ~15 s per request,
@@ -33,9 +33,8 @@ def editor_model(tmp_path_factory) -> str:
     """
     if os.environ.get("DGLS_EDITOR_MODEL"):
         return os.environ["DGLS_EDITOR_MODEL"]
-    from conftest import save_tiny_checkpoint
-
-    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("editor-model")))
+    # the root conftest's fixture (a bare `import conftest` resolves to whichever conftest was imported first)
+    return str(request.getfixturevalue("tiny_checkpoint"))
 
 
 @pytest.fixture(scope="session")
