@@ -1,5 +1,4 @@
 import dataclasses
-import importlib.util
 import textwrap
 
 import pytest
@@ -449,7 +448,6 @@ def test_parse_is_reused_for_the_same_text():
     assert context._parse("python", text, data) is context._parse("python", text, data)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tree_sitter_javascript") is None, reason="no JS grammar")
 def test_javascript_with_grammar():
     text = "".join(f"function f{i}(x) {{\n  const s = `a${{x}}`;\n  return s;\n}}\n" for i in range(30))
     offset = text.index("return", text.index("function f20"))
