@@ -39,13 +39,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
+from provenance import git_commit, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,14 +70,6 @@ class BenchError(Exception):
     """A condition the user must fix; printed as one message, no traceback."""
 
 
-def pct(values: list[float], q: float) -> float:
-    """Percentile by linear interpolation (q in 0..100)."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def sync(device: torch.device) -> None:
@@ -307,8 +301,8 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
         k_ms = timed(lambda: row_stats(logits, 0.6, seed=1), device, reps=20)
     # bytes: the logits read once; torch's (C, V) temporaries are its extra cost, not counted
     rows.append({"op": "sampler statistics (entropy, argmax, confidence, sample)", "C": C,
-                 "bytes_torch": C * V * 4, "bytes_kernel": C * V * 4, "torch_ms": pct(torch_ms, 50),
-                 "kernel_ms": k_ms and pct(k_ms, 50)})
+                 "bytes_torch": C * V * 4, "bytes_kernel": C * V * 4, "torch_ms": percentile(torch_ms, 50),
+                 "kernel_ms": k_ms and percentile(k_ms, 50)})
     k = min(64, V)
     dense_ms = timed(lambda: dense_soft_embedding(logits, E, scale), device, reps=20)
     dense_bytes = V * H * E.element_size() + C * V * (4 + 2)  # E once, logits read, bf16 probabilities written
@@ -323,7 +317,7 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
                          reps=20)
         rows.append({"op": f"self-conditioning soft embedding (dense vs top-{k}{' + uniform tail' if tail else ''})",
                      "C": C, "bytes_torch": dense_bytes, "bytes_kernel": C * V * 4 * (2 if tail else 1) + C * k * H * 2,
-                     "torch_ms": pct(dense_ms, 50), "kernel_ms": k_ms and pct(k_ms, 50)})
+                     "torch_ms": percentile(dense_ms, 50), "kernel_ms": k_ms and percentile(k_ms, 50)})
     return rows
 
 
@@ -341,12 +335,9 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpu = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
     return {"gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "triton": triton_v, "transformers": transformers.__version__,
-            "commit": (commit.strip() or "unknown") + (" (uncommitted changes)" if dirty else ""),
+            "commit": git_commit(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -447,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         nbytes = step_bytes(model, C)
         floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
         ar = run_ar(model, cache, C)
-        ar_ms, ar_total = pct(ar, 50), pct(ar, 50) * C
+        ar_ms, ar_total = percentile(ar, 50), percentile(ar, 50) * C
 
         from dgls.model.backend import DiffusionGemmaDenoiser
         from dgls.model.canvas import Canvas
@@ -464,15 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         for path, use in (("torch", False), ("kernels", True)):
             if use and not st.usable:
                 rows.append({"C": C, "path": f"kernels: skipped ({st.why})", "p20": None, "p50": None, "p80": None,
-                             "fwd_p50": pct(fwd, 50), "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None,
+                             "fwd_p50": percentile(fwd, 50), "sampler_ms": None, "gb": nbytes["step"] / 1e9,
+                             "gbps": None,
                              "pct_bw": None, "floor_ms": floor_ms, "ar_ms": ar_ms, "ar_total": ar_total,
                              "steps_in_ar": None})
                 continue
             ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=use)
-            p50 = pct(ms, 50)
+            p50 = percentile(ms, 50)
             gbps = nbytes["step"] / (p50 / 1e3) / 1e9
-            rows.append({"C": C, "path": path, "p20": pct(ms, 20), "p50": p50, "p80": pct(ms, 80),
-                         "fwd_p50": pct(fwd, 50), "sampler_ms": p50 - pct(fwd, 50), "gb": nbytes["step"] / 1e9,
+            rows.append({"C": C, "path": path, "p20": percentile(ms, 20), "p50": p50, "p80": percentile(ms, 80),
+                         "fwd_p50": percentile(fwd, 50), "sampler_ms": p50 - percentile(fwd, 50),
+                         "gb": nbytes["step"] / 1e9,
                          "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms, "ar_ms": ar_ms,
                          "ar_total": ar_total, "steps_in_ar": ar_total / p50})
             print(json.dumps(rows[-1]), flush=True)

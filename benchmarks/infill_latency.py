@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
+from provenance import cpu_name, git_commit, percentile  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # Files the requests are cut from: the dgls sources themselves (never in the training corpus) and the example.
 SOURCES = [ROOT / "dgls" / "engine.py", ROOT / "dgls" / "cli.py", ROOT / "model" / "sampler.py",
@@ -44,14 +47,6 @@ def make_requests(n: int, prefix_chars: int = 1200, suffix_chars: int = 300) -> 
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    """Percentile by linear interpolation (q in 0..100)."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def run_diffusion(model: str, requests: list[dict], n_middle: int, threads: int) -> list[dict]:
@@ -105,19 +100,10 @@ def run_ar(model_name: str, requests: list[dict], n_tokens: int) -> list[float]:
 
 def machine() -> dict:
     """Where and with what this ran."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import transformers
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "commit": commit.strip() or "unknown",
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "commit": git_commit(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -140,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         ms = [o["ms"] for o in out][1:] or [o["ms"] for o in out]  # the first request pays the warm-up
         nfe = [o["nfe"] for o in out]
         ar = run_ar(args.model, requests, n)[1:] or [0.0]
-        rows.append({"canvas": n, "p50": pct(ms, 50), "p95": pct(ms, 95), "nfe": statistics.median(nfe),
-                     "nfe_mean": statistics.mean(nfe), "ar_p50": pct(ar, 50), "ar_p95": pct(ar, 95),
-                     "ratio": pct(ms, 50) / pct(ar, 50), "n": len(ms)})
+        rows.append({"canvas": n, "p50": percentile(ms, 50), "p95": percentile(ms, 95), "nfe": statistics.median(nfe),
+                     "nfe_mean": statistics.mean(nfe), "ar_p50": percentile(ar, 50), "ar_p95": percentile(ar, 95),
+                     "ratio": percentile(ms, 50) / percentile(ar, 50), "n": len(ms)})
         print(json.dumps(rows[-1]), flush=True)
     info = machine()
     table = [

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -29,6 +28,9 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 from pygls.lsp.client import LanguageClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
+from provenance import cpu_name, git_commit, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "dgls" / "actions.py"
@@ -66,12 +68,6 @@ def position(text: str, offset: int) -> types.Position:
     return types.Position(line=line, character=len(before) - (before.rfind("\n") + 1))
 
 
-def pct(values: list[float], q: float) -> float | None:
-    """Percentile by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def run(args) -> dict:
@@ -168,23 +164,16 @@ def summarize(res: dict) -> dict:
     return {
         "keys": res["keys"], "answered": len(answered), "with_ghost": len(with_items),
         "client_cancelled": sum(r["cancelled"] for r in res["records"]),
-        "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "p50_ghost_ms": pct(ms_items, 50),
-        "p95_ghost_ms": pct(ms_items, 95), "model_calls": server["requests"], "typed_through": server["typedThrough"],
+        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p50_ghost_ms": percentile(ms_items, 50),
+        "p95_ghost_ms": percentile(ms_items, 95), "model_calls": server["requests"],
+        "typed_through": server["typedThrough"],
         "result_cache": server["resultCache"], "server_cancelled": server["cancelled"],
         "cache_hit_rate": (server["typedThrough"] + server["resultCache"]) / max(1, len(answered)),
-        "model_done": len(res["model_ms"]), "p50_model_ms": pct(res["model_ms"], 50),
-        "p95_model_ms": pct(res["model_ms"], 95),
+        "model_done": len(res["model_ms"]), "p50_model_ms": percentile(res["model_ms"], 50),
+        "p95_model_ms": percentile(res["model_ms"], 95),
     }
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _fmt(v: float | None) -> str:
@@ -193,20 +182,16 @@ def _fmt(v: float | None) -> str:
 
 def table(s: dict, res: dict, args) -> str:
     """A RESULTS.md section: machine, versions, commit, date, settings, the figures."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     model = res["model"]
     lines = [
         f"## LSP latency: typing session ({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
-        f"- Machine: {_cpu()}, {os.cpu_count()} CPU cores, load average {load:.1f} at the end "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} CPU cores, load average {load:.1f} at the end "
         f"(shared machine); device {model.get('device')}, {model.get('dtype')}",
         f"- Versions: Python {platform.python_version()}, torch {version('torch')}, transformers "
         f"{version('transformers')}, pygls {version('pygls')}, lsprotocol {version('lsprotocol')}",
-        f"- Commit: {commit}{' (uncommitted changes)' if dirty else ''}",
+        f"- Commit: {git_commit()}",
         f"- Model: {args.model} ({model.get('params')} parameters); steps {args.steps or 'checkpoint default'}, "
         f"debounce {args.debounce_ms} ms",
         f"- Session: `{res['file']}` body typed back, {s['keys']} keys at {args.ms_per_key} ms a key, "

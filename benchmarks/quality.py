@@ -35,6 +35,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
+from provenance import cpu_name, git_commit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "model" / "checkpoints" / "dgls-tiny"
 KINDS = ("rest_of_line", "single_line", "multi_line")
@@ -265,21 +268,7 @@ def machine_header(checkpoint: Path, cmd: list[str], argv: list[str]) -> str:
     import torch
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip() or "uncommitted"
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        commit += " (dirty)" if dirty.strip() else ""
-    except OSError:
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    commit, cpu = git_commit(), cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"## quality, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}\n\n"
             f"- machine: {cpu}, {os.cpu_count()} CPUs visible, GPU: {gpu}; {platform.platform()}\n"
