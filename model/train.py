@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         if not state_path.is_file():
             print(f"error: --resume expects {state_path}, which does not exist", file=sys.stderr)
             return 2
-        st = torch.load(state_path, map_location=device, weights_only=False)
+        st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain data only, no code
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed"]
