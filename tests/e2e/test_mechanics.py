@@ -1,9 +1,8 @@
-"""Mechanics that need a model which always writes something: ranges, suffix, candidates, caches, edits.
+"""Mechanics that need a model which writes something: ranges, suffix, candidates, caches, edits.
 
-The server here loads the random-weight tiny checkpoint (tests/conftest.py), whatever model ships: its middles
-are garbage but never empty, so every path from middle to edit runs. (The shipped dgls-tiny may answer with
-empty middles while it is young; test_server.py runs the same server on it for everything that does not need
-text.) Documents are plain text so the Python parse check does not drop the garbage.
+The server loads the embedded dgls-tiny (the random-weight tiny checkpoint only where the package ships no
+model). Explicit requests ask for a non-empty middle, so every path from middle to edit runs; the young model's
+text is not code yet, so the documents are plain text and the Python parse check does not drop it.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ NOTES_AT = NOTES.index("\n\n") + 1  # the empty line: a LINE span, multi-line mi
 
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
-async def client(lsp_client: LanguageClient, tiny_checkpoint):
-    await initialize(lsp_client, {"dgls": {"model": str(tiny_checkpoint), "steps": 4, "debounceMs": 20,
+async def client(lsp_client: LanguageClient, model_path):
+    await initialize(lsp_client, {"dgls": {"model": model_path, "steps": 4, "debounceMs": 20,
                                            "candidates": 3, "maxCanvas": 32}})
     status = await wait_ready(lsp_client)
     assert status.state == "ready", f"model did not load: {status}"
