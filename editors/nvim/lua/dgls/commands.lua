@@ -1,4 +1,7 @@
 -- User commands: :DglsRewrite, :DglsFillHoles, :DglsRestart, :DglsStatus.
+-- a resolve refused because the buffer changed since the action was offered: LSP ContentModified, or the
+-- RequestFailed dgls answers for a stale action
+local STALE = { [-32801] = true, [-32803] = true }
 local M = {}
 
 local function dgls()
@@ -47,7 +50,7 @@ function M.rewrite(bufnr, range, instruction, on_done)
 end
 
 --- Fill the holes of the buffer (or of `range`): the "dgls: Fill ..." code action, resolved and applied.
-function M.fill_holes(bufnr, range, on_done)
+function M.fill_holes(bufnr, range, on_done, retried)
   local client = client_or_warn(bufnr)
   if not client then
     return
@@ -71,6 +74,10 @@ function M.fill_holes(bufnr, range, on_done)
       return done(err, false)
     end
     client:request('codeAction/resolve', fill, function(rerr, resolved)
+      if rerr and STALE[rerr.code] and not retried then
+        -- the buffer changed between the offer and the resolve: ask for the action again, once
+        return M.fill_holes(bufnr, range, on_done, true)
+      end
       if rerr or not (resolved and resolved.edit) then
         vim.notify('dgls: ' .. (rerr and rerr.message or 'no edit'), vim.log.levels.WARN)
         return done(rerr, false)
