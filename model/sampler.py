@@ -263,8 +263,9 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
         live = ~done
         if bool(live.any()):
             if fused is None:
-                logp = torch.log_softmax(logits, dim=-1)  # confidence at temperature 1
-                lp = torch.gather(logp, -1, argmax.unsqueeze(-1)).squeeze(-1)  # (B, C)
+                # confidence at temperature 1: log p(argmax) = x[argmax] - logsumexp(x), one reduction over V
+                # instead of a (B, C, V) log_softmax
+                lp = torch.gather(logits, -1, argmax.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, C)
             else:
                 lp = fused_lp
             out_tokens = torch.where(live[:, None] & free, argmax, out_tokens)
