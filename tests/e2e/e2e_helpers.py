@@ -154,3 +154,9 @@ def send_raw_request(client: LanguageClient, method: str, params: Any) -> asynci
     client.protocol._request_futures[msg_id] = future
     client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
     return asyncio.wrap_future(future)
+
+
+async def stats(client) -> dict:
+    """The server's counters (requests, typed-through and result-cache hits, cancels) from dgls.showConfig."""
+    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
+    return res["status"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_lsp
-from e2e_helpers import CONFIG, Doc, apply, initialize, inline_params, offset, position, wait_ready
+from e2e_helpers import CONFIG, Doc, apply, initialize, inline_params, offset, position, stats, wait_ready
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient
@@ -28,11 +28,6 @@ async def client(lsp_client: LanguageClient, model_path):
     assert status.state == "ready", f"model did not load: {status}"
     yield
     await lsp_client.shutdown_session()
-
-
-async def stats(client: LanguageClient) -> dict:
-    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
-    return res["status"]
 
 
 async def test_inline_completion_keeps_the_suffix(client: LanguageClient):

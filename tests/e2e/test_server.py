@@ -18,6 +18,7 @@ from e2e_helpers import (
     inline_params,
     position,
     send_raw_request,
+    stats,
     wait_for,
     wait_ready,
 )
@@ -43,11 +44,6 @@ async def client(lsp_client: LanguageClient, model_path: str):
     assert status.state == "ready", f"model did not load: {status}"
     yield
     await lsp_client.shutdown_session()
-
-
-async def stats(client: LanguageClient) -> dict:
-    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
-    return res["status"]
 
 
 async def test_capabilities(client: LanguageClient):
