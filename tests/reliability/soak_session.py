@@ -303,9 +303,10 @@ class Session:
     def settle(self) -> None:
         """Account for the inline completions that have replied."""
         for msg_id, (fut, _t0, i, cancelled) in list(self.pending.items()):
-            if not fut.done():
+            if not fut.done() or msg_id not in self.latency_ms:  # the done-callback runs after done() turns true
                 continue
             del self.pending[msg_id]
+            ms = self.latency_ms.pop(msg_id)
             self.report.answered += 1
             if fut.cancelled():
                 self.report.other_errors.append(f"{msg_id}: the client future was cancelled")
@@ -321,7 +322,7 @@ class Session:
                 self.report.with_items += bool(items)
                 self.report.empty += not items
                 if not cancelled:
-                    self.report.latencies.append((i, round(self.latency_ms.pop(msg_id), 2)))
+                    self.report.latencies.append((i, round(ms, 2)))
 
     async def check_hash(self, doc: _Doc) -> None:
         """Compare the server's text with the client's (version and SHA-256)."""
