@@ -17,6 +17,10 @@ transformers ships no loss for ``DiffusionGemmaForBlockDiffusion``; this module 
 * **Self-conditioning**: a no-grad pass gives raw logits; the graded pass gets them as
   ``self_conditioning_logits`` (pinned suffix slots get a one-hot signal), enabled per example with
   probability ``sc_prob`` via ``self_conditioning_mask``.
+* **Encoder next-token loss** (``ar_weight``): the encoder is the same transformer run causally over the
+  prefix, so its last hidden state through the tied lm_head predicts the next prefix token; added with weight
+  ``ar_weight``. It turns every prefix token into a target (the prefix is most of the compute and carried no
+  loss before) and is the use transformers documents for ``encoder_last_hidden_state``.
 
 Examples of one batch share the free length ``N`` (drawn per batch from ``canvas_lengths``); prefixes are
 right-padded and canvases padded after the suffix, with a 2-D ``decoder_attention_mask`` and per-row
@@ -114,6 +118,7 @@ class TrainConfig:
     # objective
     noise_t_min: float = 0.05
     sc_prob: float = 0.5
+    ar_weight: float = 0.5  # next-token loss on the causal encoder pass over the prefix (shared weights); 0 = off
     # optimisation
     batch: int = 8
     steps: int = 1500
@@ -376,8 +381,15 @@ def infill_loss(
     noise_low: int,
     noise_t_min: float,
     sc_prob: float,
+    ar_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Diffusion cross-entropy on the free slots of a batch; returns ``(loss, stats)``."""
+    """Diffusion cross-entropy on the free slots of a batch, plus ``ar_weight`` x the encoder's next-token loss.
+
+    The encoder is the same transformer run causally over the prefix; its last hidden state through the tied
+    lm_head (soft-capped as the model caps its logits) predicts the next prefix token. Every prefix token becomes
+    a target at the cost of one extra vocabulary matmul, which teaches the shared weights the language far
+    faster than the canvas slots alone. Returns ``(loss, stats)``.
+    """
     dev = batch.canvas.device
     B, C = batch.canvas.shape
     P = batch.prefix.shape[1]
@@ -389,12 +401,21 @@ def infill_loss(
 
     # Encoder -> cache, with grad: the encoder shares all its weights with the decoder.
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    model.model.encoder(
+    enc = model.model.encoder(
         input_ids=batch.prefix,
         attention_mask=batch.prefix_mask.long(),
         past_key_values=cache,
         position_ids=torch.arange(P, device=dev)[None].expand(B, P),
     )
+    ce_ar = None
+    if ar_weight > 0 and P > 1:
+        cap = model.config.get_text_config().final_logit_softcapping
+        ar_logits = model.lm_head(enc.last_hidden_state[:, :-1])  # (B, P-1, V)
+        if cap:
+            ar_logits = torch.tanh(ar_logits / cap) * cap
+        ar_ce = F.cross_entropy(ar_logits.float().reshape(-1, V), batch.prefix[:, 1:].reshape(-1), reduction="none")
+        ar_mask = batch.prefix_mask[:, 1:].reshape(-1).float()  # right-padded: target valid => source valid
+        ce_ar = (ar_ce * ar_mask).sum() / ar_mask.sum().clamp(min=1)
     kw = dict(
         decoder_input_ids=noisy,
         past_key_values=cache,
@@ -413,11 +434,15 @@ def infill_loss(
     ce = F.cross_entropy(logits.float().reshape(-1, V), batch.canvas.reshape(-1), reduction="none").view(B, C)
     free = batch.free.float()
     loss = (ce * free).sum() / free.sum()
+    diffusion_loss = loss
+    if ce_ar is not None:
+        loss = loss + ar_weight * ce_ar
     with torch.no_grad():
         mid = batch.middle.float()
         fill = (batch.free & ~batch.middle).float()
         stats = {
-            "loss": loss.item(),
+            "loss": diffusion_loss.item(),
+            "ce_ar": ce_ar.item() if ce_ar is not None else float("nan"),
             "ce_middle": ((ce * mid).sum() / mid.sum().clamp(min=1)).item(),
             "ce_filler": ((ce * fill).sum() / fill.sum().clamp(min=1)).item(),
             "n_middle": mid.sum().item(),
@@ -637,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         first_eval = json.loads((run_dir / "eval_init.json").read_text())
 
     t_start = time.perf_counter() - elapsed
-    window = {"loss": 0.0, "mid": 0.0, "fill": 0.0, "n": 0, "tokens": 0, "canvas": 0, "t": 0.0}
+    window = {"loss": 0.0, "mid": 0.0, "fill": 0.0, "ar": 0.0, "n": 0, "tokens": 0, "canvas": 0, "t": 0.0}
     stop_reason = "steps"
     while step < cfg.steps:
         elapsed = time.perf_counter() - t_start
@@ -653,14 +678,14 @@ def main(argv: list[str] | None = None) -> int:
             g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
         ts = time.perf_counter()
         with amp:
-            loss, s = infill_loss(model, batch, gen, noise_low, cfg.noise_t_min, cfg.sc_prob)
+            loss, s = infill_loss(model, batch, gen, noise_low, cfg.noise_t_min, cfg.sc_prob, cfg.ar_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
         dt = time.perf_counter() - ts
-        for k, v in (("loss", s["loss"]), ("mid", s["ce_middle"]), ("fill", s["ce_filler"])):
+        for k, v in (("loss", s["loss"]), ("mid", s["ce_middle"]), ("fill", s["ce_filler"]), ("ar", s["ce_ar"])):
             window[k] += v
         window["n"] += 1
         window["tokens"] += s["tokens"]
@@ -671,9 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         if step % cfg.log_every == 0:
             n = window["n"]
             line = (f"step {step}/{cfg.steps} loss {window['loss'] / n:.3f} middle {window['mid'] / n:.3f} "
-                    f"filler {window['fill'] / n:.3f} lr {rec['lr']:.2e} tok/s {window['tokens'] / window['t']:.0f} "
+                    f"filler {window['fill'] / n:.3f} ar {window['ar'] / n:.3f} lr {rec['lr']:.2e} "
+                    f"tok/s {window['tokens'] / window['t']:.0f} "
                     f"(free {window['canvas'] / window['t']:.0f}) elapsed {(time.perf_counter() - t_start) / 60:.1f}m")
-            window = dict.fromkeys(window, 0) | {"t": 0.0, "loss": 0.0, "mid": 0.0, "fill": 0.0}
+            window = dict.fromkeys(window, 0) | {"t": 0.0, "loss": 0.0, "mid": 0.0, "fill": 0.0, "ar": 0.0}
             log(rec, line)
         else:
             log(rec)

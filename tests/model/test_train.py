@@ -198,3 +198,28 @@ def test_resume_without_state_is_a_clear_error(tmp_path, fake_stdlib, capsys):
                             "0.3", "--run-dir", str(tmp_path / "r"), "--resume"])
     assert rc == 2
     assert "--resume expects" in capsys.readouterr().err
+
+
+def test_encoder_next_token_loss_matches_rows_run_alone(tok):
+    """``ar_weight`` adds the encoder's next-token CE over the real prefix tokens only (padding ignored)."""
+    model = _tiny_model(tok).eval()
+    exs = [InfillExample([20, 21, 22, 23, 24], [30], [40], "line"), InfillExample([25, 26], [31], [41], "line")]
+    b = collate(exs, 4, tok)
+    base, s0 = infill_loss(model, b, torch.Generator().manual_seed(0), 9, 0.05, sc_prob=0.0)
+    with_ar, s1 = infill_loss(model, b, torch.Generator().manual_seed(0), 9, 0.05, sc_prob=0.0, ar_weight=0.5)
+    assert s0["ce_ar"] != s0["ce_ar"]  # nan: off by default
+    assert s1["loss"] == pytest.approx(s0["loss"], abs=1e-6)  # the diffusion part is unchanged
+    # independent: each row alone, no padding, summed CE over its next-token targets
+    cap = model.config.get_text_config().final_logit_softcapping
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for ex in exs:
+            ids = torch.tensor([[tok.bos_token_id, *ex.prefix]])
+            h = model.model.encoder(input_ids=ids, past_key_values=DynamicCache(
+                config=model.config.get_text_config(decoder=True))).last_hidden_state
+            logits = model.lm_head(h[:, :-1])
+            logits = torch.tanh(logits / cap) * cap if cap else logits
+            total += torch.nn.functional.cross_entropy(logits[0].float(), ids[0, 1:], reduction="sum").item()
+            n += ids.shape[1] - 1
+    assert s1["ce_ar"] == pytest.approx(total / n, rel=1e-4)
+    assert with_ar.item() == pytest.approx(base.item() + 0.5 * total / n, rel=1e-4)
