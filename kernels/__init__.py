@@ -39,6 +39,9 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
                "per-slot entropy, argmax, confidence and sample: one pass over V instead of five (N, V) tensors"),
     KernelInfo("soft_embedding", "dgls.kernels.soft_embedding", "dgls.kernels.soft_embedding_ref",
                "self-conditioning softmax(logits) @ E as a top-k gather"),
+    KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref",
+               "the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; "
+               "patched in by patch_moe_experts, not by default)"),
 )}
 
 

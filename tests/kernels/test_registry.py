@@ -12,7 +12,7 @@ import dgls.kernels as kernels
 
 def test_registry_lists_every_kernel_with_a_reason():
     statuses = kernels.registry()
-    assert [s.name for s in statuses] == list(kernels.KERNELS) == ["canvas_sampler", "soft_embedding"]
+    assert [s.name for s in statuses] == list(kernels.KERNELS) == ["canvas_sampler", "soft_embedding", "moe_experts"]
     assert all(s.why for s in statuses)
     for info in kernels.KERNELS.values():
         importlib.import_module(info.reference)  # every kernel names an importable reference
@@ -22,15 +22,16 @@ def test_registry_lists_every_kernel_with_a_reason():
 def test_cpu_runs_the_torch_reference_path():
     ok, why = kernels.availability()
     assert ok is False and "torch reference path runs" in why and "canvas_sampler" in why
-    assert not kernels.usable("canvas_sampler") and not kernels.usable("soft_embedding")
+    assert not any(kernels.usable(name) for name in kernels.KERNELS)
     with pytest.raises(ValueError, match="unknown kernel"):
         kernels.status("nope")
 
 
 def test_self_checks_pass_on_this_device():
     # on CPU the kernels run in Triton's interpreter (see conftest): this exercises the load-time check itself
-    from dgls.kernels import canvas_sampler, soft_embedding
+    from dgls.kernels import canvas_sampler, moe, soft_embedding
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     assert canvas_sampler.self_check(device) is None
     assert soft_embedding.self_check(device) is None
+    assert moe.self_check(device) is None
