@@ -49,10 +49,10 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel float8_e4m3fn: (..., N, K) -> q (..., N, K) fp8, scale (..., N) fp32 (rows by amax)."""
-    wf = w.float()
-    scale = wf.abs().amax(-1) / FP8_MAX  # (..., N)
+    scale = w.abs().amax(-1).float() / FP8_MAX  # (..., N); amax is exact in w's own dtype
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row quantizes to zeros
-    q = (wf / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    # one fp32 temporary the size of w (a real layer's gate_up_proj: 2 GB), divided and clamped in place
+    q = w.to(torch.float32, copy=True).div_(scale[..., None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return q, scale
 
 

@@ -147,7 +147,9 @@ def test_fp8_kernel_matches_dequantized_reference_and_stays_within_the_bound(ass
     ids, w = routing_inputs(T, K, E, used=E)
     x = torch.randn(T, H)
     w_gu, w_d = weights(E, H, I)
+    before = w_gu.clone()
     q = quantize_experts_fp8(w_gu, w_d)
+    assert torch.equal(w_gu, before), "quantizing must leave the weights as they were"
     assert q.gate_up.dtype == torch.float8_e4m3fn and q.gate_up_scale.shape == (E, 2 * I)
     assert q.down_scale.shape == (E, H)
     out = torch.full((T, H), float("nan"), device=DEVICE)
