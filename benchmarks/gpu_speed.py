@@ -1,4 +1,4 @@
-"""GPU denoising step on the real DiffusionGemma 26B-A4B shape (random bf16 weights): torch vs kernels vs AR.
+"""GPU speed on the real DiffusionGemma 26B-A4B shape (random bf16 weights): transformers as-is vs dgls kernels vs AR.
 
 Builds the 26B-A4B config (reference/diffusiongemma.md §7: hidden 2816, 30 layers 5 sliding : 1 full, 16 heads,
 head_dim 256 / global 512, KV heads 8 / global 2, dense MLP 2112, 128 experts x 704 top-8, vocab 262,144, window
@@ -6,28 +6,46 @@ head_dim 256 / global 512, KV heads 8 / global 2, dense MLP 2112, 128 experts x 
 materializes every tensor once directly on the GPU and initializes it there (no 2x peak from the untied
 construction, no CPU copy). Random weights: timings only, the tokens mean nothing.
 
-Per canvas (default 64 and 256 slots, batch 1, prefix 2048 tokens encoded once):
+Paths (each row of every table is measured on each of them):
+
+* ``transformers``: the model as transformers 5.23 runs it (its default experts implementation, ``grouped_mm``
+  on a GPU), with the sampler's torch statistics (``DGLS_KERNELS=0``);
+* ``dgls: sampler``: the fused sampler-statistics kernel (``dgls.kernels.canvas_sampler``) in the same loop;
+* ``dgls: sampler + MoE bf16``: also the experts of every layer on ``dgls.kernels.moe`` (``patch_moe_experts``);
+* ``dgls: sampler + MoE fp8``: the same with the experts quantized once to float8_e4m3fn, per-output-channel
+  scales (the bf16 experts stay in memory; the FP8 copy is dropped after its rows).
+
+A path whose kernels are not usable on the machine is reported as skipped with the registry's reason.
+
+Per prefix (default 1024 and 4096 tokens, encoded once per prefix) and canvas (default 64 and 256 slots, batch 1):
 
 * **denoising step** through the project's sampler (``dgls.model.sampler.denoise``: decoder pass, temperature,
-  entropy-bound acceptance, sampling, renoise, self-conditioning), a fixed number of steps (early stopping off),
-  once with the torch statistics (``DGLS_KERNELS=0``) and once with the fused kernel when ``dgls.kernels`` says
-  it is usable: ms/step p20/p50/p80, synchronized after every step;
+  entropy-bound acceptance, sampling, renoise, self-conditioning), a fixed number of steps (early stopping off,
+  default 16): ms/step p20/p50/p80, synchronized after every step, and **tokens/s** = canvas slots / the time of
+  those fixed steps (the 256-slot rows at 16 steps are the issue's figure);
 * the decoder **forward alone**, so the sampler's share of a step is visible;
 * **GB/s**: estimated weight bytes one step streams (every non-expert decoder weight, the embedding twice for
   the lm_head and the self-conditioning matmul, and the experts the canvas's tokens touch under uniform top-8
-  routing, ``128 (1 - (120/128)^C)`` per layer) divided by the step time, against the **measured** copy
-  bandwidth (a 2 GiB device-to-device copy, read + write); the floor ``bytes / bandwidth`` is printed too;
+  routing, ``128 (1 - (120/128)^C)`` per layer, at 1 byte per expert weight on the FP8 path) divided by the step
+  time, against the **measured** copy bandwidth (a 2 GiB device-to-device copy, read + write); the floor
+  ``bytes / bandwidth`` is printed too;
 * **AR baseline**: the same weights decoding the same number of tokens greedily, one at a time, with the
   encoder (causal) and its KV cache after the same prefix: ms/token and the total, and how many denoising steps
   fit in that time (diffusion wins when the canvas converges in fewer steps);
+* **infill end to end**: a 64-slot canvas with a 32-token pinned suffix after the prefix, timed from token ids
+  to the last step: prefix encode + 8 (or 16) fixed steps, p50 of 3 runs after one warm-up;
 * **kernel micro-benchmarks** on the step's real shapes: the sampler statistics over (C, V) fp32 logits
-  (torch ops vs ``row_stats``), and the self-conditioning soft embedding (the model's dense
-  ``softmax(logits) @ E`` vs ``topk_soft_embedding`` with k = 64, plain and with the uniform-tail correction).
+  (torch ops vs ``row_stats``), the self-conditioning soft embedding (the model's dense ``softmax(logits) @ E``
+  vs ``topk_soft_embedding`` with k = 64, plain and with the uniform-tail correction), and one layer's MoE
+  experts for C tokens x top-8 (transformers' experts module vs ``moe_experts`` with bf16 and FP8 weights).
 
-    python benchmarks/gpu_step.py [--steps 16] [--canvases 64,256] [--prefix 2048] [--write]
-    python benchmarks/gpu_step.py --tiny --device cpu     # smoke test of this script on a CPU; not a result
+    python benchmarks/gpu_speed.py [--steps 16] [--canvases 64,256] [--prefixes 1024,4096] [--write]
+    python benchmarks/gpu_speed.py --tiny --device cpu     # smoke test of this script on a CPU; not a result
 
-Needs a CUDA GPU with about 55 GiB free (bf16 weights ~51 GB, no optimizer, no gradients), e.g. one H100 80GB.
+Needs a CUDA GPU with about 55 GiB free (bf16 weights ~51 GB, no optimizer, no gradients), e.g. one H100 80GB;
+the FP8 rows need another ~23 GB (skipped with the reason when it is not free). Sized for one run in under 10
+minutes with the defaults (estimated: the model builds in well under a minute, and about 4 paths x 2 prefixes x 2
+canvases x 19 steps, 4 x 2 x 320 AR tokens and 4 x 2 x 2 x 4 infills follow; the script prints its wall time).
 ``--write`` appends the tables to benchmarks/RESULTS.md with machine, versions, commit and date.
 """
 
@@ -35,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -190,8 +209,12 @@ def build_model(config, device: torch.device, dtype: torch.dtype):
     return model.eval().requires_grad_(False)
 
 
-def step_bytes(model, tokens: int) -> dict[str, float]:
-    """Weight bytes one decoder pass over `tokens` canvas slots streams, and one AR token (uniform routing)."""
+def step_bytes(model, tokens: int, fp8_experts: bool = False) -> dict[str, float]:
+    """Weight bytes one decoder pass over `tokens` canvas slots streams, and one AR token (uniform routing).
+
+    `fp8_experts`: the experts are read as float8_e4m3fn (1 byte per weight; the per-channel scales, 1/H of
+    that, are left out).
+    """
     tc = model.config.get_text_config(decoder=True)
     E, k = tc.num_experts, tc.top_k_experts
     distinct = E * (1 - (1 - k / E) ** tokens)  # expected experts touched per layer
@@ -206,12 +229,12 @@ def step_bytes(model, tokens: int) -> dict[str, float]:
         if p is dec.embed_tokens.weight:
             emb += b
         elif ".experts." in name:
-            expert += b
+            expert += p.numel() if fp8_experts else b
         else:
             other += b
     return {"step": other + 2 * emb + expert * distinct / E,  # lm_head and SC matmul both read the embedding
             "ar_token": other + emb + expert * k / E,  # one token: lm_head once, its top-k experts
-            "distinct_experts": distinct}
+            "distinct_experts": distinct, "experts": expert}
 
 
 def torch_row_stats(logits: torch.Tensor, t: torch.Tensor):
@@ -284,7 +307,30 @@ def run_ar(model, cache, n: int) -> list[float]:
     return out[2:] if n > 4 else out  # the first tokens pay warm-up
 
 
-def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
+@torch.no_grad()
+def run_infill(model, prefix: torch.Tensor, C: int, suffix_len: int, steps: int, reps: int = 3) -> list[float]:
+    """ms for one infill from token ids: encode `prefix` (1, P), then `steps` fixed denoising steps of a canvas
+    with C free slots and `suffix_len` pinned suffix tokens (p50 material: `reps` runs after one warm-up)."""
+    from dgls.model.backend import DiffusionGemmaDenoiser, encode
+    from dgls.model.canvas import Canvas
+    from dgls.model.sampler import SamplerConfig, denoise
+
+    device = model.device
+    V = model.config.get_text_config(decoder=True).vocab_size
+    suffix = torch.randint(0, V, (suffix_len,), generator=torch.Generator().manual_seed(1)).tolist()
+    cfg = SamplerConfig(max_steps=steps, confidence_threshold=0.0, stability_threshold=0)
+
+    def once() -> None:
+        gen = torch.Generator(device=device).manual_seed(0)
+        den = DiffusionGemmaDenoiser(model, encode(model, prefix))
+        canvas = Canvas.build([C], suffix, den.prefix_len, lambda s: den.noise(s, gen), device=device)
+        res = denoise(den, canvas, cfg, generator=gen)
+        assert res.steps == steps, f"expected {steps} steps, ran {res.steps}"
+
+    return timed(once, device, reps=reps, warmup=1)
+
+
+def micro(model, C: int, device: torch.device, kernels_ok: bool, reps: int = 20) -> list[dict]:
     """Kernel vs torch on the step's real shapes: sampler statistics and the self-conditioning soft embedding."""
     V = model.config.get_text_config(decoder=True).vocab_size
     E = model.model.decoder.embed_tokens.weight  # (V, H) bf16
@@ -293,18 +339,18 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
     logits = (torch.randn(C, V, device=device) * 3).clamp(-30, 30)  # fp32, like the decoder's output
     t = torch.tensor(0.6)
     rows = []
-    torch_ms = timed(lambda: torch_row_stats(logits, t), device, reps=20)
+    torch_ms = timed(lambda: torch_row_stats(logits, t), device, reps=reps)
     k_ms = None
     if kernels_ok:
         from dgls.kernels.canvas_sampler import row_stats
 
-        k_ms = timed(lambda: row_stats(logits, 0.6, seed=1), device, reps=20)
+        k_ms = timed(lambda: row_stats(logits, 0.6, seed=1), device, reps=reps)
     # bytes: the logits read once; torch's (C, V) temporaries are its extra cost, not counted
     rows.append({"op": "sampler statistics (entropy, argmax, confidence, sample)", "C": C,
                  "bytes_torch": C * V * 4, "bytes_kernel": C * V * 4, "torch_ms": percentile(torch_ms, 50),
                  "kernel_ms": k_ms and percentile(k_ms, 50)})
     k = min(64, V)
-    dense_ms = timed(lambda: dense_soft_embedding(logits, E, scale), device, reps=20)
+    dense_ms = timed(lambda: dense_soft_embedding(logits, E, scale), device, reps=reps)
     dense_bytes = V * H * E.element_size() + C * V * (4 + 2)  # E once, logits read, bf16 probabilities written
     for tail in (False, True):
         k_ms = None
@@ -314,11 +360,54 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool) -> list[dict]:
 
             e_sum = embedding_sum(E) if tail else None  # once per model, outside the timing
             k_ms = timed(lambda e_sum=e_sum: topk_soft_embedding(logits, E, k, scale=scale, e_sum=e_sum), device,
-                         reps=20)
+                         reps=reps)
         rows.append({"op": f"self-conditioning soft embedding (dense vs top-{k}{' + uniform tail' if tail else ''})",
                      "C": C, "bytes_torch": dense_bytes, "bytes_kernel": C * V * 4 * (2 if tail else 1) + C * k * H * 2,
                      "torch_ms": percentile(dense_ms, 50), "kernel_ms": k_ms and percentile(k_ms, 50)})
     return rows
+
+
+def micro_moe(model, C: int, device: torch.device, moe_ok: bool, reps: int = 20) -> list[dict]:
+    """One decoder layer's experts for C tokens x top-k: transformers' module as-is vs moe_experts (bf16, FP8)."""
+    from dgls.kernels import moe
+
+    experts = model.model.decoder.layers[0].experts
+    tc = model.config.get_text_config(decoder=True)
+    E, K = tc.num_experts, tc.top_k_experts
+    H, I = experts.down_proj.shape[1:]  # noqa: E741
+    dtype = experts.down_proj.dtype
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(C, H, device=device, generator=g).to(dtype)
+    scores = torch.randn(C, E, device=device, generator=g)  # uniform routing: top-k of random scores
+    w, ids = torch.softmax(scores, -1).topk(K, dim=-1)
+    w = w / w.sum(-1, keepdim=True)
+    touched = int(ids.unique().numel())
+    per_expert = experts.gate_up_proj[0].numel() + experts.down_proj[0].numel()  # weights of one expert
+    act = 2 * C * H * x.element_size()  # x read, out written
+    with torch.no_grad():
+        torch_ms = percentile(timed(lambda: experts(x, ids, w), device, reps=reps), 50)
+    name = f"MoE experts, 1 layer: {C} tokens x top-{K}, {E} x {I}, H {H} ({touched} experts touched)"
+    rows = []
+    for fp8 in (False, True):
+        k_ms = None
+        if moe_ok and (not fp8 or moe.fp8_supported(device)):
+            weights = moe.quantize_experts_fp8(experts.gate_up_proj, experts.down_proj) if fp8 else None
+            if fp8:
+                k_ms = timed(lambda weights=weights: moe.moe_experts(x, ids, w, weights), device, reps=reps)
+            else:
+                k_ms = timed(lambda: moe.moe_experts(x, ids, w, experts.gate_up_proj, experts.down_proj), device,
+                             reps=reps)
+            k_ms = percentile(k_ms, 50)
+        rows.append({"op": f"{name}, kernel {'fp8' if fp8 else dtype_name(dtype)} weights", "C": C,
+                     "bytes_torch": touched * per_expert * experts.down_proj.element_size() + act,
+                     "bytes_kernel": touched * per_expert * (1 if fp8 else experts.down_proj.element_size()) + act,
+                     "torch_ms": torch_ms, "kernel_ms": k_ms})
+    return rows
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bf16' for torch.bfloat16, and so on."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def machine(device: torch.device) -> dict:
@@ -346,34 +435,98 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def report(info: dict, args, params: int, bw: float, prefill_ms: float, rows: list[dict], micro_rows: list[dict],
-           kernel_status: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """One way of running the model: the sampler-statistics kernel on or off, the experts on the MoE kernel."""
+
+    name: str
+    sampler: bool  # DGLS_KERNELS=1: the sampler takes the fused statistics kernel when usable
+    moe: str | None  # None: transformers' experts; "bf16" / "fp8": patch_moe_experts
+
+
+PATHS = (Path("transformers", False, None), Path("dgls: sampler", True, None),
+         Path("dgls: sampler + MoE bf16", True, "bf16"), Path("dgls: sampler + MoE fp8", True, "fp8"))
+
+
+def skip_reason(path: Path, model, device: torch.device, moe_forced: bool) -> str | None:
+    """Why `path` cannot run here (None when it can)."""
+    from dgls import kernels
+
+    sampler = kernels.status("canvas_sampler")
+    if path.sampler and path.moe is None and not sampler.usable:
+        return sampler.why
+    if path.moe:
+        st = kernels.status("moe_experts")
+        if not (st.usable or moe_forced):
+            return st.why
+        from dgls.kernels import moe
+
+        if path.moe == "fp8" and not moe.fp8_supported(device):
+            return "FP8 weights need compute capability 8.9+ (float8_e4m3fn tiles)"
+        if path.moe == "fp8" and device.type == "cuda":
+            need = step_bytes(model, 1, fp8_experts=True)["experts"] + 4 * 2**30  # the copy + quantize temps
+            free = torch.cuda.mem_get_info(device)[0]
+            if free < need:
+                return f"the FP8 copy of the experts needs {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
+    return None
+
+
+@contextlib.contextmanager
+def on_path(model, path: Path, moe_forced: bool):
+    """Patch the experts for `path` (and undo it after); the sampler switch is run_denoise's `kernels`."""
+    patch = None
+    if path.moe:
+        from dgls.kernels import moe
+
+        os.environ.pop("DGLS_KERNELS", None)  # the registry must see the kernel as it is
+        patch = moe.patch_moe_experts(model, fp8=path.moe == "fp8", require_usable=not moe_forced)
+    try:
+        yield
+    finally:
+        if patch is not None:
+            patch.undo()
+        os.environ.pop("DGLS_KERNELS", None)
+
+
+def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], rows: list[dict],
+           infill_rows: list[dict], micro_rows: list[dict], kernel_status: str, wall_s: float) -> str:
     """The markdown section for RESULTS.md."""
+    prefill = ", ".join(f"{P} tokens {ms:.0f} ms" for P, ms in prefill_ms.items())
     out = [
-        f"\n## GPU denoising step, DiffusionGemma {'TINY smoke config' if args.tiny else '26B-A4B shape'}, "
+        f"\n## GPU speed, DiffusionGemma {'TINY smoke config' if args.tiny else '26B-A4B shape'}, "
         f"random {'fp32' if args.tiny else 'bf16'} weights ({info['date']})\n",
         f"- Machine: {info['gpu']}; measured copy bandwidth {bw:.0f} GB/s (2 GiB device copy, read + write)",
         f"- Versions: Python {info['python']}, torch {info['torch']} (CUDA {info['cuda']}), triton {info['triton']}, "
         f"transformers {info['transformers']}",
         f"- Commit: {info['commit']}",
         f"- Model: {params / 1e9:.3f} B parameters ({params:,}; reference/diffusiongemma.md §7: {REAL_PARAMS_B} B), "
-        f"experts implementation `{info['experts']}`; prefix {args.prefix} tokens (prefill {prefill_ms:.0f} ms), "
-        f"batch 1, canvas all free; {args.steps} measured steps after {args.warmup} warm-up, early stop off",
+        f"experts implementation `{info['experts']}` on the transformers path; prefill (transformers) {prefill}; "
+        f"batch 1, canvas all free; {args.steps} measured steps after {args.warmup} warm-up, early stop off; "
+        f"run wall time {wall_s:.0f} s",
         f"- Kernels: {kernel_status}",
-        f"- Command: `python benchmarks/gpu_step.py {' '.join(sys.argv[1:])}`",
+        f"- Command: `python benchmarks/gpu_speed.py {' '.join(sys.argv[1:])}`",
         "- GB/s: estimated weight bytes per step (non-expert decoder weights, embedding twice, experts touched under "
-        "uniform top-8 routing) / step time; floor = those bytes / measured bandwidth",
+        "uniform top-8 routing, 1 byte per expert weight on the fp8 path) / step time; floor = those bytes / "
+        f"measured bandwidth; tok/s = canvas slots / the time of the {args.steps} fixed steps",
         "",
-        "| canvas | path | ms/step p20 / p50 / p80 | decoder forward p50 ms | sampler share p50 ms | weight GB/step "
-        "| GB/s (p50) | % of copy BW | floor ms | AR ms/token p50 | AR ms for C tokens | steps in AR time |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| prefix | canvas | path | ms/step p20 / p50 / p80 | decoder forward p50 ms | sampler share p50 ms "
+        f"| weight GB/step | GB/s (p50) | % of copy BW | floor ms | tok/s at {args.steps} steps | AR ms/token p50 "
+        "| AR ms for C tokens | steps in AR time |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['C']} | {r['path']} | {fmt(r['p20'], '.1f')} / {fmt(r['p50'], '.1f')} / {fmt(r['p80'], '.1f')} "
+            f"| {r['prefix']} | {r['C']} | {r['path']} "
+            f"| {fmt(r['p20'], '.1f')} / {fmt(r['p50'], '.1f')} / {fmt(r['p80'], '.1f')} "
             f"| {fmt(r['fwd_p50'], '.1f')} | {fmt(r['sampler_ms'], '.1f')} | {r['gb']:.1f} | {fmt(r['gbps'], '.0f')} "
-            f"| {fmt(r['pct_bw'], '.0f')} | {r['floor_ms']:.1f} | {fmt(r['ar_ms'], '.1f')} "
+            f"| {fmt(r['pct_bw'], '.0f')} | {r['floor_ms']:.1f} | {fmt(r['tok_s'], '.0f')} | {fmt(r['ar_ms'], '.1f')} "
             f"| {fmt(r['ar_total'], '.0f')} | {fmt(r['steps_in_ar'], '.1f')} |")
+    out += ["", f"Infill end to end: prefix encode + fixed steps of a {args.infill_canvas}-slot canvas with a "
+            f"{args.infill_suffix}-token pinned suffix, from token ids (p50 of 3 after one warm-up).", "",
+            "| prefix | steps | path | ms p50 | min / max ms |", "|---:|---:|---|---:|---|"]
+    for r in infill_rows:
+        out.append(f"| {r['prefix']} | {r['steps']} | {r['path']} | {fmt(r['p50'], '.0f')} "
+                   f"| {fmt(r['min'], '.0f')} / {fmt(r['max'], '.0f')} |")
     out += ["", "| op | C | torch ms p50 | kernel ms p50 | torch GB/s | kernel GB/s | speed-up |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for m in micro_rows:
@@ -385,17 +538,28 @@ def report(info: dict, args, params: int, bw: float, prefill_ms: float, rows: li
     return "\n".join(out) + "\n"
 
 
+def ints(text: str) -> list[int]:
+    """'64,256' -> [64, 256]."""
+    return [int(c) for c in text.split(",") if c.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=16, help="measured denoising steps per canvas and path")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--canvases", default="64,256")
-    p.add_argument("--prefix", type=int, default=2048)
+    p.add_argument("--prefixes", default="1024,4096", help="prefix lengths in tokens, each encoded once")
+    p.add_argument("--infill-steps", default="8,16", help="fixed step counts of the end-to-end infill rows")
+    p.add_argument("--infill-canvas", type=int, default=64, help="free slots of the end-to-end infill canvas")
+    p.add_argument("--infill-suffix", type=int, default=32, help="pinned suffix tokens of the infill canvas")
     p.add_argument("--experts", default=None, help="experts implementation (transformers default if unset)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny random model: a smoke test of this script, CPU allowed")
+    p.add_argument("--moe-interpret", action="store_true",
+                   help="smoke test only (--tiny --device cpu): run the MoE rows on Triton's interpreter")
     p.add_argument("--write", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    wall0 = time.perf_counter()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
@@ -405,12 +569,17 @@ def main(argv: list[str] | None = None) -> int:
                          "smoke test)")
     if args.tiny and args.write:
         raise BenchError("--tiny is a smoke test of the script; its numbers do not go into RESULTS.md")
-    canvases = [int(c) for c in args.canvases.split(",")]
+    if args.moe_interpret and (not args.tiny or device.type != "cpu"):
+        raise BenchError("--moe-interpret is for the --tiny --device cpu smoke test only")
+    if args.moe_interpret:
+        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels module defines its kernels (imported below)
+    canvases, prefixes, infill_steps = ints(args.canvases), ints(args.prefixes), ints(args.infill_steps)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
 
     from dgls import kernels
-    from dgls.model.backend import encode
+    from dgls.model.backend import DiffusionGemmaDenoiser, encode
+    from dgls.model.canvas import Canvas
 
     bw = copy_bandwidth(device, 2**31 if device.type == "cuda" else 2**26)
     print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
@@ -419,63 +588,92 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for _, p in unique_params(model).values())
     print(f"model: {params / 1e9:.3f} B params built in {time.perf_counter() - t0:.1f} s", flush=True)
     V = model.config.get_text_config(decoder=True).vocab_size
-    prefix = torch.randint(0, V, (1, args.prefix), device=device)
-    sync(device)
-    t0 = time.perf_counter()
-    cache = encode(model, prefix)
-    sync(device)
-    prefill_ms = (time.perf_counter() - t0) * 1e3
+    gen = torch.Generator(device=device).manual_seed(0)
+    prefix_ids = {P: torch.randint(0, V, (1, P), device=device, generator=gen) for P in prefixes}
+    caches, prefill_ms = {}, {}
+    for P in prefixes:
+        sync(device)
+        t0 = time.perf_counter()
+        caches[P] = encode(model, prefix_ids[P])
+        sync(device)
+        prefill_ms[P] = (time.perf_counter() - t0) * 1e3
 
     os.environ.pop("DGLS_KERNELS", None)
-    st = kernels.status("canvas_sampler")
-    kernels_ok = st.usable and kernels.usable("soft_embedding")
+    kernels_ok = kernels.usable("canvas_sampler") and kernels.usable("soft_embedding")
+    moe_ok = kernels.usable("moe_experts") or args.moe_interpret
     kernel_status = "; ".join(f"{s.name}: {'usable' if s.usable else 'not usable'} ({s.why})"
                               for s in kernels.registry())
+    if args.moe_interpret:
+        kernel_status += "; moe_experts forced on Triton's interpreter (--moe-interpret smoke test)"
     print(kernel_status, flush=True)
 
-    rows, micro_rows = [], []
+    rows, infill_rows, micro_rows = [], [], []
+    ar_runs: dict[tuple, list[float]] = {}  # AR does not use the sampler: one run per experts path
+    for path in PATHS:
+        why = skip_reason(path, model, device, args.moe_interpret)
+        if why:
+            print(f"{path.name}: skipped ({why})", flush=True)
+            skipped = f"{path.name}: skipped ({why})"
+            for P in prefixes:
+                for C in canvases:
+                    nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
+                    rows.append({"prefix": P, "C": C, "path": skipped, "p20": None, "p50": None, "p80": None,
+                                 "fwd_p50": None, "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None,
+                                 "pct_bw": None, "floor_ms": nbytes["step"] / (bw * 1e9) * 1e3, "tok_s": None,
+                                 "ar_ms": None, "ar_total": None, "steps_in_ar": None})
+                for n in infill_steps:
+                    infill_rows.append({"prefix": P, "steps": n, "path": skipped, "p50": None, "min": None,
+                                        "max": None})
+            continue
+        name = path.name
+        if path.sampler and not kernels.usable("canvas_sampler"):
+            name += " (sampler kernel not usable: torch statistics)"
+        with on_path(model, path, args.moe_interpret):
+            for P in prefixes:
+                cache = caches[P]
+                for C in canvases:
+                    nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
+                    floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
+                    key = (path.moe, P, C)
+                    if key not in ar_runs:
+                        ar_runs[key] = run_ar(model, cache, C)
+                    ar_ms = percentile(ar_runs[key], 50)
+                    den = DiffusionGemmaDenoiser(model, cache)
+                    canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
+                                          device=device)
+                    sc = torch.randn(1, C, V, device=device)
+                    with torch.no_grad():
+                        if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
+                            raise BenchError(f"{name}: the random-weight model produced non-finite logits; "
+                                             "the timings would be meaningless (check the init in materialize())")
+                        fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device, reps=args.steps,
+                                    warmup=args.warmup)
+                    ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
+                    p50 = percentile(ms, 50)
+                    gbps = nbytes["step"] / (p50 / 1e3) / 1e9
+                    rows.append({"prefix": P, "C": C, "path": name, "p20": percentile(ms, 20), "p50": p50,
+                                 "p80": percentile(ms, 80), "fwd_p50": percentile(fwd, 50),
+                                 "sampler_ms": p50 - percentile(fwd, 50), "gb": nbytes["step"] / 1e9,
+                                 "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms,
+                                 "tok_s": C / (sum(ms) / 1e3), "ar_ms": ar_ms, "ar_total": ar_ms * C,
+                                 "steps_in_ar": ar_ms * C / p50})
+                    print(json.dumps(rows[-1]), flush=True)
+                for n in infill_steps:
+                    os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
+                    inf = run_infill(model, prefix_ids[P], args.infill_canvas, args.infill_suffix, n)
+                    os.environ.pop("DGLS_KERNELS", None)
+                    infill_rows.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
+                                        "min": min(inf), "max": max(inf)})
+                    print(json.dumps(infill_rows[-1]), flush=True)
     for C in canvases:
-        nbytes = step_bytes(model, C)
-        floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
-        ar = run_ar(model, cache, C)
-        ar_ms, ar_total = percentile(ar, 50), percentile(ar, 50) * C
-
-        from dgls.model.backend import DiffusionGemmaDenoiser
-        from dgls.model.canvas import Canvas
-
-        den = DiffusionGemmaDenoiser(model, cache)
-        canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
-                              device=device)
-        sc = torch.randn(1, C, V, device=device)
-        with torch.no_grad():
-            if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial's device assert
-                raise BenchError("the random-weight model produced non-finite logits; the timings would be "
-                                 "meaningless (check the init in materialize())")
-            fwd = timed(lambda: den(canvas, sc), device, reps=args.steps, warmup=args.warmup)  # noqa: B023
-        for path, use in (("torch", False), ("kernels", True)):
-            if use and not st.usable:
-                rows.append({"C": C, "path": f"kernels: skipped ({st.why})", "p20": None, "p50": None, "p80": None,
-                             "fwd_p50": percentile(fwd, 50), "sampler_ms": None, "gb": nbytes["step"] / 1e9,
-                             "gbps": None,
-                             "pct_bw": None, "floor_ms": floor_ms, "ar_ms": ar_ms, "ar_total": ar_total,
-                             "steps_in_ar": None})
-                continue
-            ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=use)
-            p50 = percentile(ms, 50)
-            gbps = nbytes["step"] / (p50 / 1e3) / 1e9
-            rows.append({"C": C, "path": path, "p20": percentile(ms, 20), "p50": p50, "p80": percentile(ms, 80),
-                         "fwd_p50": percentile(fwd, 50), "sampler_ms": p50 - percentile(fwd, 50),
-                         "gb": nbytes["step"] / 1e9,
-                         "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms, "ar_ms": ar_ms,
-                         "ar_total": ar_total, "steps_in_ar": ar_total / p50})
-            print(json.dumps(rows[-1]), flush=True)
-        os.environ.pop("DGLS_KERNELS", None)
-        micro_rows += micro(model, C, device, kernels_ok)
-        print(json.dumps(micro_rows[-3:]), flush=True)
+        reps = 3 if args.tiny else 20  # the smoke test only needs every op to run
+        micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
+        print(json.dumps(micro_rows[-5:]), flush=True)
 
     info = machine(device)
     info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
-    text = report(info, args, params, bw, prefill_ms, rows, micro_rows, kernel_status)
+    wall_s = time.perf_counter() - wall0
+    text = report(info, args, params, bw, prefill_ms, rows, infill_rows, micro_rows, kernel_status, wall_s)
     print(text)
     if args.tiny:
         print("(--tiny: a smoke test of this script on a tiny random model; these numbers are not results)")
@@ -483,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
         results = ROOT / "benchmarks" / "RESULTS.md"
         with results.open("a") as fh:
             fh.write(text)
-    print(json.dumps({"bench": "gpu_step", **info, "bandwidth_gbps": bw, "rows": rows, "micro": micro_rows}))
+    print(json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms, "rows": rows,
+                      "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s}))
     return 0
 
 
@@ -491,9 +690,9 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except BenchError as exc:
-        print(f"gpu_step.py: {exc}", file=sys.stderr)
+        print(f"gpu_speed.py: {exc}", file=sys.stderr)
         sys.exit(2)
     except torch.cuda.OutOfMemoryError as exc:
-        print(f"gpu_step.py: out of GPU memory ({str(exc).splitlines()[0]}); try fewer/smaller --canvases or "
-              "--prefix", file=sys.stderr)
+        print(f"gpu_speed.py: out of GPU memory ({str(exc).splitlines()[0]}); try fewer/smaller --canvases or "
+              "--prefixes", file=sys.stderr)
         sys.exit(1)

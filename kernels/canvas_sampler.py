@@ -11,7 +11,7 @@ temporaries (scaled logits, log-probabilities, their clamp, probabilities, the T
 passes of 4 bytes per logit; this kernel reads each logit once (4 bytes fp32, 2 bytes bf16) and writes a few
 scalars per row. At the real vocabulary (V = 262,144) and a 256-slot canvas: ~2.7 GB of traffic vs 268 MB.
 The Gumbel noise costs ALU, not bytes (Philox, 10 rounds per element): whether the pass stays memory-bound on
-a given GPU is for the benchmark (benchmarks/gpu_step.py) to show.
+a given GPU is for the benchmark (benchmarks/gpu_speed.py) to show.
 
 Work split: program (row, split) streams one chunk of the row with an online softmax and writes partial
 statistics; a second tiny kernel merges the splits of each row. Splitting V keeps the GPU busy when N is small
