@@ -102,11 +102,13 @@ class DglsProtocol(LanguageServerProtocol):
         try:
             return super().structure_message(data)
         except (JsonRpcInvalidParams, JsonRpcInternalError) as exc:
-            if "id" not in data or "method" not in data:
-                raise  # a notification or a response: nobody to answer, pygls logs it
             cause = exc.__cause__
             detail = _structure_problem(cause) if cause is not None else str(exc)
             method = data.get("method")
+            if "id" not in data or "method" not in data:
+                log.warning("invalid params in %s: %s (not a request: nothing to answer)",
+                            method or "a response", detail)
+                raise
             log.warning("invalid params for %s (id %r): %s", method, data.get("id"), detail)
             self._send_response(
                 data["id"], None,
@@ -281,6 +283,13 @@ class _LspWorkspace(Workspace):
         return _LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
                                 sync_kind=self._sync_kind, position_codec=self._position_codec)
 
+    def update_text_document(self, text_doc: types.VersionedTextDocumentIdentifier,
+                             change: types.TextDocumentContentChangeEvent) -> None:
+        if unquote(text_doc.uri) not in self._text_documents:  # a client mistake, not a server error
+            log.warning("didChange for %s, which is not open: ignored", text_doc.uri)
+            return
+        super().update_text_document(text_doc, change)
+
 
 # --- server state -------------------------------------------------------------------------------------
 
@@ -319,9 +328,12 @@ class DglsServer(LanguageServer):
         pygls' read loop calls this when ``json.loads`` fails on a message body (not JSON, not UTF-8, nested too
         deep); JSON-RPC wants a -32700 reply with a null id then, and the loop goes on with the next message.
         """
-        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)):
+        if isinstance(error, _UNPARSABLE):
             self.protocol.reply_error(None, -32700, f"Parse error: {type(error).__name__}: {error}")
-        log.error("%s: %s", getattr(source, "__name__", source), error)
+            log.warning("a message body that is not JSON (answered -32700): %s: %s", type(error).__name__, error)
+            return
+        level = logging.WARNING if _client_mistake(error) else logging.ERROR  # the client was answered already
+        log.log(level, "%s: %s", getattr(source, "__name__", source), error)
 
     def start_tcp(self, host: str, port: int) -> None:
         """Serve LSP on TCP, one client at a time, checking the token on the first message when one is required.
@@ -990,6 +1002,37 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
     return ls.status()
 
 
+_UNPARSABLE = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _client_mistake(error: BaseException | None) -> bool:
+    """A message the client got wrong (answered with an error where one is due), not a fault of the server."""
+    return isinstance(error, _UNPARSABLE) or (
+        isinstance(error, JsonRpcException) and not isinstance(error, JsonRpcInternalError))
+
+
+class _ClientMistakeFilter(logging.Filter):
+    """Client mistakes in one line, not in a 60-line traceback; server faults keep theirs.
+
+    dgls logs every malformed message once, in one line (``structure_message`` and ``report_server_error``),
+    and answers it where a reply is due. pygls logs the same events again with a traceback (a cattrs exception
+    group for bad params, a JSON decoder stack for a bad body, a handler stack for an InvalidParams a handler
+    raised), and warns about the ``$/dgls/answered`` placeholder it is handed: those records are dropped. A
+    cancel for a request that has just been answered is routine: debug.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if msg.startswith("Unable to deserialize message") or "$/dgls/answered" in record.getMessage():
+            return False
+        if record.exc_info and _client_mistake(record.exc_info[1]):
+            return False
+        if msg.startswith("Cancel notification for unknown message id"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 # --- entry point --------------------------------------------------------------------------------------
 
 
@@ -1003,6 +1046,10 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
     """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
         logging.getLogger("pygls").setLevel(logging.WARNING)
+    for name in ("pygls.protocol.json_rpc", "pygls.protocol.language_server", "pygls.server", "pygls.io_"):
+        pygls_log = logging.getLogger(name)
+        if not any(isinstance(f, _ClientMistakeFilter) for f in pygls_log.filters):
+            pygls_log.addFilter(_ClientMistakeFilter())
     try:
         if transport == "tcp":
             if host not in LOOPBACK and not allow_remote:

@@ -124,6 +124,19 @@ def test_huge_content_length_ends_the_session_cleanly():
         assert b"MemoryError" not in s.stderr and b"limit" in s.stderr
 
 
+def test_bad_params_are_logged_in_one_line_without_traceback(server: RawServer):
+    """After the whole table above: stderr says what was malformed, once per message, and holds no traceback."""
+    before = len(server.stderr)
+    server.send_bytes(frame(req(40, INLINE, inline_params(character="seven"))))
+    alive(server)
+    new = bytes(server.stderr[before:]).decode(errors="replace")
+    assert new.count("invalid params for textDocument/inlineCompletion (id 40)") == 1, new
+    everything = server.stderr.decode(errors="replace")
+    for noise in ("Traceback", "Unable to deserialize", "$/dgls/answered", "Cancel notification for unknown"):
+        assert noise not in everything, everything[-3000:]
+    assert "invalid params in textDocument/didOpen" in everything  # the bad notification of the table
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
