@@ -116,6 +116,21 @@ class DglsProtocol(LanguageServerProtocol):
             )
             return self._ignored()
 
+    def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None):
+        """The handler dispatch of pygls, minus its leak: a notification's future is forgotten once it is done.
+
+        pygls 2.1 files the future of every generator or threaded handler under its message id and only removes it
+        when it answers a request; a notification (didOpen/didChange/didClose run as generator handlers) gets a
+        fresh uuid that nothing ever removes, so each keystroke kept about 1 KiB (a Future, its Condition and
+        lock) for the life of the server.
+        """
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        if callback != self._check_handler_result:  # a request: pygls pops it when it replies
+            return
+        future = self._request_futures.get(msg_id)
+        if future is not None:
+            future.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))  # runs now if done
+
     def _ignored(self) -> Any:
         """A message already answered here: hand pygls a notification nobody listens to ($/ may be ignored)."""
         return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None},
