@@ -117,7 +117,8 @@ class Engine:
         self._infiller = Infiller(loaded)
         self._sampler = sampler
         self.info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
-                     "params": loaded.n_params, "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+                     "params": loaded.n_params, "experts": loaded.experts,
+                     "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
                      "filler": loaded.spec.filler_id is not None}
         self.state = "ready"
         log.info("model ready: %s", self.info)

@@ -69,6 +69,7 @@ class LoadedModel:
     dtype: torch.dtype
     spec: ModelSpec
     n_params: int
+    experts: str = ""  # which code runs the MoE experts (the dgls kernel on CUDA where usable)
 
 
 def embedded_models() -> list[str]:
@@ -336,4 +337,21 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     model.to(dev).eval()
     spec = read_spec(path, config, tokenizer)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
-                       n_params=sum(p.numel() for p in model.parameters()))
+                       n_params=sum(p.numel() for p in model.parameters()),
+                       experts=_experts_path(model, dev, experts, zero_width))
+
+
+def _experts_path(model: Any, dev: torch.device, implementation: str, zero_width: bool) -> str:
+    """Put the MoE experts on the dgls grouped-GEMM kernel where it is usable (CUDA, self-check passed)."""
+    if zero_width:
+        return "dense (no experts)"
+    if dev.type == "cuda":
+        from dgls import kernels
+
+        if kernels.usable("moe_experts"):
+            from dgls.kernels.moe import patch_moe_experts
+
+            patch_moe_experts(model)
+            return "dgls moe_experts kernel (bf16 grouped GEMM)"
+        return f"transformers {implementation} ({kernels.status('moe_experts').why})"
+    return f"transformers {implementation}"

@@ -147,3 +147,13 @@ def test_embedded_name_resolves_from_package_data():
         assert resolve_checkpoint(name) == loading.CHECKPOINTS_DIR / name
     with pytest.raises(ModelLoadError, match="embedded model name"):
         resolve_checkpoint("dgls-huge")
+
+
+def test_experts_path_is_reported(tiny_checkpoint, tiny_moe_checkpoint):
+    """On a CPU the MoE experts stay on transformers' eager loop (the kernel is CUDA only); a dense model has none."""
+    from dgls.model.loading import load_model
+
+    moe = load_model(tiny_moe_checkpoint, device="cpu")
+    assert moe.experts == "transformers eager"
+    assert all("forward" not in m.__dict__ for m in moe.model.modules())  # nothing patched on the CPU
+    assert load_model(tiny_checkpoint, device="cpu").experts == "dense (no experts)"
