@@ -11,7 +11,6 @@ import {
   LanguageClientOptions,
   ServerOptions,
   State,
-  TransportKind,
 } from 'vscode-languageclient/node';
 import { formatCommandLine, resolveServerCommand, serverSettings } from './command';
 import { StatusItem, type DglsStatus } from './status';
@@ -64,7 +63,9 @@ async function start(): Promise<void> {
     return;
   }
   log.info(`starting the server (${resolved.source}): ${formatCommandLine(resolved)}`);
-  const serverOptions: ServerOptions = { command: resolved.command, args: resolved.args, transport: TransportKind.stdio };
+  // No `transport`: the client then talks over the child's stdin/stdout without appending its own `--stdio`
+  // (resolved.args already carries it; with TransportKind.stdio the server got `--stdio --stdio`).
+  const serverOptions: ServerOptions = { command: resolved.command, args: resolved.args };
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
     initializationOptions: serverSettings(settingsSection()),
