@@ -220,6 +220,17 @@ def _check_weights(name: str, w: torch.Tensor, scale: torch.Tensor | None, x_dty
                          f"{w.dtype} and {scale.dtype} {tuple(scale.shape)}")
 
 
+def _output(out: torch.Tensor | None, shape: tuple[int, int], dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+    """A new output tensor, or the caller's after checking it fits (shape, dtype, contiguous last axis)."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if tuple(out.shape) != shape or out.stride(-1) != 1 or out.dtype != dtype:
+        raise ValueError(f"out must be {shape} {dtype} with a contiguous last axis, got {tuple(out.shape)} "
+                         f"{out.dtype}")
+    return out
+
+
 def moe_gate_up(x: torch.Tensor, routing: Routing, gate_up_proj: torch.Tensor, scale: torch.Tensor | None = None, *,
                 out: torch.Tensor | None = None, block_n: int | None = None,
                 block_k: int | None = None) -> torch.Tensor:
@@ -232,11 +243,7 @@ def moe_gate_up(x: torch.Tensor, routing: Routing, gate_up_proj: torch.Tensor, s
     I = I2 // 2  # noqa: E741
     _check_weights("gate_up_proj", gate_up_proj, scale, x.dtype, (routing.num_experts, I2, H))
     S = routing.pair.numel()
-    if out is None:
-        out = torch.empty(S, I, dtype=x.dtype, device=x.device)
-    elif out.shape != (S, I) or out.stride(-1) != 1 or out.dtype != x.dtype:
-        raise ValueError(f"out must be ({S}, {I}) {x.dtype} with a contiguous last axis, got {tuple(out.shape)} "
-                         f"{out.dtype}")
+    out = _output(out, (S, I), x.dtype, x.device)
     if S == 0 or I == 0:
         return out
     _, block_n, block_k = _blocks(S, E, I, routing.block_m, block_n, block_k, H)
@@ -258,11 +265,7 @@ def moe_down(a: torch.Tensor, routing: Routing, down_proj: torch.Tensor, scale: 
     _check_weights("down_proj", down_proj, scale, a.dtype, (routing.num_experts, H, I))
     if S != routing.pair.numel():
         raise ValueError(f"a has {S} rows, the routing {routing.pair.numel()} pairs")
-    if out is None:
-        out = torch.empty(S, H, dtype=torch.float32, device=a.device)
-    elif out.shape != (S, H) or out.stride(-1) != 1 or out.dtype != torch.float32:
-        raise ValueError(f"out must be ({S}, {H}) float32 with a contiguous last axis, got {tuple(out.shape)} "
-                         f"{out.dtype}")
+    out = _output(out, (S, H), torch.float32, a.device)
     if S == 0 or H == 0:
         return out
     if I == 0:
