@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--select-to", metavar="LINE:COL", help="regenerate from the cursor to this position")
     i.add_argument("--language", default=None, help="language id (default: from the file name)")
     i.add_argument("--json", action="store_true", help="print a JSON object instead of the middle")
+    i.add_argument("--raw", action="store_true", help="print the model's best middle as it is (default: the best "
+                   "candidate that keeps the file parsing, shaped as an editor would get it)")
     i.add_argument("--jsonl", action="store_true",
                    help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each')
     i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
@@ -137,6 +139,7 @@ def _suggestions(completion) -> list[dict[str, Any]]:
 def cmd_infill(args) -> int:
     """`dgls infill FILE --line N --col M`: print the middle."""
     from dgls.context import ContextError, language_for_path
+    from dgls.postprocess import make_edits
     from dgls.text import PositionError, offset_from_line_col, position_at
 
     if not args.file or args.line is None or args.col is None:
@@ -159,12 +162,27 @@ def cmd_infill(args) -> int:
         raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
     done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
     engine.shutdown()
+    edits = make_edits(text, request, done.suggestions)  # what an editor would be offered: the server's checks
     if not args.json:
-        sys.stdout.write(done.text + "\n")
+        if args.raw:
+            sys.stdout.write(done.text + "\n")
+        elif edits:
+            sys.stdout.write(edits[0].new_text + "\n")
+        else:
+            n = len(done.suggestions)
+            print(f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
+                  f"nothing here (more with --candidates; --raw prints the model's best anyway)", file=sys.stderr)
         return 0
     start, end = position_at(text, request.start), position_at(text, request.end)
     best = done.suggestions[0] if done.suggestions else None
+
+    def lc(offset: int) -> list[int]:
+        line, col = position_at(text, offset)
+        return [line + 1, col + 1]
+
     print(json.dumps({"text": done.text, "candidates": _suggestions(done),
+                      "edits": [{"text": e.new_text, "range": {"start": lc(e.start), "end": lc(e.end)},
+                                 "syntax_ok": e.syntax_ok, "score": round(e.score, 4)} for e in edits],
                       "confidence": round(best.confidence, 4) if best else None, "nfe": done.nfe,
                       "ms": round(done.ms, 1), "span": request.span.value,
                       "range": {"start": [start[0] + 1, start[1] + 1], "end": [end[0] + 1, end[1] + 1]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -44,9 +45,20 @@ def test_infill_a_file_keeps_the_suffix(tiny_checkpoint):
     cursor = sum(len(x) for x in lines[:6]) + 8
     filled = text[:cursor] + out["text"] + text[cursor:]
     assert filled.endswith(text[cursor:]) and filled.startswith(text[:cursor])
+    raw = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--steps", "4",
+               "--candidates", "2", "--raw")
+    assert raw.returncode == 0 and raw.stdout == out["text"] + "\n"  # same seed, same middle
+    # the default output is what an editor would be offered: the best edit that keeps the file parsing, or nothing
+    for e in out["edits"]:
+        assert e["syntax_ok"] is True and e["range"] == out["range"]
+        ast.parse(text[:cursor] + e["text"] + text[cursor:])
     plain = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--steps", "4",
                  "--candidates", "2")
-    assert plain.returncode == 0 and plain.stdout == out["text"] + "\n"  # same seed, same middle
+    assert plain.returncode == 0
+    if out["edits"]:
+        assert plain.stdout == out["edits"][0]["text"] + "\n"
+    else:
+        assert plain.stdout == "" and "keeps" in plain.stderr and "--raw" in plain.stderr
 
 
 def test_jsonl_answers_100_requests_with_one_model_load(tiny_checkpoint):
@@ -107,3 +119,16 @@ def test_doctor(tiny_checkpoint):
     assert report["kernels"]["active"] is False and report["kernels"]["why"]
     bad = dgls("doctor", "--model", "/nonexistent/model")
     assert bad.returncode == 1 and "model not found" in bad.stdout
+
+
+def test_readme_main_command_fills_the_loop_body_with_python():
+    """The README's main command, on the shipped dgls-tiny: a middle that keeps fib.py valid Python."""
+    command = "dgls infill examples/fib.py --line 7 --col 9 --candidates 8"
+    assert command in (EXAMPLE.parents[1] / "README.md").read_text()
+    proc = dgls(*command.split()[1:])
+    assert proc.returncode == 0, proc.stderr
+    middle = proc.stdout.removesuffix("\n")
+    assert middle.strip(), proc.stderr
+    text = EXAMPLE.read_text()
+    cursor = sum(len(x) for x in text.splitlines(keepends=True)[:6]) + 8
+    ast.parse(text[:cursor] + middle + text[cursor:])
