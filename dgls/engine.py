@@ -142,18 +142,33 @@ class Engine:
             self.state, self.error = "error", str(exc)
             log.info("model failed to load: %s", exc)  # the caller reports it (CLI, dgls/status)
             return
-        self._infiller = Infiller(loaded)
+        with self._lock:
+            if self.state == "stopped":  # shut down while loading: do not pin the weights
+                return
+            self._infiller = Infiller(loaded)
         self._sampler = sampler
         self.info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
                      "params": loaded.n_params, "experts": loaded.experts,
                      "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
                      "filler": loaded.spec.filler_id is not None}
-        self.state = "ready"
+        with self._lock:
+            if self.state == "stopped":
+                self._infiller = None
+                return
+            self.state = "ready"
         log.info("model ready: %s", self.info)
 
     def shutdown(self) -> None:
-        """Stop the worker (pending requests are cancelled)."""
+        """Stop the worker (pending requests are cancelled) and let go of the model.
+
+        The weights are freed with the last reference: a model call still running keeps its own until it ends,
+        and whoever still holds this Engine (a request in flight on the server, a callback) no longer pins them.
+        """
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self.state = "stopped"
+            self._results.clear()
+            self._infiller = None
 
     # -- requests --------------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -179,7 +194,10 @@ class Engine:
 
     def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
         """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
-        spec = self._infiller.spec
+        inf = self._infiller
+        if inf is None:
+            raise EngineError("the engine was shut down")
+        spec = inf.spec
         wanted = request.canvas_lengths or spec.canvas_lengths
         if spec.filler_id is not None:
             return (min(max(wanted), max(spec.canvas_lengths)),)
@@ -225,6 +243,10 @@ class Engine:
 
             raise Cancelled(0)
         inf = self._infiller
+        if inf is None:  # shut down after this request was queued
+            from dgls.model.sampler import Cancelled
+
+            raise Cancelled(0)
         max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1

@@ -65,3 +65,20 @@ def test_failed_load_reports_and_refuses(tmp_path):
     with pytest.raises(EngineError, match="model not found"):
         eng.submit(request).result(timeout=5)
     eng.shutdown()
+
+
+def test_shutdown_lets_go_of_the_model_even_while_the_engine_is_referenced(tiny_checkpoint):
+    """A restart must not pin the old weights: whoever still holds the old Engine holds no model."""
+    import gc
+    import weakref
+
+    eng = Engine(EngineOptions(model=str(tiny_checkpoint), device="cpu", sampler={"max_steps": 2}))
+    eng.wait_ready(timeout=120)
+    request = eng.build_request(SOURCE, CURSOR, language="python")
+    assert eng.complete(request).suggestions is not None
+    model = weakref.ref(eng._infiller.model)
+    eng.shutdown()
+    gc.collect()
+    assert model() is None  # freed, though `eng` is still alive here
+    with pytest.raises(EngineError, match="stopped"):  # a request after shutdown: refused, not a crash
+        eng.complete(request)
