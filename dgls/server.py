@@ -21,6 +21,7 @@ first message; a message that is not JSON gets a -32700 reply, one that is not a
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -43,7 +44,7 @@ from pygls.workspace import TextDocument, Workspace
 from dgls import __version__
 from dgls.actions import find_holes, with_instruction
 from dgls.context import ContextError, InfillRequest, language_for_path
-from dgls.engine import Completion, Engine, EngineOptions
+from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
 from dgls.ghost import Ghost, GhostCache
 from dgls.postprocess import Edit, make_edits
 from dgls.settings import Settings, parse_settings
@@ -472,6 +473,11 @@ class DglsServer(LanguageServer):
 
     def on_engine_loaded(self, engine: Engine) -> None:
         """On the event loop: the model finished loading (or failed)."""
+        # the engine this one replaced is garbage now, but a model sits in reference cycles (modules, hooks,
+        # caches) that only the cyclic collector frees, and its next full pass may be far away: collect now,
+        # and hand the freed pages back (a restart kept ~30 MiB of RSS per cycle otherwise)
+        gc.collect()
+        release_freed_memory()
         if engine is not self.engine or not self.initialized:
             return  # replaced meanwhile, or `initialized` will report it
         self.end_load_progress()
