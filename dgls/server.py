@@ -361,6 +361,7 @@ class DglsServer(LanguageServer):
         """
         self._stop_event = stop_event = threading.Event()
         busy = False
+        exit_request: list[SystemExit] = []  # raised out of a connection callback, asyncio logs a traceback
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             nonlocal busy
@@ -378,6 +379,8 @@ class DglsServer(LanguageServer):
             try:
                 await run_async(stop_event=stop_event, reader=_BoundedReader(reader), protocol=self.protocol,
                                 logger=log, error_handler=self.report_server_error)
+            except SystemExit as exc:  # pygls ends on `exit` with sys.exit: re-raised once the loop is down
+                exit_request.append(exc)
             finally:
                 busy = False
                 if not writer.is_closing():
@@ -396,6 +399,8 @@ class DglsServer(LanguageServer):
             asyncio.run(listen())
         except asyncio.CancelledError:
             log.debug("TCP server stopped")
+        if exit_request:
+            raise exit_request[0]
 
     # -- documents ---------------------------------------------------------------------------------------
     @property

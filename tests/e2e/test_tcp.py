@@ -68,6 +68,8 @@ async def test_tcp_on_loopback_with_utf8_positions(model_path):
         await client.shutdown_async(None)
         client.exit(None)
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=60) == 0
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest and "Unhandled exception" not in rest, rest  # `exit` ends it quietly
     finally:
         if proc.poll() is None:
             proc.kill()
