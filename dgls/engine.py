@@ -9,7 +9,6 @@ model's tokenizer) and submit it; the future resolves to a :class:`Completion` o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import math
 import threading
@@ -26,14 +25,16 @@ log = logging.getLogger("dgls.engine")
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
-    """The C library's ``malloc_trim`` where it has one (glibc); None elsewhere (musl, macOS, Windows)."""
-    name = ctypes.util.find_library("c")
+    """The C library's ``malloc_trim`` where it has one (glibc); None elsewhere (musl, macOS, Windows).
+
+    Looked up among the symbols already loaded into the process (``CDLL(None)``): ``ctypes.util.find_library``
+    would run ``ldconfig`` in a subprocess, and the server runs no commands.
+    """
     try:
-        fn = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
         return None
-    if fn is not None:
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
 
 
