@@ -92,6 +92,13 @@ def _extended_color(params: list[list[str]], i: int) -> tuple[RGB | None, int]:
     return None, i + 1 + len(flat)
 
 
+# SGR codes that set or clear text attributes (4, underline, has sub-parameters: handled in apply_sgr)
+_ATTRIBUTES: dict[int, dict[str, bool]] = {
+    1: {"bold": True}, 2: {"dim": True}, 3: {"italic": True}, 7: {"reverse": True},
+    22: {"bold": False, "dim": False}, 23: {"italic": False}, 24: {"underline": False}, 27: {"reverse": False},
+}
+
+
 def apply_sgr(style: Style, param_text: str) -> Style:
     """The style after the SGR sequence `ESC [ param_text m`."""
     params = [p.split(":") for p in (param_text.split(";") if param_text else ["0"])]
@@ -106,24 +113,10 @@ def apply_sgr(style: Style, param_text: str) -> Style:
             continue
         if code == 0:
             style = Style()
-        elif code == 1:
-            style = replace(style, bold=True)
-        elif code == 2:
-            style = replace(style, dim=True)
-        elif code == 3:
-            style = replace(style, italic=True)
         elif code == 4:
             style = replace(style, underline=params[i][1:] != ["0"])
-        elif code == 7:
-            style = replace(style, reverse=True)
-        elif code == 22:
-            style = replace(style, bold=False, dim=False)
-        elif code == 23:
-            style = replace(style, italic=False)
-        elif code == 24:
-            style = replace(style, underline=False)
-        elif code == 27:
-            style = replace(style, reverse=False)
+        elif code in _ATTRIBUTES:
+            style = replace(style, **_ATTRIBUTES[code])
         elif 30 <= code <= 37:
             style = replace(style, fg=BASE16[code - 30])
         elif code == 39:
