@@ -47,8 +47,6 @@ def make_requests(n: int, prefix_chars: int = 1200, suffix_chars: int = 300) -> 
     return out
 
 
-
-
 def run_diffusion(model: str, requests: list[dict], n_middle: int, threads: int) -> list[dict]:
     """All requests through one `dgls infill --jsonl` process; returns its output lines."""
     lines = [json.dumps({**r, "n_middle": n_middle}) for r in requests]

@@ -68,8 +68,6 @@ def position(text: str, offset: int) -> types.Position:
     return types.Position(line=line, character=len(before) - (before.rfind("\n") + 1))
 
 
-
-
 async def run(args) -> dict:
     """Replay the session; return the measurements."""
     path = Path(args.file)
@@ -172,8 +170,6 @@ def summarize(res: dict) -> dict:
         "model_done": len(res["model_ms"]), "p50_model_ms": percentile(res["model_ms"], 50),
         "p95_model_ms": percentile(res["model_ms"], 95),
     }
-
-
 
 
 def _fmt(v: float | None) -> str:

@@ -22,7 +22,6 @@ import asyncio
 import os
 import platform
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
 from soak_session import Session, SoakConfig, SoakReport  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts share provenance.py
+from provenance import cpu_name, git_commit  # noqa: E402
 
 
 def free_port() -> int:
@@ -68,9 +70,7 @@ def table(reports: list[SoakReport], changes: int) -> str:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end"
+    return f"{cpu_name()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end"
 
 
 def main() -> int:
@@ -104,8 +104,7 @@ def main() -> int:
             print(f"{r.label}: {problem}")
     ok = all(r.hangs == 0 and not r.mismatches and not r.other_errors and r.exit_code == 0 for r in reports)
     if args.write:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip()
+        commit = git_commit()
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         versions = ", ".join(f"{m} {version(m)}" for m in ("torch", "transformers", "pygls", "lsprotocol"))
         text = (f"\n\n## Soak: {len(reports)} clients typing at once ({stamp})\n\n"

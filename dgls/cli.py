@@ -173,10 +173,9 @@ def cmd_infill(args) -> int:
             print(f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
                   f"nothing here (more with --candidates; --raw prints the model's best anyway)", file=sys.stderr)
         return 0
-    start, end = position_at(text, request.start), position_at(text, request.end)
     best = done.suggestions[0] if done.suggestions else None
 
-    def lc(offset: int) -> list[int]:
+    def lc(offset: int) -> list[int]:  # 1-based [line, column], as --line/--col take them
         line, col = position_at(text, offset)
         return [line + 1, col + 1]
 
@@ -185,7 +184,7 @@ def cmd_infill(args) -> int:
                                  "syntax_ok": e.syntax_ok, "score": round(e.score, 4)} for e in edits],
                       "confidence": round(best.confidence, 4) if best else None, "nfe": done.nfe,
                       "ms": round(done.ms, 1), "span": request.span.value,
-                      "range": {"start": [start[0] + 1, start[1] + 1], "end": [end[0] + 1, end[1] + 1]},
+                      "range": {"start": lc(request.start), "end": lc(request.end)},
                       "prefix_cache": done.prefix_cache}, ensure_ascii=False))
     return 0
 

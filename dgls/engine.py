@@ -143,20 +143,13 @@ class Engine:
             self.state, self.error = "error", str(exc)
             log.info("model failed to load: %s", exc)  # the caller reports it (CLI, dgls/status)
             return
+        info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
+                "params": loaded.n_params, "experts": loaded.experts,
+                "load_ms": round((time.perf_counter() - t0) * 1e3, 1), "filler": loaded.spec.filler_id is not None}
         with self._lock:
             if self.state == "stopped":  # shut down while loading: do not pin the weights
                 return
-            self._infiller = Infiller(loaded)
-        self._sampler = sampler
-        self.info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
-                     "params": loaded.n_params, "experts": loaded.experts,
-                     "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
-                     "filler": loaded.spec.filler_id is not None}
-        with self._lock:
-            if self.state == "stopped":
-                self._infiller = None
-                return
-            self.state = "ready"
+            self._infiller, self._sampler, self.info, self.state = Infiller(loaded), sampler, info, "ready"
         log.info("model ready: %s", self.info)
 
     def shutdown(self) -> None:
@@ -239,12 +232,8 @@ class Engine:
             release_freed_memory()
 
     def _infill(self, request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens) -> Completion:
-        if cancel is not None and cancel():  # cancelled while queued: no model call at all
-            from dgls.model.sampler import Cancelled
-
-            raise Cancelled(0)
         inf = self._infiller
-        if inf is None:  # shut down after this request was queued
+        if inf is None or (cancel is not None and cancel()):  # shut down or cancelled while queued: no model call
             from dgls.model.sampler import Cancelled
 
             raise Cancelled(0)

@@ -8,7 +8,9 @@ time); hypothesis then throws random bytes and random JSON at a second one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -77,11 +79,18 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def probe_server() -> Iterator[RawServer]:
+    """A server with no model (configured missing: loads in no time) and the probe document open."""
     with RawServer() as s:
         s.initialize({"dgls": {"model": "/nonexistent/for-fuzzing"}})
         s.open(PROBE_URI, "hello\n")
+        yield s
+
+
+@pytest.fixture(scope="module")
+def server():
+    with probe_server() as s:
         yield s
         assert s.shutdown() == 0
 
@@ -149,9 +158,7 @@ methods = st.sampled_from([INLINE, "textDocument/completion", "textDocument/code
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    with RawServer() as s:
-        s.initialize({"dgls": {"model": "/nonexistent/for-fuzzing"}})
-        s.open(PROBE_URI, "hello\n")
+    with probe_server() as s:
         yield s
 
 
