@@ -1,0 +1,324 @@
+"""Build every dgls Triton kernel for a CUDA GPU ahead of time, on any machine: what a GPU would compile, no GPU.
+
+The CPU tests run the kernels on Triton's interpreter, which executes the Python body of each kernel and
+skips the compiler: a kernel can pass every interpreter test and still fail to compile for a GPU (a global that
+is not a constexpr, an op without a lowering, a tile that needs more shared memory than the chip has). This
+script closes that gap without a GPU. It calls the kernels' own wrappers (``row_stats``, ``topk_soft_embedding``,
+``moe_experts``) and each module's ``self_check`` on CPU tensors with every Triton launch intercepted, so it
+records exactly the launches, block sizes and options the wrappers would make on the GPU (the SM count is taken
+as an H100's 132). Each distinct launch is then specialized the way Triton's runtime does it (its own binder:
+16-byte alignment and divisibility hints) and compiled with Triton's real compiler for the target: Triton IR,
+GPU IR, LLVM, PTX, and a cubin from the ptxas that ships in the triton wheel. From the cubin it reports
+registers, spill (local) bytes, stack and shared memory per program, and from the PTX which matrix instruction
+the dots became (``wgmma`` on Hopper, ``mma.sync``, or none). A launch whose build fails, or which needs more
+shared memory than the target has per block, fails the run.
+
+Launches recorded, per target:
+
+* every kernel's ``self_check`` (the launches the registry makes before a kernel may replace the torch path);
+* the sampler statistics (``row_stats``) on the denoiser's logits: canvases of 64 and 256 slots over the real
+  vocabulary (262,144), float32 and bfloat16 logits, and the shipped tiny model's vocabulary;
+* the top-k soft embedding at the real sizes (k = 64, plain and with the tail correction), as gpu_speed.py runs it;
+* the MoE experts at the real sizes (hidden 2816, 128 experts x 704, top 8) for 64 and 256 canvas tokens and for
+  1,024 and 4,096 prefix tokens (the encoder's forward goes through the same kernel once it is patched), bf16 and
+  FP8 weights (FP8 only for targets 8.9 and newer, where ``fp8_supported`` is true).
+
+What it cannot say: whether the compiled code gives the right numbers (the interpreter tests and the GPU
+self-check cover that) or how fast it runs (benchmarks/gpu_speed.py, on a GPU).
+
+    python benchmarks/kernel_build.py [--arch 90,80] [--json] [--write]
+
+``--write`` appends the table to benchmarks/RESULTS.md with the versions and commit. The compiled kernels go to
+Triton's cache directory (``TRITON_CACHE_DIR``, a temporary one unless set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # the real compiler: read when the kernel modules are imported
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_speed import REAL_TEXT  # noqa: E402
+from provenance import git_commit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+H100_SMS = 132
+# Most shared memory one block may use (opt-in), bytes, per compute capability (CUDA C programming guide,
+# "Technical Specifications per Compute Capability").
+SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+GPU_NAMES = {80: "A100", 86: "RTX 30xx / A10", 89: "L4 / L40S / RTX 40xx", 90: "H100 / H200"}
+
+
+class Launch:
+    """One intercepted kernel launch: the JIT function, its grid, its arguments, and what asked for it."""
+
+    def __init__(self, fn, grid, args, kwargs, label):
+        self.fn, self.grid, self.args, self.kwargs, self.label = fn, grid, args, dict(kwargs), label
+
+
+class _Recorder:
+    """Stands in for a ``@triton.jit`` kernel in its module: ``kernel[grid](...)`` records instead of launching."""
+
+    def __init__(self, fn, sink: list[Launch], label: list[str]):
+        self.fn, self.sink, self.label = fn, sink, label
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.sink.append(Launch(self.fn, grid, args, kwargs, self.label[0]))
+
+
+@contextlib.contextmanager
+def recording(modules, sink: list[Launch], label: list[str]):
+    """Replace every JIT kernel of `modules` by a recorder while the block runs; the sampler splits as on an H100."""
+    from triton.runtime.jit import JITFunction
+
+    from dgls.kernels import canvas_sampler
+
+    saved = []
+    for m in modules:
+        for name, obj in vars(m).items():
+            if isinstance(obj, JITFunction) and name.endswith("_kernel"):
+                saved.append((m, name, obj))
+                setattr(m, name, _Recorder(obj, sink, label))
+    splits = canvas_sampler._default_splits
+    canvas_sampler._default_splits = lambda n_rows, n_blocks, device: max(1, min(n_blocks, -(-2 * H100_SMS // n_rows)))
+    try:
+        yield
+    finally:
+        canvas_sampler._default_splits = splits
+        for m, name, obj in saved:
+            setattr(m, name, obj)
+
+
+def _shared_weights(shape, dtype):
+    """A weight tensor of `shape` that takes one row of memory: only shapes and strides reach the recorder."""
+    return torch.zeros(1, *shape[1:], dtype=dtype).expand(*shape)
+
+
+def workloads(fp8: bool):
+    """(label, thunk) for every launch set listed in the module docstring."""
+    from dgls.kernels import canvas_sampler, moe, soft_embedding
+    from dgls.kernels.moe_ref import FP8Experts
+
+    V, H = REAL_TEXT["vocab_size"], REAL_TEXT["hidden_size"]
+    E, I, K = REAL_TEXT["num_experts"], REAL_TEXT["moe_intermediate_size"], REAL_TEXT["top_k_experts"]  # noqa: E741
+    tiny_v = json.loads((ROOT / "model" / "checkpoints" / "dgls-tiny" / "config.json").read_text())
+    tiny_v = tiny_v["text_config"]["vocab_size"]
+    g = torch.Generator().manual_seed(0)
+
+    yield "sampler self-check", lambda: canvas_sampler.self_check("cpu")
+    yield "soft embedding self-check", lambda: soft_embedding.self_check("cpu")
+    with _fp8_on_cpu(fp8):
+        yield "MoE self-check", lambda: moe.self_check("cpu")
+    for C in (64, 256):
+        for dtype in (torch.float32, torch.bfloat16):
+            logits = torch.randn(C, V, generator=g).to(dtype)
+            yield f"sampler C={C} V={V} {_short(dtype)}", lambda x=logits: canvas_sampler.row_stats(x, 0.5, seed=1)
+    yield f"sampler C=64 V={tiny_v} (dgls-tiny)", lambda: canvas_sampler.row_stats(
+        torch.randn(64, tiny_v, generator=g), 0.5, seed=1)
+    emb = _shared_weights((V, H), torch.bfloat16)
+    e_sum = torch.zeros(H)
+    for C in (64, 256):
+        logits = torch.randn(C, V, generator=g).to(torch.bfloat16)
+        yield f"soft embedding C={C} k=64", lambda x=logits: soft_embedding.topk_soft_embedding(x, emb, 64)
+        yield f"soft embedding C={C} k=64 tail", lambda x=logits: soft_embedding.topk_soft_embedding(
+            x, emb, 64, e_sum=e_sum)
+    w_gu = _shared_weights((E, 2 * I, H), torch.bfloat16)
+    w_d = _shared_weights((E, H, I), torch.bfloat16)
+    q = FP8Experts(_shared_weights((E, 2 * I, H), torch.float8_e4m3fn), _shared_weights((E, 2 * I), torch.float32),
+                   _shared_weights((E, H, I), torch.float8_e4m3fn), _shared_weights((E, H), torch.float32))
+    for T in (64, 256, 1024, 4096):
+        x = torch.randn(T, H, generator=g).to(torch.bfloat16)
+        ids = torch.rand(T, E, generator=g).topk(K, dim=-1).indices  # K distinct experts per token
+        w = torch.rand(T, K, generator=g)
+        yield f"MoE T={T} bf16", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, w_gu, w_d)
+        if fp8:
+            yield f"MoE T={T} fp8", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, q)
+
+
+@contextlib.contextmanager
+def _fp8_on_cpu(on: bool):
+    """Make ``moe.fp8_supported`` answer for the target (the self-check asks it about the CPU tensors' device)."""
+    from dgls.kernels import moe
+
+    saved = moe.fp8_supported
+    moe.fp8_supported = lambda device: on
+    try:
+        yield
+    finally:
+        moe.fp8_supported = saved
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32") \
+        .replace("float16", "fp16").replace("float8_e4m3fn", "fp8e4m3")
+
+
+def record(fp8: bool) -> list[Launch]:
+    """Every launch of :func:`workloads`, in order."""
+    from dgls.kernels import canvas_sampler, moe, soft_embedding
+
+    sink: list[Launch] = []
+    label = [""]
+    with recording((canvas_sampler, moe, soft_embedding), sink, label):
+        for name, thunk in workloads(fp8):
+            label[0] = name
+            thunk()
+    return sink
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """REG, STACK, SHARED, LOCAL of the kernel in `cubin`, from the cuobjdump that ships with triton."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    line = next(ln for ln in out.splitlines() if "REG:" in ln)
+    return {k: int(v) for k, v in (field.split(":") for field in line.split() if field.split(":")[-1].isdigit())}
+
+
+def specialize(launch: Launch, arch: int):
+    """`launch` as Triton's runtime specializes it for compute capability `arch`: its build inputs and its row."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = launch.fn
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    kwargs = dict(launch.kwargs)
+    bound, specialization, options = binder(*launch.args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    const = {fn.arg_names[path[0]]: value for path, value in constexprs.items() if len(path) == 1}
+    row = {"kernel": fn.__name__.strip("_"), "arch": arch, "labels": [launch.label],
+           "constexprs": {k: v for k, v in const.items() if k.isupper()},
+           "num_warps": options.num_warps, "num_stages": options.num_stages,
+           "signature": {k: v for k, v in signature.items() if v != "constexpr"}, "attrs": str(attrs)}
+    return ASTSource(fn, signature, constexprs, attrs), target, options, row
+
+
+def build(src, target, options, row: dict) -> dict:
+    """Compile one specialized launch to a cubin; fill in `row` with its resources, or the error."""
+    import triton
+
+    arch = target.arch
+    t0 = time.perf_counter()
+    try:
+        compiled = triton.compile(src, target=target, options=options.__dict__)
+    except Exception as exc:  # the finding this script exists for: report it, keep building the rest
+        row.update(ok=False, error=f"{type(exc).__name__}: {str(exc).strip()[-1500:]}")
+        return row
+    ptx = compiled.asm["ptx"]
+    usage = resource_usage(compiled.asm["cubin"])
+    shared = int(compiled.metadata.shared)
+    row.update(ok=shared <= SHARED_LIMIT[arch], seconds=round(time.perf_counter() - t0, 2), regs=usage["REG"],
+               local=usage["LOCAL"], stack=usage["STACK"], shared=shared, shared_limit=SHARED_LIMIT[arch],
+               mma="wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "none")
+    if not row["ok"]:
+        row["error"] = f"needs {shared} bytes of shared memory per block, the target has {SHARED_LIMIT[arch]}"
+    return row
+
+
+def run(archs: list[int]) -> list[dict]:
+    """One row per distinct build (kernel, types, hints, constexprs, options) per target, with every launch's label."""
+    import triton  # noqa: F401 - fail here, with a clear message, when it is missing
+
+    rows: dict[str, dict] = {}
+    for arch in archs:
+        for launch in record(fp8=arch >= 89):
+            src, target, options, row = specialize(launch, arch)
+            key = json.dumps([row[k] for k in ("kernel", "arch", "signature", "attrs", "constexprs", "num_warps",
+                                               "num_stages")], default=str)
+            if key in rows:
+                rows[key]["labels"].append(launch.label)
+            else:
+                rows[key] = build(src, target, options, row)
+    return list(rows.values())
+
+
+def _config(row: dict) -> str:
+    """The first pointer's element type (the data the kernel streams), the constexprs and the warps."""
+    data = next(v for v in row["signature"].values() if v.startswith("*")).lstrip("*")
+    return f"{data}; " + ", ".join(f"{k}={v}" for k, v in row["constexprs"].items()) + f"; {row['num_warps']} warps"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| target | kernel | data; constexprs; warps | launches (what asks for it) | regs | spill B | shared B | "
+             "dots on | build |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        labels = ", ".join(dict.fromkeys(r["labels"]))
+        if "regs" in r:
+            lines.append(f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | {r['regs']} | "
+                         f"{r['local']} | {r['shared']:,} | {r['mma']} | {'ok' if r['ok'] else r['error']} |")
+        else:
+            lines.append(f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | | | | | "
+                         f"FAILED: {r['error'].splitlines()[-1][:200]} |")
+    return "\n".join(lines)
+
+
+def section(rows: list[dict], archs: list[int]) -> str:
+    import triton
+
+    ok = sum(r["ok"] for r in rows)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        "", f"## Kernels built for GPUs ahead of time, no GPU ({when})", "",
+        f"`python benchmarks/kernel_build.py --arch {','.join(map(str, archs))} --write` on a machine without a GPU: "
+        f"every launch the kernel wrappers and self-checks make, specialized as Triton's runtime would and compiled "
+        f"to a cubin by Triton's own compiler and ptxas. Targets: "
+        + ", ".join(f"sm_{a} ({GPU_NAMES.get(a, '?')})" for a in archs)
+        + f". Triton {triton.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"commit {git_commit()}. {ok} of {len(rows)} distinct builds ok. This shows the kernels compile and fit "
+        f"(registers, no spills, shared memory within the target's limit); not that they are right or fast on the "
+        f"GPU, which only a GPU run can show.", "", table(rows), ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="90", help="compute capabilities, comma-separated: 80, 86, 89, 90")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON line after the table")
+    p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    a = p.parse_args(argv)
+    try:
+        archs = [int(x) for x in a.arch.split(",")]
+    except ValueError:
+        archs = []
+    if not archs or any(x not in SHARED_LIMIT for x in archs):
+        print(f"kernel_build: --arch takes compute capabilities from {sorted(SHARED_LIMIT)}, got {a.arch!r}",
+              file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        if "TRITON_CACHE_DIR" not in os.environ:
+            os.environ["TRITON_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory())
+        rows = run(archs)
+    print(table(rows))
+    if a.json:
+        print(json.dumps({"bench": "kernel_build", "rows": rows}, default=str))
+    if a.write:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write(section(rows, archs))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
