@@ -47,3 +47,26 @@ def test_tiny_smoke_run_on_cpu():
     assert len(moe_micro) == 2 and all(m["kernel_ms"] > 0 for m in moe_micro)
     assert "| prefix | canvas | path | ms/step p20 / p50 / p80 |" in proc.stdout
     assert "| prefix | steps | path | ms p50 |" in proc.stdout
+
+
+def test_real_config_on_meta_has_the_26b_size_and_the_reference_step_bytes():
+    """The script's real-size model, built with meta parameters on the CPU: the reference's counts (§7)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_speed
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    with gpu_speed.parameters_on_meta():
+        model = DiffusionGemmaForBlockDiffusion(gpu_speed.build_config(tiny=False))
+    model.tie_weights()
+    model.to(torch.bfloat16)  # what materialize() gives the floating weights on the GPU
+    params = gpu_speed.unique_params(model)
+    assert all(p.is_meta for _, p in params.values())
+    assert sum(p.numel() for _, p in params.values()) / 1e9 == pytest.approx(gpu_speed.REAL_PARAMS_B, abs=0.001)
+    tc = model.config.get_text_config(decoder=True)
+    assert (tc.num_hidden_layers, tc.num_experts, tc.top_k_experts, tc.vocab_size) == (30, 128, 8, 262_144)
+    # reference §7: 51.2 GB at C = 64 and 52.0 GB at C = 256 with the embedding read twice, 125.9 / 128 experts
+    for C, gb, experts in ((64, 51.2, 125.9), (256, 52.0, 128.0)):
+        b = gpu_speed.step_bytes(model, C)
+        assert b["step"] / 1e9 == pytest.approx(gb, abs=0.15) and b["distinct_experts"] == pytest.approx(experts, 0.01)
+        fp8 = gpu_speed.step_bytes(model, C, fp8_experts=True)["step"]
+        assert fp8 == pytest.approx(b["step"] - b["experts"] * b["distinct_experts"] / 128 / 2, rel=1e-9)
