@@ -186,14 +186,19 @@ def _moe_down_kernel(
 
 
 def _blocks(S: int, E: int, N: int, block_m: int | None, block_n: int | None,
-            block_k: int | None, inner: int) -> tuple[int, int, int]:
-    """Block sizes: BLOCK_M from the mean rows per expert (16..64), small tiles under the interpreter."""
+            block_k: int | None, inner: int, elem_bytes: int = 2) -> tuple[int, int, int]:
+    """Block sizes: BLOCK_M from the mean rows per expert (16..64), small tiles under the interpreter.
+
+    BLOCK_K keeps a K-slice at 256 bytes per row (128 bf16, 64 fp32): with 3 pipeline stages the gate/up tiles of
+    fp32 inputs at BLOCK_K = 128 need 144 KiB of shared memory, more than the 99 KiB of an sm_86/sm_89 GPU
+    (benchmarks/kernel_build.py builds every launch for those targets).
+    """
     if block_m is None:
         block_m = 16 if INTERPRET else min(64, max(16, triton.next_power_of_2(triton.cdiv(S, E))))
     if block_n is None:
         block_n = min(32 if INTERPRET else 64, max(16, triton.next_power_of_2(N)))
     if block_k is None:
-        block_k = min(32 if INTERPRET else 128, max(16, triton.next_power_of_2(inner)))
+        block_k = min(32 if INTERPRET else 256 // elem_bytes, max(16, triton.next_power_of_2(inner)))
     return block_m, block_n, block_k
 
 
@@ -246,7 +251,7 @@ def moe_gate_up(x: torch.Tensor, routing: Routing, gate_up_proj: torch.Tensor, s
     out = _output(out, (S, I), x.dtype, x.device)
     if S == 0 or I == 0:
         return out
-    _, block_n, block_k = _blocks(S, E, I, routing.block_m, block_n, block_k, H)
+    _, block_n, block_k = _blocks(S, E, I, routing.block_m, block_n, block_k, H, x.element_size())
     grid = (routing.block_expert.numel(), triton.cdiv(I, block_n))
     _moe_gate_up_kernel[grid](
         x, gate_up_proj, scale if scale is not None else routing.weight, out, routing.pair, routing.block_expert,
@@ -270,7 +275,7 @@ def moe_down(a: torch.Tensor, routing: Routing, down_proj: torch.Tensor, scale: 
         return out
     if I == 0:
         return out.zero_()
-    _, block_n, block_k = _blocks(S, E, H, routing.block_m, block_n, block_k, I)
+    _, block_n, block_k = _blocks(S, E, H, routing.block_m, block_n, block_k, I, a.element_size())
     grid = (routing.block_expert.numel(), triton.cdiv(H, block_n))
     _moe_down_kernel[grid](
         a, down_proj, scale if scale is not None else routing.weight, out, routing.pair, routing.weight,

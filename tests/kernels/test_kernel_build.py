@@ -1,8 +1,9 @@
-"""Every kernel launch the wrappers make compiles for a Hopper GPU with Triton's real compiler (no GPU needed).
+"""Every kernel launch the wrappers make compiles for Ampere, Ada and Hopper GPUs with Triton's real compiler.
 
 The other kernel tests run on Triton's interpreter, which never compiles anything: a kernel can pass them all
 and fail to build on the GPU (a non-constexpr global did, in dgls.kernels.moe). benchmarks/kernel_build.py
-records the launches and builds each to a cubin for sm_90; this test holds it to that.
+records the launches and builds each to a cubin for sm_80, sm_89 and sm_90, no GPU needed; this test holds it
+to that. The sm_89 build caught fp32 MoE tiles that needed more shared memory than that chip has.
 """
 
 from __future__ import annotations
@@ -18,22 +19,26 @@ KERNELS = {"row_stats_partial_kernel", "row_stats_merge_kernel", "topk_soft_embe
            "moe_gate_up_kernel", "moe_down_kernel"}
 
 
-def test_every_launch_builds_for_sm90_within_its_resources():
+def test_every_launch_builds_for_each_target_within_its_resources():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--arch", "90", "--json"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--arch", "80,89,90", "--json"], capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
     failed = [(r["kernel"], r["labels"], r.get("error")) for r in rows if not r["ok"]]
     assert not failed, failed
-    assert {r["kernel"] for r in rows} == KERNELS
-    labels = {label for r in rows for label in r["labels"]}
-    for wanted in ("sampler self-check", "soft embedding self-check", "MoE self-check", "sampler C=256 V=262144 bf16",
-                   "MoE T=256 bf16", "MoE T=256 fp8", "MoE T=4096 fp8"):
-        assert wanted in labels, sorted(labels)
+    for arch in (80, 89, 90):
+        built = [r for r in rows if r["arch"] == arch]
+        assert {r["kernel"] for r in built} == KERNELS, arch
+        labels = {label for r in built for label in r["labels"]}
+        wanted = {"sampler self-check", "soft embedding self-check", "MoE self-check", "sampler C=256 V=262144 bf16",
+                  "MoE T=256 bf16", "MoE T=4096 bf16"} | ({"MoE T=256 fp8", "MoE T=4096 fp8"} if arch >= 89 else set())
+        assert wanted <= labels and (arch >= 89 or not any("fp8" in x for x in labels)), (arch, sorted(labels))
     for r in rows:
-        assert r["arch"] == 90 and 0 < r["regs"] <= 255 and r["shared"] <= r["shared_limit"], r
-        assert r["local"] == 0, f"{r['kernel']} {r['constexprs']} spills {r['local']} bytes to local memory"
+        assert 0 < r["regs"] <= 255 and r["shared"] <= r["shared_limit"], r
+        assert r["local"] == 0, f"sm_{r['arch']} {r['kernel']} {r['constexprs']} spills {r['local']} bytes"
     moe_16bit = [r for r in rows if r["kernel"].startswith("moe_") and r["constexprs"]["PRECISION"] == "tf32"]
     assert moe_16bit and all(r["mma"] in ("mma.sync", "wgmma") for r in moe_16bit), \
-        [(r["kernel"], r["constexprs"], r["mma"]) for r in moe_16bit]  # the experts' dots on tensor cores
+        [(r["arch"], r["kernel"], r["constexprs"], r["mma"]) for r in moe_16bit]  # the experts' dots on tensor cores
+    hopper_prefix = [r for r in moe_16bit if r["arch"] == 90 and r["constexprs"]["BLOCK_M"] == 64]
+    assert hopper_prefix and all(r["mma"] == "wgmma" for r in hopper_prefix)  # Hopper's warpgroup MMA for prefixes
