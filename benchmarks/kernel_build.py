@@ -276,21 +276,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(rows: list[dict], archs: list[int]) -> str:
+    """One line per target: builds ok, the largest register count, spills, the most shared memory against the limit."""
+    lines = ["| target | builds ok | max regs | spill bytes | max shared B / limit | MoE dots on |",
+             "|---|---|---|---|---|---|"]
+    for arch in archs:
+        rs = [r for r in rows if r["arch"] == arch]
+        built = [r for r in rs if "regs" in r]
+        mma = sorted({r["mma"] for r in built if r["kernel"].startswith("moe_") and r["mma"] != "none"})
+        lines.append(f"| sm_{arch} ({GPU_NAMES[arch]}) | {sum(r['ok'] for r in rs)} of {len(rs)} | "
+                     f"{max((r['regs'] for r in built), default=0)} | {sum(r['local'] for r in built)} | "
+                     f"{max((r['shared'] for r in built), default=0):,} / {SHARED_LIMIT[arch]:,} | "
+                     f"{', '.join(mma) or '-'} |")
+    return "\n".join(lines)
+
+
 def section(rows: list[dict], archs: list[int]) -> str:
     import triton
 
-    ok = sum(r["ok"] for r in rows)
+    last = max(archs)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "", f"## Kernels built for GPUs ahead of time, no GPU ({when})", "",
         f"`python benchmarks/kernel_build.py --arch {','.join(map(str, archs))} --write` on a machine without a GPU: "
         f"every launch the kernel wrappers and self-checks make, specialized as Triton's runtime would and compiled "
-        f"to a cubin by Triton's own compiler and ptxas. Targets: "
-        + ", ".join(f"sm_{a} ({GPU_NAMES.get(a, '?')})" for a in archs)
-        + f". Triton {triton.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
-        f"commit {git_commit()}. {ok} of {len(rows)} distinct builds ok. This shows the kernels compile and fit "
-        f"(registers, no spills, shared memory within the target's limit); not that they are right or fast on the "
-        f"GPU, which only a GPU run can show.", "", table(rows), ""])
+        f"to a cubin by Triton's own compiler and ptxas. Triton {triton.__version__}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, commit {git_commit()}. This shows that the kernels compile and fit "
+        f"(registers, spills, shared memory within the target's limit), not that they are right or fast on the GPU: "
+        f"only a GPU run can show that.", "", summary(rows, archs), "",
+        f"Every build for sm_{last} ({GPU_NAMES[last]}); the data type is the first pointer's:", "",
+        table([r for r in rows if r["arch"] == last]), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["TRITON_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory())
         rows = run(archs)
     print(table(rows))
+    print()
+    print(summary(rows, archs))
     if a.json:
         print(json.dumps({"bench": "kernel_build", "rows": rows}, default=str))
     if a.write:
