@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ class InfillRequest:
     in_string: bool  # cursor inside a string literal
     in_comment: bool  # cursor inside a comment
     inside_word: bool  # an identifier character directly after the middle (at ``end``)
+    # an empty middle cannot be the answer: the cursor's line has a syntax error as it stands (``for i in ra|``),
+    # its code before the cursor ends in an operator, opener or keyword that needs more (``x = |``, ``f(a, |``,
+    # ``import |``: tree-sitter often takes the next line as the missing operand), or the middle is an empty
+    # block body (Python needs a statement there; tree-sitter accepts it). False for a selection and for a
+    # language dgls has no table row for.
+    incomplete: bool = False
 
 
 class ContextError(ValueError):
@@ -104,6 +111,7 @@ class _Language:
     line_comment: str
     quotes: tuple[str, ...]  # string delimiters, longest first
     hole_markers: tuple[str, ...] = ()  # a line holding only this, as a whole body, is a hole
+    dangling_words: frozenset[str] = frozenset()  # a line ending in one of these keywords needs more on it
 
 
 def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str, ...]) -> _Language:
@@ -123,6 +131,8 @@ _LANGUAGES: dict[str, _Language] = {
         "#",
         ('"""', "'''", '"', "'"),
         ("...", "pass"),
+        frozenset({"and", "or", "not", "in", "is", "if", "elif", "else", "for", "while", "with", "as", "import",
+                   "from", "lambda", "assert", "del", "await", "async", "def", "class", "except"}),
     ),
     "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
     "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
@@ -266,10 +276,44 @@ def build_request(
         in_string=in_string,
         in_comment=in_comment,
         inside_word=end < len(text) and (text[end].isalnum() or text[end] == "_"),
+        incomplete=span is SpanKind.BLOCK or (
+            spec is not None and span is not SpanKind.SELECTION
+            and ((not in_comment and _dangling(text[lines.start(cursor_line) : start], spec))
+                 or (tree is not None and _broken_on_line(tree, index, lines, cursor_line)))),
     )
 
 
 # --- span ---------------------------------------------------------------------------------------------
+
+
+_DANGLING_OPERATOR = re.compile(r"(?:[-=+*/%&|^<>,(\[{.!~@?]|->|=>|::)$")
+_COMPLETE_ENDINGS = ("++", "--", "...", "import *")  # end in an operator character, but need nothing more
+_LAST_WORD = re.compile(r"(?:^|\W)(\w+)$")
+
+
+def _dangling(before: str, spec: _Language) -> bool:
+    """Whether code ending in `before` (the line up to the cursor) needs more on the line to be complete."""
+    code = before.rstrip()
+    if not code or code.endswith(_COMPLETE_ENDINGS):
+        return False
+    if _DANGLING_OPERATOR.search(code):
+        return True
+    word = _LAST_WORD.search(code)
+    return word is not None and word.group(1) in spec.dangling_words
+
+
+def _broken_on_line(tree: Any, index: Utf8Index, lines: LineTable, line: int) -> bool:
+    """Whether an ERROR or MISSING node of ``tree`` touches ``line`` (searching only subtrees with errors)."""
+    lo, hi = index.byte_offset(lines.start(line)), index.byte_offset(lines.end(line))
+    stack = [tree.root_node] if tree.root_node.has_error else []
+    while stack:
+        node = stack.pop()
+        if node.end_byte < lo or node.start_byte > hi:
+            continue
+        if node.is_error or node.is_missing:
+            return True
+        stack.extend(child for child in node.children if child.has_error)
+    return False
 
 
 def _span_at(text: str, lines: LineTable, offset: int, spec: _Language | None) -> tuple[SpanKind, int, int]:

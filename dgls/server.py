@@ -5,8 +5,9 @@ makes one call on the :class:`~dgls.engine.Engine` (awaited as an asyncio future
 the model worker as a cancel event), and converts the result back. The model loads once, in the background,
 after ``initialize``; until it is ready, requests get empty results and the client a ``dgls/status``.
 
-Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, several
-candidates on Invoked ones, answered from the last ghost text while the user types it), a
+Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, which may
+get an empty middle unless the code at the cursor is incomplete; several candidates on Invoked ones; answered
+from the last ghost text while the user types it), a
 ``textDocument/completion`` fallback, code actions "Fill holes" and "Regenerate selection" (the model runs in
 ``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, and the
 ``dgls/status`` notification, and the ``dgls/documentHash`` request (the version and SHA-256 of the text the
@@ -630,7 +631,9 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
                on_step: Callable[[int, int], None] | None = None) -> Completion | None:
     """Submit one request and await it; None when it was superseded or failed (logged).
 
-    An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle.
+    An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle,
+    nor may an automatic one where the code at the cursor is incomplete as it stands (``request.incomplete``:
+    ``x = |``, an empty block body), since there an empty middle is never the answer.
 
     On ``$/cancelRequest`` (asyncio cancellation of this task) the cancel event stops the worker at its next
     step; the worker is awaited so the next request finds it free, and the cancellation is re-raised so pygls
@@ -639,7 +642,7 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
     ls.stats["requests"] += 1
     t0 = time.perf_counter()
     fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step,
-                        min_tokens=1 if explicit else 0)
+                        min_tokens=1 if explicit or request.incomplete else 0)
     try:
         done = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:

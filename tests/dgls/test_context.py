@@ -194,6 +194,40 @@ def test_empty_block_body(marked):
     assert req.start == req.end
 
 
+@pytest.mark.parametrize(
+    ("marked", "incomplete"),
+    [
+        ("x = |\n", True),
+        ("def f(items):\n    result = |\n    for i in items:\n        result += i\n", True),  # next line parses
+        ("y = f(a, |)\n", True),
+        ("from os import |\n", True),
+        ("y = a.|\n", True),
+        ("if a and |\n", True),
+        ("def f() -> |\n", True),
+        ("for i in ra|\n", True),  # a syntax error on the line
+        ("def f(x):\n    |\n", True),  # an empty block body
+        ("def f(x):\n    ...|\n", True),  # a hole marker: the middle replaces it
+        ("x = 1|\n", False),
+        ("x = ...|\n", False),
+        ("from os import *|\n", False),
+        ("return|\n", False),
+        ("print(x)|\n", False),
+        ("x = 1  # a =|\n", False),  # in a comment
+        ("s = 'a ='|\n", False),
+        ("x = 1\n|\ny = 2\n", False),  # a fresh line between complete ones
+    ],
+)
+def test_incomplete_where_an_empty_middle_cannot_be_the_answer(marked, incomplete):
+    assert py(marked).incomplete is incomplete
+
+
+def test_incomplete_needs_a_known_language():
+    assert at("x = |", language="plaintext").incomplete is False
+    assert at("x = |", language="javascript").incomplete is True
+    assert at("x = 1;|", language="javascript").incomplete is False
+    assert at("i++|", language="javascript").incomplete is False
+
+
 def test_not_a_block_when_the_body_has_lines():
     assert py("def f(x):\n    |\n    return x\n").span is SpanKind.LINE
 

@@ -80,6 +80,36 @@ async def test_typed_through_cache(client: LanguageClient):
     doc.close()
 
 
+TOTAL = "def total(items):\n    result = \n    for item in items:\n        result += item\n    return result\n"
+
+
+@pytest.mark.parametrize(("after", "incomplete"), [("result = ", True), ("return result", False)])
+async def test_automatic_request_needs_a_middle_only_where_the_code_is_incomplete(
+        client: LanguageClient, after: str, incomplete: bool):
+    """Automatic requests may end the middle at once, except where the code is incomplete as it stands.
+
+    After ``result = `` the line needs an operand, so the server asks the model for a non-empty middle even on an
+    Automatic trigger: the same model call as an Invoked request there, which the result cache shows. At the end
+    of ``return result`` an empty middle may be the answer, and the Automatic call differs from the Invoked one.
+    (Where each case counts as incomplete: tests/dgls/test_context.py.)
+    """
+    at = TOTAL.index(after) + len(after)
+
+    async def complete(uri: str, kind: types.CompletionTriggerKind) -> None:
+        doc = Doc(client, uri, TOTAL)  # a document of its own: no ghost text of the other request to type through
+        await client.text_document_completion_async(types.CompletionParams(
+            text_document=doc.ident(), position=position(TOTAL, at),
+            context=types.CompletionContext(trigger_kind=kind, trigger_character=" ")))
+        doc.close()
+
+    await complete(f"file:///e2e/invoked{at}.py", types.CompletionTriggerKind.Invoked)  # one candidate, non-empty
+    before = await stats(client)
+    await complete(f"file:///e2e/automatic{at}.py", types.CompletionTriggerKind.TriggerCharacter)
+    status = await stats(client)
+    assert status["requests"] == before["requests"] + 1
+    assert status["resultCache"] - before["resultCache"] == (1 if incomplete else 0)
+
+
 def _action(actions, title_part: str) -> types.CodeAction:
     found = [a for a in actions if title_part in a.title]
     assert len(found) == 1, [a.title for a in actions]
