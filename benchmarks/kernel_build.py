@@ -93,7 +93,8 @@ def recording(modules, sink: list[Launch], label: list[str]):
                 saved.append((m, name, obj))
                 setattr(m, name, _Recorder(obj, sink, label))
     splits = canvas_sampler._default_splits
-    canvas_sampler._default_splits = lambda n_rows, n_blocks, device: max(1, min(n_blocks, -(-2 * H100_SMS // n_rows)))
+    canvas_sampler._default_splits = lambda n_rows, n_blocks, device: canvas_sampler.splits_for(n_rows, n_blocks,
+                                                                                                H100_SMS)
     try:
         yield
     finally:
@@ -120,8 +121,7 @@ def workloads(fp8: bool):
 
     yield "sampler self-check", lambda: canvas_sampler.self_check("cpu")
     yield "soft embedding self-check", lambda: soft_embedding.self_check("cpu")
-    with _fp8_on_cpu(fp8):
-        yield "MoE self-check", lambda: moe.self_check("cpu")
+    yield "MoE self-check", lambda: _moe_self_check(fp8)
     for C in (64, 256):
         for dtype in (torch.float32, torch.bfloat16):
             logits = torch.randn(C, V, generator=g).to(dtype)
@@ -148,15 +148,14 @@ def workloads(fp8: bool):
             yield f"MoE T={T} fp8", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, q)
 
 
-@contextlib.contextmanager
-def _fp8_on_cpu(on: bool):
-    """Make ``moe.fp8_supported`` answer for the target (the self-check asks it about the CPU tensors' device)."""
+def _moe_self_check(fp8: bool) -> None:
+    """The MoE self-check with ``fp8_supported`` answering for the target, not for the CPU tensors' device."""
     from dgls.kernels import moe
 
     saved = moe.fp8_supported
-    moe.fp8_supported = lambda device: on
+    moe.fp8_supported = lambda device: fp8
     try:
-        yield
+        moe.self_check("cpu")
     finally:
         moe.fp8_supported = saved
 

@@ -168,12 +168,16 @@ def _row_stats_merge_kernel(
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def splits_for(n_rows: int, n_blocks: int, sms: int) -> int:
+    """Enough (row, split) programs for about two waves over `sms` SMs, never more splits than blocks."""
+    return max(1, min(n_blocks, triton.cdiv(2 * sms, n_rows)))
+
+
 def _default_splits(n_rows: int, n_blocks: int, device: torch.device) -> int:
-    """Enough (row, split) programs for about two waves over the SMs, never more splits than blocks."""
+    """:func:`splits_for` the device's SMs; one split off CUDA."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(n_blocks, triton.cdiv(2 * sms, n_rows)))
+    return splits_for(n_rows, n_blocks, torch.cuda.get_device_properties(device).multi_processor_count)
 
 
 def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = None, seed: int | None = None,
