@@ -85,11 +85,12 @@ class InfillRequest:
     in_string: bool  # cursor inside a string literal
     in_comment: bool  # cursor inside a comment
     inside_word: bool  # an identifier character directly after the middle (at ``end``)
-    # an empty middle cannot be the answer: the cursor's line has a syntax error as it stands (``for i in ra|``),
-    # its code before the cursor ends in an operator, opener or keyword that needs more (``x = |``, ``f(a, |``,
-    # ``import |``: tree-sitter often takes the next line as the missing operand), or the middle is an empty
-    # block body (Python needs a statement there; tree-sitter accepts it). False for a selection and for a
-    # language dgls has no table row for.
+    # the code at the cursor is unfinished as it stands, so an empty middle is not what the user is after: a
+    # syntax error starts on the cursor's line (``for i in ra|``); the line up to the cursor ends in an operator,
+    # opener or keyword that needs more and nothing but closers follow it (``x = |``, ``f(a, |)``,
+    # ``import |``: tree-sitter often takes the next line as the missing operand); or the middle is an empty
+    # block body (which the user is about to write; Python even requires a statement there). False for a
+    # selection, inside a string or comment, and for a language dgls has no table row for.
     incomplete: bool = False
 
 
@@ -98,6 +99,12 @@ class ContextError(ValueError):
 
 
 # --- languages ----------------------------------------------------------------------------------------
+
+
+# Code ending in one of these needs an operand. Not in the C-like set: ``>`` (generics, JSX), ``/`` (regex
+# literals, ``*/``), ``?`` and ``!`` (Rust's ``?``, TypeScript's non-null ``!``), ``*`` (``import *``-like).
+_C_LIKE_DANGLING = re.compile(r"(?:[-=+%&|^<,(\[{.~]|->|=>|::|&&|\|\||[=!<>]=|\*\*|>>)$")
+_PYTHON_DANGLING = re.compile(r"(?:[-=+*/%&|^<>,(\[{.~@]|->|:=)$")
 
 
 @dataclass(frozen=True)
@@ -112,14 +119,17 @@ class _Language:
     quotes: tuple[str, ...]  # string delimiters, longest first
     hole_markers: tuple[str, ...] = ()  # a line holding only this, as a whole body, is a hole
     dangling_words: frozenset[str] = frozenset()  # a line ending in one of these keywords needs more on it
+    dangling_operator: re.Pattern[str] = _C_LIKE_DANGLING  # code ending in a match of this needs more
 
 
-def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str, ...]) -> _Language:
-    return _Language(grammar, frozenset(bodies), ("{",), "}", "//", quotes)
+def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str, ...], words: str) -> _Language:
+    return _Language(grammar, frozenset(bodies), ("{",), "}", "//", quotes, (), frozenset(words.split()))
 
 
 _JS_BODIES = {"program", "statement_block", "class_body"}
 _JS_QUOTES = ("`", '"', "'")
+_JS_WORDS = ("await new typeof instanceof in of const let var import export from function class extends case "
+             "throw delete void")
 
 # LSP language id -> language. Add a language by adding a row; its wheel is imported on first use.
 _LANGUAGES: dict[str, _Language] = {
@@ -133,13 +143,16 @@ _LANGUAGES: dict[str, _Language] = {
         ("...", "pass"),
         frozenset({"and", "or", "not", "in", "is", "if", "elif", "else", "for", "while", "with", "as", "import",
                    "from", "lambda", "assert", "del", "await", "async", "def", "class", "except"}),
+        _PYTHON_DANGLING,
     ),
-    "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
-    "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES),
-    "typescript": _c_like(("tree_sitter_typescript", "language_typescript"), _JS_BODIES, _JS_QUOTES),
-    "typescriptreact": _c_like(("tree_sitter_typescript", "language_tsx"), _JS_BODIES, _JS_QUOTES),
-    "go": _c_like(("tree_sitter_go", "language"), {"source_file", "block", "statement_list"}, ('"', "`", "'")),
-    "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',)),
+    "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
+    "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
+    "typescript": _c_like(("tree_sitter_typescript", "language_typescript"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
+    "typescriptreact": _c_like(("tree_sitter_typescript", "language_tsx"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
+    "go": _c_like(("tree_sitter_go", "language"), {"source_file", "block", "statement_list"}, ('"', "`", "'"),
+                  "import package var const type func go defer range case"),
+    "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',),
+                    "let mut use fn impl struct enum mod trait type as in match if while for pub dyn where move"),
 }
 
 _EXTENSIONS = {
@@ -277,42 +290,51 @@ def build_request(
         in_comment=in_comment,
         inside_word=end < len(text) and (text[end].isalnum() or text[end] == "_"),
         incomplete=span is SpanKind.BLOCK or (
-            spec is not None and span is not SpanKind.SELECTION
-            and ((not in_comment and _dangling(text[lines.start(cursor_line) : start], spec))
-                 or (tree is not None and _broken_on_line(tree, index, lines, cursor_line)))),
+            spec is not None and span is not SpanKind.SELECTION and not in_string and not in_comment
+            and (_dangling(text[lines.start(cursor_line) : start], text[end : lines.end(lines.line_of(end))], spec)
+                 or (tree is not None and _error_starts_on_line(tree, index, lines, cursor_line)))),
     )
 
 
 # --- span ---------------------------------------------------------------------------------------------
 
 
-_DANGLING_OPERATOR = re.compile(r"(?:[-=+*/%&|^<>,(\[{.!~@?]|->|=>|::)$")
-_COMPLETE_ENDINGS = ("++", "--", "...", "import *")  # end in an operator character, but need nothing more
+_COMPLETE_ENDINGS = ("++", "--", "...", "*/", "import *")  # end in an operator character, but need nothing more
+_NUMBER_WITH_POINT = re.compile(r"(?:^|[^\w.])\d+\.$")  # ``1.``: a float literal, not an attribute access
 _LAST_WORD = re.compile(r"(?:^|\W)(\w+)$")
+_ONLY_CLOSERS = re.compile(r"[\s)\]};]*")
 
 
-def _dangling(before: str, spec: _Language) -> bool:
-    """Whether code ending in `before` (the line up to the cursor) needs more on the line to be complete."""
+def _dangling(before: str, after: str, spec: _Language) -> bool:
+    """Whether the line's code up to the cursor (`before`) needs more, with only closers in `after` (its rest)."""
     code = before.rstrip()
-    if not code or code.endswith(_COMPLETE_ENDINGS):
+    if not code or code.endswith(_COMPLETE_ENDINGS) or _NUMBER_WITH_POINT.search(code):
         return False
-    if _DANGLING_OPERATOR.search(code):
+    if not _ONLY_CLOSERS.fullmatch(after):  # ``x = |(a + b)``: the operand is already there
+        return False
+    if code.endswith(",") and not after.strip():  # a trailing comma at a line end: the next line goes on
+        return False
+    if spec.dangling_operator.search(code):
         return True
     word = _LAST_WORD.search(code)
     return word is not None and word.group(1) in spec.dangling_words
 
 
-def _broken_on_line(tree: Any, index: Utf8Index, lines: LineTable, line: int) -> bool:
-    """Whether an ERROR or MISSING node of ``tree`` touches ``line`` (searching only subtrees with errors)."""
+def _error_starts_on_line(tree: Any, index: Utf8Index, lines: LineTable, line: int) -> bool:
+    """Whether an ERROR node of ``tree`` starts on ``line``, or a MISSING node lies on it.
+
+    Not an ERROR node that merely covers the line: an unclosed bracket far above can make one that runs to the
+    end of the file.
+    """
     lo, hi = index.byte_offset(lines.start(line)), index.byte_offset(lines.end(line))
     stack = [tree.root_node] if tree.root_node.has_error else []
     while stack:
         node = stack.pop()
         if node.end_byte < lo or node.start_byte > hi:
             continue
-        if node.is_error or node.is_missing:
+        if (node.is_error or node.is_missing) and lo <= node.start_byte <= hi:
             return True
-        stack.extend(child for child in node.children if child.has_error)
+        stack.extend(child for child in node.children if child.has_error or child.is_missing)
     return False
 
 

@@ -6,7 +6,7 @@ the model worker as a cancel event), and converts the result back. The model loa
 after ``initialize``; until it is ready, requests get empty results and the client a ``dgls/status``.
 
 Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, which may
-get an empty middle unless the code at the cursor is incomplete; several candidates on Invoked ones; answered
+get an empty middle unless the code at the cursor is unfinished; several candidates on Invoked ones; answered
 from the last ghost text while the user types it), a
 ``textDocument/completion`` fallback, code actions "Fill holes" and "Regenerate selection" (the model runs in
 ``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, and the
@@ -632,8 +632,8 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
     """Submit one request and await it; None when it was superseded or failed (logged).
 
     An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle,
-    nor may an automatic one where the code at the cursor is incomplete as it stands (``request.incomplete``:
-    ``x = |``, an empty block body), since there an empty middle is never the answer.
+    nor may an automatic one where the code at the cursor is unfinished as it stands (``request.incomplete``:
+    ``x = |``, an empty block body), since there an empty middle is not what the user is after.
 
     On ``$/cancelRequest`` (asyncio cancellation of this task) the cancel event stops the worker at its next
     step; the worker is awaited so the next request finds it free, and the cancellation is re-raised so pygls

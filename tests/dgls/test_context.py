@@ -195,37 +195,50 @@ def test_empty_block_body(marked):
 
 
 @pytest.mark.parametrize(
-    ("marked", "incomplete"),
+    ("marked", "language", "incomplete"),
     [
-        ("x = |\n", True),
-        ("def f(items):\n    result = |\n    for i in items:\n        result += i\n", True),  # next line parses
-        ("y = f(a, |)\n", True),
-        ("from os import |\n", True),
-        ("y = a.|\n", True),
-        ("if a and |\n", True),
-        ("def f() -> |\n", True),
-        ("for i in ra|\n", True),  # a syntax error on the line
-        ("def f(x):\n    |\n", True),  # an empty block body
-        ("def f(x):\n    ...|\n", True),  # a hole marker: the middle replaces it
-        ("x = 1|\n", False),
-        ("x = ...|\n", False),
-        ("from os import *|\n", False),
-        ("return|\n", False),
-        ("print(x)|\n", False),
-        ("x = 1  # a =|\n", False),  # in a comment
-        ("s = 'a ='|\n", False),
-        ("x = 1\n|\ny = 2\n", False),  # a fresh line between complete ones
+        ("x = |\n", "python", True),
+        ("def f(items):\n    result = |\n    for i in items:\n        result += i\n", "python", True),  # tree parses
+        ("y = f(a, |)\n", "python", True),
+        ("from os import |\n", "python", True),
+        ("y = a.|\n", "python", True),
+        ("if a and |\n", "python", True),
+        ("def f() -> |\n", "python", True),
+        ("for i in ra|\n", "python", True),  # a syntax error starts on the line
+        ("def f(x):\n    |\n", "python", True),  # an empty block body
+        ("def f(x):\n    ...|\n", "python", True),  # a hole marker: the middle replaces it
+        ("function f() {\n  |\n}\n", "javascript", True),
+        ("x = await |\n", "javascript", True),
+        ("x = a && |\n", "javascript", True),
+        ("let mut |\n", "rust", True),
+        ("import |\n", "go", True),
+        ("x = 1|\n", "python", False),
+        ("x = ...|\n", "python", False),
+        ("x = 1.|\n", "python", False),  # a float literal
+        ("from os import *|\n", "python", False),
+        ("return|\n", "python", False),
+        ("print(x)|\n", "python", False),
+        ("x = 1  # a =|\n", "python", False),  # in a comment
+        ('s = "a + |"\n', "python", False),  # in a string
+        ("s = 'a ='|\n", "python", False),
+        ("x = 1\n|\ny = 2\n", "python", False),  # a fresh line between complete ones
+        ("x = |(a + b)\n", "python", False),  # the operand follows the cursor
+        ("foo(a, |'x')\n", "python", False),
+        ("[\n    1,\n    2,|\n    3,\n]\n", "python", False),  # a trailing comma at a line end
+        ("def f():\n    x = foo(1,\n    return x\n\ndef g(y):\n    return y|\n", "python", False),  # error above
+        ("foo(:\nx = 1|\n", "python", False),
+        ("match x {\n    A => 1,|\n}\n", "rust", False),
+        ("let v: Vec<u8>|;\n", "rust", False),
+        ("fn f() { g()?|; }\n", "rust", False),
+        ("const a = <Foo />|;\n", "typescriptreact", False),
+        ("/** doc */|\n", "javascript", False),
+        ("x = /ab/|;\n", "javascript", False),
+        ("m!|;\n", "typescript", False),
+        ("x = |", "plaintext", False),  # no table row for the language
     ],
 )
-def test_incomplete_where_an_empty_middle_cannot_be_the_answer(marked, incomplete):
-    assert py(marked).incomplete is incomplete
-
-
-def test_incomplete_needs_a_known_language():
-    assert at("x = |", language="plaintext").incomplete is False
-    assert at("x = |", language="javascript").incomplete is True
-    assert at("x = 1;|", language="javascript").incomplete is False
-    assert at("i++|", language="javascript").incomplete is False
+def test_incomplete_where_an_empty_middle_is_not_the_answer(marked, language, incomplete):
+    assert at(marked, language=language).incomplete is incomplete
 
 
 def test_not_a_block_when_the_body_has_lines():
