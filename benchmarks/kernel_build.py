@@ -5,23 +5,29 @@ skips the compiler: a kernel can pass every interpreter test and still fail to c
 is not a constexpr, an op without a lowering, a tile that needs more shared memory than the chip has). This
 script closes that gap without a GPU. It calls the kernels' own wrappers (``row_stats``, ``topk_soft_embedding``,
 ``moe_experts``) and each module's ``self_check`` on CPU tensors with every Triton launch intercepted, so it
-records exactly the launches, block sizes and options the wrappers would make on the GPU (the SM count is taken
-as an H100's 132). Each distinct launch is then specialized the way Triton's runtime does it (its own binder:
-16-byte alignment and divisibility hints) and compiled with Triton's real compiler for the target: Triton IR,
-GPU IR, LLVM, PTX, and a cubin from the ptxas that ships in the triton wheel. From the cubin it reports
+records the launches (block sizes, options, argument types) that the wrappers make for the workloads below, with
+the SM counts of the target's GPUs (the sampler splits the vocabulary by them). Each distinct launch is then
+specialized the way Triton's runtime does it (its own binder: 16-byte alignment and divisibility hints, the
+runtime's debug and instrumentation options) and compiled with Triton's real compiler for the target: Triton
+IR, GPU IR, LLVM, PTX, and a cubin from the ptxas that ships in the triton wheel. From the cubin it reports
 registers, spill (local) bytes, stack and shared memory per program, and from the PTX which matrix instruction
 the dots became (``wgmma`` on Hopper, ``mma.sync``, or none). A launch whose build fails, or which needs more
 shared memory than the target has per block, fails the run.
 
-Launches recorded, per target:
+Workloads, per target (sizes of the real 26B-A4B model, reference/diffusiongemma.md §7):
 
 * every kernel's ``self_check`` (the launches the registry makes before a kernel may replace the torch path);
-* the sampler statistics (``row_stats``) on the denoiser's logits: canvases of 64 and 256 slots over the real
-  vocabulary (262,144), float32 and bfloat16 logits, and the shipped tiny model's vocabulary;
+* the sampler statistics (``row_stats``) over the real vocabulary (262,144) for 16 to 768 canvas rows (canvases
+  of 16, 32, 64 and 256 slots, 1 or 3 candidates), float32 and bfloat16 logits, soft-capped or not, and over
+  the shipped tiny model's vocabulary;
 * the top-k soft embedding at the real sizes (k = 64, plain and with the tail correction), as gpu_speed.py runs it;
-* the MoE experts at the real sizes (hidden 2816, 128 experts x 704, top 8) for 64 and 256 canvas tokens and for
-  1,024 and 4,096 prefix tokens (the encoder's forward goes through the same kernel once it is patched), bf16 and
-  FP8 weights (FP8 only for targets 8.9 and newer, where ``fp8_supported`` is true).
+* the MoE experts at the real sizes (hidden 2816, 128 experts x 704, top 8) for 16 to 4,096 tokens (canvases,
+  and prefixes: the encoder's forward goes through the same kernel once it is patched), so every BLOCK_M (16,
+  32, 64) is built, with bf16, fp32 and FP8 weights (FP8 only for targets 8.9 and newer, where
+  ``fp8_supported`` is true).
+
+Not covered: shapes other than these (another model's hidden size or vocabulary gets its own specialization on
+the GPU, though the block sizes come from the same few rules).
 
 What it cannot say: whether the compiled code gives the right numbers (the interpreter tests and the GPU
 self-check cover that) or how fast it runs (benchmarks/gpu_speed.py, on a GPU).
@@ -55,7 +61,8 @@ from gpu_speed import REAL_TEXT  # noqa: E402
 from provenance import git_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-H100_SMS = 132
+# SM counts of the GPUs of each target (A100; A10, RTX 3090; L4, L40S; H100 PCIe, H100 SXM and H200)
+SMS = {80: (108,), 86: (72, 82), 89: (58, 142), 90: (114, 132)}
 # Most shared memory one block may use (opt-in), bytes, per compute capability (CUDA C programming guide,
 # "Technical Specifications per Compute Capability").
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
@@ -80,21 +87,24 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def recording(modules, sink: list[Launch], label: list[str]):
-    """Replace every JIT kernel of `modules` by a recorder while the block runs; the sampler splits as on an H100."""
+def recording(modules, sink: list[Launch], label: list[str], sms: int):
+    """Replace every JIT kernel of `modules` by a recorder while the block runs; the sampler splits for `sms` SMs."""
     from triton.runtime.jit import JITFunction
 
     from dgls.kernels import canvas_sampler
 
     saved = []
     for m in modules:
+        if getattr(m, "INTERPRET", False):
+            raise RuntimeError(f"{m.__name__} was imported under TRITON_INTERPRET=1: its launches would be the "
+                               f"interpreter's; run this script in a fresh process")
         for name, obj in vars(m).items():
             if isinstance(obj, JITFunction) and name.endswith("_kernel"):
                 saved.append((m, name, obj))
                 setattr(m, name, _Recorder(obj, sink, label))
     splits = canvas_sampler._default_splits
     canvas_sampler._default_splits = lambda n_rows, n_blocks, device: canvas_sampler.splits_for(n_rows, n_blocks,
-                                                                                                H100_SMS)
+                                                                                                sms)
     try:
         yield
     finally:
@@ -104,7 +114,17 @@ def recording(modules, sink: list[Launch], label: list[str]):
 
 
 def _shared_weights(shape, dtype):
-    """A weight tensor of `shape` that takes one row of memory: only shapes and strides reach the recorder."""
+    """A weight tensor of `shape` that takes one row of memory: only shapes and strides reach the recorder.
+
+    Its leading strides are 0; Triton gives 0 the same divisible-by-16 hint as the real contiguous strides,
+    provided those are multiples of 16, which is checked here.
+    """
+    stride, strides = 1, []
+    for n in reversed(shape[1:]):
+        strides.append(stride)
+        stride *= n
+    strides.append(stride)
+    assert all(st % 16 == 0 for st in strides[1:]), f"real strides {strides[::-1]} of {shape}: other hints"
     return torch.zeros(1, *shape[1:], dtype=dtype).expand(*shape)
 
 
@@ -122,11 +142,13 @@ def workloads(fp8: bool):
     yield "sampler self-check", lambda: canvas_sampler.self_check("cpu")
     yield "soft embedding self-check", lambda: soft_embedding.self_check("cpu")
     yield "MoE self-check", lambda: _moe_self_check(fp8)
-    for C in (64, 256):
+    for rows in (16, 32, 48, 64, 96, 192, 256, 768):  # canvases of 16..256 slots x 1 or 3 candidates
         for dtype in (torch.float32, torch.bfloat16):
-            logits = torch.randn(C, V, generator=g).to(dtype)
-            yield f"sampler C={C} V={V} {_short(dtype)}", lambda x=logits: canvas_sampler.row_stats(x, 0.5, seed=1)
-    yield f"sampler C=64 V={tiny_v} (dgls-tiny)", lambda: canvas_sampler.row_stats(
+            logits = torch.zeros(1, V, dtype=dtype).expand(rows, V)  # one row of memory; the row stride is not
+            for cap in (None, 30.0):                                  # specialized (do_not_specialize)
+                yield f"sampler {rows} rows V={V} {_short(dtype)}{' capped' if cap else ''}", \
+                    lambda x=logits, cap=cap: canvas_sampler.row_stats(x, 0.5, cap=cap, seed=1)
+    yield f"sampler 64 rows V={tiny_v} (dgls-tiny)", lambda: canvas_sampler.row_stats(
         torch.randn(64, tiny_v, generator=g), 0.5, seed=1)
     emb = _shared_weights((V, H), torch.bfloat16)
     e_sum = torch.zeros(H)
@@ -135,16 +157,19 @@ def workloads(fp8: bool):
         yield f"soft embedding C={C} k=64", lambda x=logits: soft_embedding.topk_soft_embedding(x, emb, 64)
         yield f"soft embedding C={C} k=64 tail", lambda x=logits: soft_embedding.topk_soft_embedding(
             x, emb, 64, e_sum=e_sum)
-    w_gu = _shared_weights((E, 2 * I, H), torch.bfloat16)
-    w_d = _shared_weights((E, H, I), torch.bfloat16)
+    weights = {dtype: (_shared_weights((E, 2 * I, H), dtype), _shared_weights((E, H, I), dtype))
+               for dtype in (torch.bfloat16, torch.float32)}
     q = FP8Experts(_shared_weights((E, 2 * I, H), torch.float8_e4m3fn), _shared_weights((E, 2 * I), torch.float32),
                    _shared_weights((E, H, I), torch.float8_e4m3fn), _shared_weights((E, H), torch.float32))
-    for T in (64, 256, 1024, 4096):
-        x = torch.randn(T, H, generator=g).to(torch.bfloat16)
+    for T in (16, 64, 256, 512, 1024, 4096):  # BLOCK_M 16, 16, 16, 32, 64, 64
         ids = torch.rand(T, E, generator=g).topk(K, dim=-1).indices  # K distinct experts per token
         w = torch.rand(T, K, generator=g)
-        yield f"MoE T={T} bf16", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, w_gu, w_d)
+        for dtype, (w_gu, w_d) in weights.items():
+            x = torch.randn(T, H, generator=g).to(dtype)
+            yield f"MoE T={T} {_short(dtype)}", \
+                lambda x=x, ids=ids, w=w, w_gu=w_gu, w_d=w_d: moe.moe_experts(x, ids, w, w_gu, w_d)
         if fp8:
+            x = torch.randn(T, H, generator=g).to(torch.bfloat16)
             yield f"MoE T={T} fp8", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, q)
 
 
@@ -165,16 +190,17 @@ def _short(dtype: torch.dtype) -> str:
         .replace("float16", "fp16").replace("float8_e4m3fn", "fp8e4m3")
 
 
-def record(fp8: bool) -> list[Launch]:
-    """Every launch of :func:`workloads`, in order."""
+def record(arch: int) -> list[Launch]:
+    """Every launch of :func:`workloads` for target `arch`, once per SM count of its GPUs."""
     from dgls.kernels import canvas_sampler, moe, soft_embedding
 
     sink: list[Launch] = []
     label = [""]
-    with recording((canvas_sampler, moe, soft_embedding), sink, label):
-        for name, thunk in workloads(fp8):
-            label[0] = name
-            thunk()
+    for sms in SMS[arch]:
+        with recording((canvas_sampler, moe, soft_embedding), sink, label, sms):
+            for name, thunk in workloads(fp8=arch >= 89):
+                label[0] = name
+                thunk()
     return sink
 
 
@@ -197,6 +223,7 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
 
 def specialize(launch: Launch, arch: int):
     """`launch` as Triton's runtime specializes it for compute capability `arch`: its build inputs and its row."""
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
@@ -206,13 +233,16 @@ def specialize(launch: Launch, arch: int):
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     kwargs = dict(launch.kwargs)
+    kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug  # as JITFunction.run sets them
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
     bound, specialization, options = binder(*launch.args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     const = {fn.arg_names[path[0]]: value for path, value in constexprs.items() if len(path) == 1}
     row = {"kernel": fn.__name__.strip("_"), "arch": arch, "labels": [launch.label],
            "constexprs": {k: v for k, v in const.items() if k.isupper()},
            "num_warps": options.num_warps, "num_stages": options.num_stages,
-           "signature": {k: v for k, v in signature.items() if v != "constexpr"}, "attrs": str(attrs)}
+           "signature": {k: v for k, v in signature.items() if v != "constexpr"}, "attrs": str(attrs),
+           "all_constexprs": str(sorted(const.items()))}
     return ASTSource(fn, signature, constexprs, attrs), target, options, row
 
 
@@ -244,10 +274,10 @@ def run(archs: list[int]) -> list[dict]:
 
     rows: dict[str, dict] = {}
     for arch in archs:
-        for launch in record(fp8=arch >= 89):
+        for launch in record(arch):
             src, target, options, row = specialize(launch, arch)
-            key = json.dumps([row[k] for k in ("kernel", "arch", "signature", "attrs", "constexprs", "num_warps",
-                                               "num_stages")], default=str)
+            key = json.dumps([row[k] for k in ("kernel", "arch", "signature", "attrs", "all_constexprs",
+                                               "num_warps", "num_stages")], default=str)
             if key in rows:
                 rows[key]["labels"].append(launch.label)
             else:
@@ -265,7 +295,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| target | kernel | data; constexprs; warps | launches (what asks for it) | regs | spill B | shared B | "
              "dots on | build |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        labels = ", ".join(dict.fromkeys(r["labels"]))
+        names = list(dict.fromkeys(r["labels"]))
+        labels = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
         if "regs" in r:
             lines.append(f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | {r['regs']} | "
                          f"{r['local']} | {r['shared']:,} | {r['mma']} | {'ok' if r['ok'] else r['error']} |")

@@ -31,14 +31,18 @@ def test_every_launch_builds_for_each_target_within_its_resources():
         built = [r for r in rows if r["arch"] == arch]
         assert {r["kernel"] for r in built} == KERNELS, arch
         labels = {label for r in built for label in r["labels"]}
-        wanted = {"sampler self-check", "soft embedding self-check", "MoE self-check", "sampler C=256 V=262144 bf16",
-                  "MoE T=256 bf16", "MoE T=4096 bf16"} | ({"MoE T=256 fp8", "MoE T=4096 fp8"} if arch >= 89 else set())
+        wanted = {"sampler self-check", "soft embedding self-check", "MoE self-check", "sampler 16 rows V=262144 bf16",
+                  "sampler 768 rows V=262144 fp32 capped", "sampler 64 rows V=8192 (dgls-tiny)",
+                  "soft embedding C=256 k=64 tail", "MoE T=16 bf16", "MoE T=512 bf16", "MoE T=4096 fp32"} \
+            | ({"MoE T=256 fp8", "MoE T=4096 fp8"} if arch >= 89 else set())
         assert wanted <= labels and (arch >= 89 or not any("fp8" in x for x in labels)), (arch, sorted(labels))
+        assert {r["constexprs"]["BLOCK_M"] for r in built if r["kernel"].startswith("moe_")} == {16, 32, 64}
     for r in rows:
         assert 0 < r["regs"] <= 255 and r["shared"] <= r["shared_limit"], r
         assert r["local"] == 0, f"sm_{r['arch']} {r['kernel']} {r['constexprs']} spills {r['local']} bytes"
-    moe_16bit = [r for r in rows if r["kernel"].startswith("moe_") and r["constexprs"]["PRECISION"] == "tf32"]
-    assert moe_16bit and all(r["mma"] in ("mma.sync", "wgmma") for r in moe_16bit), \
-        [(r["arch"], r["kernel"], r["constexprs"], r["mma"]) for r in moe_16bit]  # the experts' dots on tensor cores
-    hopper_prefix = [r for r in moe_16bit if r["arch"] == 90 and r["constexprs"]["BLOCK_M"] == 64]
+    # bf16 activations (with bf16 or FP8 weights): the experts' dots on tensor cores
+    moe_bf16 = [r for r in rows if r["kernel"].startswith("moe_") and r["constexprs"]["PRECISION"] == "tf32"]
+    assert moe_bf16 and all(r["mma"] in ("mma.sync", "wgmma") for r in moe_bf16), \
+        [(r["arch"], r["kernel"], r["constexprs"], r["mma"]) for r in moe_bf16]
+    hopper_prefix = [r for r in moe_bf16 if r["arch"] == 90 and r["constexprs"]["BLOCK_M"] == 64]
     assert hopper_prefix and all(r["mma"] == "wgmma" for r in hopper_prefix)  # Hopper's warpgroup MMA for prefixes
