@@ -329,8 +329,9 @@ def section(rows: list[dict], archs: list[int]) -> str:
     return "\n".join([
         "", f"## Kernels built for GPUs ahead of time, no GPU ({when})", "",
         f"`python benchmarks/kernel_build.py --arch {','.join(map(str, archs))} --write` on a machine without a GPU: "
-        f"every launch the kernel wrappers and self-checks make, specialized as Triton's runtime would and compiled "
-        f"to a cubin by Triton's own compiler and ptxas. Triton {triton.__version__}, torch {torch.__version__}, "
+        f"the launches the kernel wrappers and self-checks make for the real model's sizes (the workloads are in the "
+        f"script's docstring), with each target's SM counts, specialized as Triton's runtime would and compiled to "
+        f"a cubin by Triton's own compiler and ptxas. Triton {triton.__version__}, torch {torch.__version__}, "
         f"Python {platform.python_version()}, commit {git_commit()}. This shows that the kernels compile and fit "
         f"(registers, spills, shared memory within the target's limit), not that they are right or fast on the GPU: "
         f"only a GPU run can show that.", "", summary(rows, archs), "",
