@@ -39,8 +39,14 @@ Per prefix (default 1024 and 4096 tokens, encoded once per prefix) and canvas (d
   vs ``topk_soft_embedding`` with k = 64, plain and with the uniform-tail correction), and one layer's MoE
   experts for C tokens x top-8 (transformers' experts module vs ``moe_experts`` with bf16 and FP8 weights).
 
-    python benchmarks/gpu_speed.py [--steps 16] [--canvases 64,256] [--prefixes 1024,4096] [--write]
+    python benchmarks/gpu_speed.py [--steps 16] [--canvases 64,256] [--prefixes 1024,4096] [--budget-s S]
+                                   [--out DIR] [--write]
     python benchmarks/gpu_speed.py --tiny --device cpu     # smoke test of this script on a CPU; not a result
+
+Rows run prefix-major (every path at the first prefix, then the next prefix), so with ``--budget-s`` (no new row
+starts after that many seconds; the rest are reported as skipped, with the reason) a short device lease still
+gets every path at 1,024 tokens. ``--out DIR`` writes the table and the raw rows there (gpu_speed.md,
+gpu_speed.json): what benchmarks/gpu_session.sh brings back from the GPU machine.
 
 Needs a CUDA GPU with about 55 GiB free (bf16 weights ~51 GB, no optimizer, no gradients), e.g. one H100 80GB;
 the FP8 rows need another ~23 GB (skipped with the reason when it is not free). Sized for one run in under 10
@@ -436,7 +442,7 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Path:
+class Variant:
     """One way of running the model: the sampler-statistics kernel on or off, the experts on the MoE kernel."""
 
     name: str
@@ -444,11 +450,11 @@ class Path:
     moe: str | None  # None: transformers' experts; "bf16" / "fp8": patch_moe_experts
 
 
-PATHS = (Path("transformers", False, None), Path("dgls: sampler", True, None),
-         Path("dgls: sampler + MoE bf16", True, "bf16"), Path("dgls: sampler + MoE fp8", True, "fp8"))
+PATHS = (Variant("transformers", False, None), Variant("dgls: sampler", True, None),
+         Variant("dgls: sampler + MoE bf16", True, "bf16"), Variant("dgls: sampler + MoE fp8", True, "fp8"))
 
 
-def skip_reason(path: Path, model, device: torch.device, moe_forced: bool) -> str | None:
+def skip_reason(path: Variant, model, device: torch.device, moe_forced: bool) -> str | None:
     """Why `path` cannot run here (None when it can)."""
     from dgls import kernels
 
@@ -472,7 +478,7 @@ def skip_reason(path: Path, model, device: torch.device, moe_forced: bool) -> st
 
 
 @contextlib.contextmanager
-def on_path(model, path: Path, moe_forced: bool):
+def on_path(model, path: Variant, moe_forced: bool):
     """Patch the experts for `path` (and undo it after); the sampler switch is run_denoise's `kernels`."""
     patch = None
     if path.moe:
@@ -486,6 +492,33 @@ def on_path(model, path: Path, moe_forced: bool):
         if patch is not None:
             patch.undo()
         os.environ.pop("DGLS_KERNELS", None)
+
+
+class Budget:
+    """The run's time budget (``--budget-s``): rows that would start after it are reported as skipped."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.t0
+
+    def spent(self) -> str | None:
+        """Why no new row may start (None while time is left)."""
+        if self.seconds is not None and self.elapsed() > self.seconds:
+            return f"not run: the --budget-s {self.seconds:.0f} s of this run was spent"
+        return None
+
+
+def not_run_row(model, bw: float, P: int, C: int, path: Variant, label: str) -> dict:
+    """A table row for a (prefix, canvas, path) that was not measured: its bytes and floor, no timings."""
+    nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
+    return {"prefix": P, "C": C, "path": label, "p20": None, "p50": None, "p80": None, "fwd_p50": None,
+            "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None, "pct_bw": None,
+            "floor_ms": nbytes["step"] / (bw * 1e9) * 1e3, "tok_s": None, "ar_ms": None, "ar_total": None,
+            "steps_in_ar": None}
 
 
 def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], rows: list[dict],
@@ -557,9 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny random model: a smoke test of this script, CPU allowed")
     p.add_argument("--moe-interpret", action="store_true",
                    help="smoke test only (--tiny --device cpu): run the MoE rows on Triton's interpreter")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new row after this many seconds (the rest are reported as skipped)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the table (gpu_speed.md) and the raw rows (gpu_speed.json) into this folder")
     p.add_argument("--write", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
-    wall0 = time.perf_counter()
+    budget = Budget(args.budget_s)
+    wall0 = budget.t0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
@@ -609,29 +647,29 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, infill_rows, micro_rows = [], [], []
     ar_runs: dict[tuple, list[float]] = {}  # AR does not use the sampler: one run per experts path
-    for path in PATHS:
-        why = skip_reason(path, model, device, args.moe_interpret)
+    reasons = {path: skip_reason(path, model, device, args.moe_interpret) for path in PATHS}
+    for path, why in reasons.items():
         if why:
             print(f"{path.name}: skipped ({why})", flush=True)
-            skipped = f"{path.name}: skipped ({why})"
-            for P in prefixes:
-                for C in canvases:
-                    nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
-                    rows.append({"prefix": P, "C": C, "path": skipped, "p20": None, "p50": None, "p80": None,
-                                 "fwd_p50": None, "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None,
-                                 "pct_bw": None, "floor_ms": nbytes["step"] / (bw * 1e9) * 1e3, "tok_s": None,
-                                 "ar_ms": None, "ar_total": None, "steps_in_ar": None})
-                for n in infill_steps:
-                    infill_rows.append({"prefix": P, "steps": n, "path": skipped, "p50": None, "min": None,
-                                        "max": None})
-            continue
-        name = path.name
-        if path.sampler and not kernels.usable("canvas_sampler"):
-            name += " (sampler kernel not usable: torch statistics)"
-        with on_path(model, path, args.moe_interpret):
-            for P in prefixes:
+    # prefix-major: if the budget runs out, every path has its rows at the first prefix
+    for P in prefixes:
+        for path in PATHS:
+            why = reasons[path] or budget.spent()
+            if why:
+                skipped = f"{path.name}: skipped ({why})"
+                rows += [not_run_row(model, bw, P, C, path, skipped) for C in canvases]
+                infill_rows += [{"prefix": P, "steps": n, "path": skipped, "p50": None, "min": None, "max": None}
+                                for n in infill_steps]
+                continue
+            name = path.name
+            if path.sampler and not kernels.usable("canvas_sampler"):
+                name += " (sampler kernel not usable: torch statistics)"
+            with on_path(model, path, args.moe_interpret):
                 cache = caches[P]
                 for C in canvases:
+                    if budget.spent():
+                        rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({budget.spent()})"))
+                        continue
                     nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
                     floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
                     key = (path.moe, P, C)
@@ -657,18 +695,25 @@ def main(argv: list[str] | None = None) -> int:
                                  "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms,
                                  "tok_s": C / (sum(ms) / 1e3), "ar_ms": ar_ms, "ar_total": ar_ms * C,
                                  "steps_in_ar": ar_ms * C / p50})
-                    print(json.dumps(rows[-1]), flush=True)
+                    print(f"[{budget.elapsed():.0f} s] {json.dumps(rows[-1])}", flush=True)
                 for n in infill_steps:
+                    if budget.spent():
+                        infill_rows.append({"prefix": P, "steps": n, "path": f"{name}: skipped ({budget.spent()})",
+                                            "p50": None, "min": None, "max": None})
+                        continue
                     os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
                     inf = run_infill(model, prefix_ids[P], args.infill_canvas, args.infill_suffix, n)
                     os.environ.pop("DGLS_KERNELS", None)
                     infill_rows.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
                                         "min": min(inf), "max": max(inf)})
-                    print(json.dumps(infill_rows[-1]), flush=True)
+                    print(f"[{budget.elapsed():.0f} s] {json.dumps(infill_rows[-1])}", flush=True)
     for C in canvases:
+        if budget.spent():
+            print(f"kernel micro-benchmarks at C={C}: skipped ({budget.spent()})", flush=True)
+            continue
         reps = 3 if args.tiny else 20  # the smoke test only needs every op to run
         micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
-        print(json.dumps(micro_rows[-5:]), flush=True)
+        print(f"[{budget.elapsed():.0f} s] {json.dumps(micro_rows[-5:])}", flush=True)
 
     info = machine(device)
     info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
@@ -681,8 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         results = ROOT / "benchmarks" / "RESULTS.md"
         with results.open("a") as fh:
             fh.write(text)
-    print(json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms, "rows": rows,
-                      "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s}))
+    raw = json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms, "rows": rows,
+                      "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s})
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_speed.md").write_text(text)
+        (args.out / "gpu_speed.json").write_text(raw + "\n")
+    print(raw)
     return 0
 
 

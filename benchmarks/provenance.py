@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -31,7 +32,13 @@ def cpu_name() -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout, marked when tracked files have uncommitted changes."""
+    """Short commit of the checkout, marked when tracked files have uncommitted changes.
+
+    ``DGLS_COMMIT`` names it where the tree is a copy without its git history (the GPU machine's copy of the
+    working tree: benchmarks/gpu_session.sh).
+    """
+    if os.environ.get("DGLS_COMMIT"):
+        return os.environ["DGLS_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()

@@ -27,15 +27,18 @@ def test_without_cuda_it_says_so_without_a_traceback():
 
 
 @pytest.mark.slow
-def test_tiny_smoke_run_on_cpu():
+def test_tiny_smoke_run_on_cpu(tmp_path):
     """Every table of the script on a tiny model, the MoE paths on Triton's interpreter (numbers mean nothing).
 
     The prefix (150 tokens) is longer than the tiny model's sliding window (64), as 4,096 is than the real 1,024.
     """
     proc = run("--tiny", "--device", "cpu", "--steps", "2", "--warmup", "0", "--canvases", "4", "--prefixes", "150",
-               "--infill-steps", "1", "--infill-canvas", "3", "--infill-suffix", "2", "--moe-interpret")
+               "--infill-steps", "1", "--infill-canvas", "3", "--infill-suffix", "2", "--moe-interpret",
+               "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads((tmp_path / "out" / "gpu_speed.json").read_text()) == last  # what the GPU session brings back
+    assert (tmp_path / "out" / "gpu_speed.md").read_text() in proc.stdout
     assert last["bench"] == "gpu_speed"
     rows = last["rows"]
     assert (rows[0]["prefix"], rows[0]["C"], rows[0]["path"]) == (150, 4, "transformers")
@@ -73,3 +76,19 @@ def test_real_config_on_meta_has_the_26b_size_and_the_reference_step_bytes():
         assert b["step"] / 1e9 == pytest.approx(gb, abs=0.15) and b["distinct_experts"] == pytest.approx(experts, 0.01)
         fp8 = gpu_speed.step_bytes(model, C, fp8_experts=True)["step"]
         assert fp8 == pytest.approx(b["step"] - b["experts"] * b["distinct_experts"] / 128 / 2, rel=1e-9)
+
+
+def test_a_spent_budget_reports_every_row_as_skipped_with_the_reason(tmp_path):
+    """--budget-s 0: no row starts, each is in the table as skipped with why, and the run still succeeds."""
+    proc = run("--tiny", "--device", "cpu", "--budget-s", "0", "--canvases", "4,8", "--prefixes", "20,30",
+               "--infill-steps", "1,2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = json.loads((tmp_path / "gpu_speed.json").read_text())
+    assert len(last["rows"]) == 2 * 2 * 4 and len(last["infill"]) == 2 * 2 * 4 and last["micro"] == []
+    assert [r["prefix"] for r in last["rows"]] == [20] * 8 + [30] * 8  # prefix-major: every path at 20 first
+    for r in last["rows"] + last["infill"]:
+        assert r["p50"] is None and "skipped" in r["path"], r
+    spent = [r for r in last["rows"] if "--budget-s 0 s of this run was spent" in r["path"]]
+    assert {r["path"].split(":")[0] for r in spent} == {"transformers"}  # the kernel paths: no CUDA, said first
+    assert len(spent) == 2 * 2
+    assert all(r["floor_ms"] > 0 for r in last["rows"])  # bytes and floors are still known
