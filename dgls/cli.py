@@ -23,6 +23,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="dgls-tiny", help="checkpoint folder, embedded name or cached HF id")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dtype", default=None, help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, ...")
+    g.add_argument("--experts", choices=("auto", "fp8"), default="auto",
+                   help="MoE checkpoints: auto (default: the experts in --dtype) or fp8 (float8 experts on the dgls "
+                        "kernel, about half the GPU memory; CUDA compute capability 8.9+)")
     g.add_argument("--allow-download", action="store_true", help="let a Hugging Face id download if not cached")
     g.add_argument("--steps", type=int, default=None, help="max denoising steps per block")
     g.add_argument("--entropy-bound", type=float, default=None, help="entropy bound of the acceptance rule")
@@ -105,7 +108,7 @@ def _engine(args):
         sampler["entropy_bound"] = args.entropy_bound
     if args.blocks < 1 or args.max_canvas < 16:
         raise UsageError(f"--blocks must be >= 1 and --max-canvas >= 16, got {args.blocks} and {args.max_canvas}")
-    engine = Engine(EngineOptions(model=args.model, device=args.device, dtype=args.dtype,
+    engine = Engine(EngineOptions(model=args.model, device=args.device, dtype=args.dtype, experts=args.experts,
                                   allow_download=args.allow_download, sampler=sampler, max_blocks=args.blocks,
                                   max_canvas=args.max_canvas))
     from dgls.engine import EngineError

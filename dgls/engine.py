@@ -63,6 +63,7 @@ class EngineOptions:
     model: str = "dgls-tiny"
     device: str | None = None
     dtype: str | None = None
+    experts: str = "auto"  # "auto" or "fp8": how the MoE experts run (dgls.model.loading.load_model)
     allow_download: bool = False
     sampler: Mapping[str, Any] = field(default_factory=dict)
     budget: ContextBudget = ContextBudget()
@@ -137,7 +138,8 @@ class Engine:
         t0 = time.perf_counter()
         o = self.options
         try:
-            loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download)
+            loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download,
+                                experts=o.experts)
             sampler = loaded.spec.sampler.replace(**dict(o.sampler)) if o.sampler else loaded.spec.sampler
         except (ModelLoadError, ValueError) as exc:
             self.state, self.error = "error", str(exc)

@@ -461,7 +461,8 @@ class DglsServer(LanguageServer):
         from dgls.context import ContextBudget
 
         s = self.settings
-        return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, sampler=s.sampler_overrides(),
+        return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts,
+                             sampler=s.sampler_overrides(),
                              budget=ContextBudget(s.context_budget.prefix_tokens, s.context_budget.suffix_tokens),
                              max_canvas=s.max_canvas)
 

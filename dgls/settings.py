@@ -52,6 +52,7 @@ class Settings:
     model: str = "dgls-tiny"  # embedded model name, checkpoint folder or cached Hugging Face id
     device: str | None = None  # None: auto (CUDA when available)
     dtype: str | None = None  # None: auto (bfloat16 on CUDA, float32 on CPU)
+    experts: str = "auto"  # MoE models: "auto" (the model's dtype) or "fp8" (FP8 experts, GPU 8.9+)
     max_canvas: int = 64  # largest canvas in tokens
     steps: int | None = None  # max denoising steps per block; None: the checkpoint's default
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
@@ -64,7 +65,7 @@ class Settings:
 
     def engine_fields(self) -> tuple:
         """Return the values that decide how the model is loaded and run (a change needs a reload)."""
-        return (self.model, self.device, self.dtype, self.max_canvas, self.steps, self.entropy_bound,
+        return (self.model, self.device, self.dtype, self.experts, self.max_canvas, self.steps, self.entropy_bound,
                 self.context_budget)
 
     def sampler_overrides(self) -> dict[str, Any]:
@@ -141,6 +142,15 @@ def _text(optional: bool = False):
     return check
 
 
+def _choice(*allowed: str):
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(repr(a) for a in allowed)}")
+        return value
+
+    return check
+
+
 def _strings(allow_empty_list: bool = True):
     def check(value: Any) -> Any:
         if isinstance(value, str):
@@ -166,6 +176,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "model": _text(),
         "device": _text(optional=True),
         "dtype": _text(optional=True),
+        "experts": _choice("auto", "fp8"),
         "max_canvas": _int(16, 1024),
         "steps": _int(1, 1024, optional=True),
         "entropy_bound": _number(0.0, optional=True),

@@ -347,19 +347,23 @@ def experts_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 class MoEPatch:
     """The experts modules whose forward runs on :func:`moe_experts`; :meth:`undo` restores transformers'."""
 
-    def __init__(self, modules: list[torch.nn.Module], fp8: bool):
+    def __init__(self, modules: list[torch.nn.Module], fp8: bool, released: bool = False):
         self.modules = modules
         self.fp8 = fp8
+        self.released = released
 
     def undo(self) -> None:
         """Give every patched module its class forward back (and drop the FP8 copies)."""
+        if self.released:
+            raise ValueError("the experts' original weights were released for their FP8 copies: nothing to go back to")
         for m in self.modules:
             m.__dict__.pop("forward", None)
             m.__dict__.pop("dgls_fp8", None)
         self.modules = []
 
 
-def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usable: bool = True) -> MoEPatch:
+def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usable: bool = True,
+                      release: bool = False, device: str | torch.device | None = None) -> MoEPatch:
     """Route every experts module of a DiffusionGemma `model` through :func:`moe_experts`.
 
     Only where the registry says the kernel is usable (a CUDA device that passed the self-check) unless
@@ -367,9 +371,16 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
     (tied encoder/decoder weights share one copy; about half the bf16 size on top of it) and run on those. The
     original forward comes back with :meth:`MoEPatch.undo`. Raises ValueError for experts this kernel does not
     compute (another activation, biases, transposed or interleaved layout), before patching anything.
+
+    Loading a model too large for the GPU in bf16 (``load_model(..., experts="fp8")``): with `fp8`, `device`
+    puts the FP8 copies there (each layer's weights go there one at a time to be quantized) and `release`
+    replaces each module's original weights by empty ``(E, 0, H)``/``(E, 0, I)`` tensors once its copy exists,
+    so a model built on the CPU keeps only the FP8 experts and moves the rest to the GPU after (no undo then).
     """
     from dgls import kernels
 
+    if (release or device is not None) and not fp8:
+        raise ValueError("release and device are for FP8 experts (fp8=True)")
     if require_usable and not kernels.usable("moe_experts"):
         raise ValueError(f"the moe_experts kernel is not usable here: {kernels.status('moe_experts').why}")
     mods = experts_modules(model)
@@ -386,12 +397,20 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
         for m in mods:
             key = (id(m.gate_up_proj), id(m.down_proj))
             if key not in shared:
+                w_gu, w_d = m.gate_up_proj, m.down_proj
                 with torch.no_grad():
-                    shared[key] = quantize_experts_fp8(m.gate_up_proj, m.down_proj)
+                    if device is not None:
+                        w_gu, w_d = w_gu.to(device), w_d.to(device)
+                    shared[key] = quantize_experts_fp8(w_gu, w_d)
             m.dgls_fp8 = shared[key]
+        if release:
+            for m in mods:  # tied modules hold the same tensors: every module lets go of them
+                for name in ("gate_up_proj", "down_proj"):
+                    w = getattr(m, name)
+                    setattr(m, name, torch.nn.Parameter(w.new_empty(w.shape[0], 0, w.shape[2]), requires_grad=False))
     for m in mods:
         m.forward = functools.partial(_patched_forward, m)
-    return MoEPatch(mods, fp8)
+    return MoEPatch(mods, fp8, released=release)
 
 
 def _patched_forward(m: torch.nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,

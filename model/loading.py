@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,17 +179,21 @@ def check_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
         found = ", ".join(archs) or config.get("model_type") or "nothing"
         raise ModelLoadError(f"checkpoint {path} is not a DiffusionGemma model: expected {ARCHITECTURE} "
                              f"(model_type {MODEL_TYPE!r}), found {found}")
+    return config, count_weights(path)
+
+
+def count_weights(path: Path, where: Callable[[str], bool] = lambda name: True) -> int:
+    """Elements of the checkpoint's tensors whose names pass `where`, from the safetensors headers alone."""
     total = 0
     for f in _weight_files(path):
-        header = read_safetensors_header(f)
-        for k, v in header.items():
-            if k == "__metadata__":
+        for k, v in read_safetensors_header(f).items():
+            if k == "__metadata__" or not where(k):
                 continue
             numel = 1
             for d in v["shape"]:
                 numel *= int(d)
             total += numel
-    return config, total
+    return total
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -290,17 +295,43 @@ def _read_json(file: Path) -> dict[str, Any]:
     return data
 
 
+EXPERTS = ("auto", "fp8")  # how the MoE experts run: see load_model
+
+
+def _is_expert_weight(name: str) -> bool:
+    return ".experts." in name
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | None = None,
-               dtype: str | torch.dtype | None = None, allow_download: bool = False) -> LoadedModel:
-    """Load a DiffusionGemma checkpoint and its tokenizer onto a device, ready for inference."""
+               dtype: str | torch.dtype | None = None, allow_download: bool = False,
+               experts: str = "auto") -> LoadedModel:
+    """Load a DiffusionGemma checkpoint and its tokenizer onto a device, ready for inference.
+
+    `experts` (mixture-of-experts checkpoints): ``"auto"`` runs them on the dgls grouped-GEMM kernel in the
+    model's dtype on CUDA where the kernel passed its self-check, else on transformers' implementation;
+    ``"fp8"`` loads the checkpoint into CPU memory, quantizes each layer's experts to float8_e4m3fn with
+    per-output-channel scales on the GPU and keeps only those (about half the memory and the weight bytes per
+    step of bf16 experts; accuracy in ``kernels/moe_ref.py``), which needs the kernel and a GPU of compute
+    capability 8.9 or newer. A dense checkpoint has no experts: both values load it the same way.
+    """
+    if experts not in EXPERTS:
+        raise ModelLoadError(f"unknown experts setting {experts!r}: expected {' or '.join(EXPERTS)}")
     path = resolve_checkpoint(name_or_path, allow_download)
     config, numel = check_checkpoint(path)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    need = numel * torch.empty((), dtype=dt).element_size()
+    text_cfg = config.get("text_config") or {}
+    zero_width = int(text_cfg.get("moe_intermediate_size") or 0) == 0
+    fp8 = experts == "fp8" and not zero_width
+    if fp8:
+        _check_fp8_experts(dev)
+    size = torch.empty((), dtype=dt).element_size()
+    expert_numel = count_weights(path, _is_expert_weight) if fp8 else 0
+    need = (numel - expert_numel) * size + expert_numel  # FP8 experts: 1 byte each (scales: 1/H of that)
     have = available_memory(dev)
     if need > 0.9 * have:
-        raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {str(dt)[6:]} but "
+        what = f"{str(dt)[6:]} with FP8 experts" if fp8 else str(dt)[6:]
+        raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {what} but "
                              f"{dev} has {have / 2**30:.1f} GiB free")
     known = {"max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold",
              "confidence_threshold", "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version",
@@ -316,9 +347,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
-    text_cfg = config.get("text_config") or {}
-    zero_width = int(text_cfg.get("moe_intermediate_size") or 0) == 0
-    experts = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
+    implementation = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the loader's chatter and progress bars go nowhere useful in an editor
     hf_logging.disable_progress_bar()
@@ -326,7 +355,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
         model = DiffusionGemmaForBlockDiffusion.from_pretrained(
             path, dtype=dt, use_safetensors=True, trust_remote_code=False, local_files_only=True,
-            experts_implementation=experts)
+            experts_implementation=implementation)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for a bad folder; name the path and the cause
@@ -334,11 +363,36 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+    n_params = sum(p.numel() for p in model.parameters())
+    if fp8:  # on the CPU until now: the experts go to the GPU as FP8 only, then the rest follows
+        from dgls.kernels.moe import patch_moe_experts
+
+        patch_moe_experts(model, fp8=True, release=True, device=dev)
     model.to(dev).eval()
     spec = read_spec(path, config, tokenizer)
+    if fp8:
+        path_name = "dgls moe_experts kernel (FP8 e4m3 weights, per-channel scales)"
+    else:
+        path_name = _experts_path(model, dev, implementation, zero_width)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
-                       n_params=sum(p.numel() for p in model.parameters()),
-                       experts=_experts_path(model, dev, experts, zero_width))
+                       n_params=n_params, experts=path_name)
+
+
+def _check_fp8_experts(dev: torch.device) -> None:
+    """FP8 experts run only on the dgls kernel: a CUDA GPU of compute capability 8.9+ whose self-check passed."""
+    if dev.type != "cuda":
+        raise ModelLoadError(f"FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU; the device is {dev} "
+                             "(use experts 'auto' here)")
+    from dgls import kernels
+    from dgls.kernels.moe import fp8_supported
+
+    status = kernels.status("moe_experts")
+    if not status.usable:
+        raise ModelLoadError(f"FP8 experts need the dgls MoE kernel, which is not usable here: {status.why}")
+    if not fp8_supported(dev):
+        major, minor = torch.cuda.get_device_capability(dev)
+        raise ModelLoadError(f"FP8 experts need a GPU of compute capability 8.9 or newer (Ada, Hopper); {dev} is "
+                             f"{major}.{minor}")
 
 
 def _experts_path(model: Any, dev: torch.device, implementation: str, zero_width: bool) -> str:

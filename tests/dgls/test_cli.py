@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fib.py"
 
@@ -108,6 +109,13 @@ def test_bad_files_and_models(tmp_path):
     assert_clean_error(dgls("infill", str(latin), "--line", "1", "--col", "1"), "not UTF-8 text")
     assert_clean_error(dgls("infill", str(EXAMPLE), "--line", "1", "--col", "1", "--model", str(tmp_path / "m")),
                        "model not found")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU answer")
+def test_fp8_experts_on_the_cpu_say_why_in_one_line(tiny_moe_checkpoint):
+    proc = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_moe_checkpoint),
+                "--experts", "fp8")
+    assert_clean_error(proc, "FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU")
 
 
 def test_doctor(tiny_checkpoint):

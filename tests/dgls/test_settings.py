@@ -17,6 +17,7 @@ def test_raw_dict_with_unknown_keys_and_nesting():
             "model": "/models/dg",
             "device": "cpu",
             "dtype": "auto",
+            "experts": "fp8",
             "maxCanvas": 32,
             "steps": 6,
             "entropyBound": 0.5,
@@ -32,7 +33,8 @@ def test_raw_dict_with_unknown_keys_and_nesting():
     settings, problems = parse_settings(raw)
     assert problems == []
     assert settings == Settings(
-        model="/models/dg", device="cpu", dtype=None, max_canvas=32, steps=6, entropy_bound=0.5, debounce_ms=20,
+        model="/models/dg", device="cpu", dtype=None, experts="fp8", max_canvas=32, steps=6, entropy_bound=0.5,
+        debounce_ms=20,
         context_budget=ContextBudgetSettings(prefix_tokens=300, suffix_tokens=40), candidates=2,
         languages=LanguageSettings(enable=("python", "go"), disable=("go",)), hole_markers=("...", "pass"),
         completion_in_strings=True,
@@ -49,19 +51,21 @@ def test_top_level_keys_work_too():
 
 def test_invalid_values_fall_back_with_one_message_each():
     raw = {"steps": 0, "maxCanvas": "big", "debounceMs": True, "candidates": 2, "languages": {"enable": [1]},
-           "contextBudget": 5, "completionInStrings": "yes", "entropyBound": -1}
+           "contextBudget": 5, "completionInStrings": "yes", "entropyBound": -1, "experts": "int4"}
     settings, problems = parse_settings(raw)
     assert settings.candidates == 2  # the valid key still applies
     assert settings.steps is None and settings.max_canvas == 64 and settings.debounce_ms == 75
     assert settings.languages == LanguageSettings() and settings.context_budget == ContextBudgetSettings()
     assert not settings.completion_in_strings and settings.entropy_bound is None
-    assert len(problems) == 7
+    assert len(problems) == 8
     by_key = {p.split(":")[0]: p for p in problems}
     assert by_key["steps"] == "steps: expected an integer >= 1 and <= 1024, got int 0; keeping null (auto)"
     assert "got a string 'big'" in by_key["maxCanvas"] and "keeping 64" in by_key["maxCanvas"]
     assert "expected an integer" in by_key["debounceMs"] and "got true" in by_key["debounceMs"]
     assert "languages.enable" in by_key and "contextBudget" in by_key
     assert "expected true or false" in by_key["completionInStrings"]
+    assert by_key["experts"] == "experts: expected one of 'auto', 'fp8', got a string 'int4'; keeping 'auto'"
+    assert settings.experts == "auto"
 
 
 def test_overlay_keeps_what_is_not_sent():

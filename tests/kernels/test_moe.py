@@ -10,7 +10,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     DiffusionGemmaTextRouter,
 )
 
-from dgls.kernels.moe import moe_down, moe_experts, moe_gate_up, moe_routing, patch_moe_experts
+from dgls.kernels.moe import fp8_supported, moe_down, moe_experts, moe_gate_up, moe_routing, patch_moe_experts
 from dgls.kernels.moe_ref import FP8Experts, gelu_tanh, moe_experts_ref, quantize_experts_fp8
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -169,8 +169,8 @@ def test_patched_model_matches_transformers(tiny_moe_checkpoint, assert_close):
     FP8 experts; undo restores transformers' forward."""
     from dgls.model.loading import load_model
 
-    model = load_model(tiny_moe_checkpoint, device="cpu").model.float()
-    ids = torch.randint(10, 500, (2, 11))
+    model = load_model(tiny_moe_checkpoint, device="cpu").model.float().to(DEVICE)  # loaded unpatched, then moved
+    ids = torch.randint(10, 500, (2, 11), device=DEVICE)
 
     def encoder_states():
         with torch.no_grad():
@@ -190,6 +190,58 @@ def test_patched_model_matches_transformers(tiny_moe_checkpoint, assert_close):
     e = rel_error(got8, want)
     print(f"tiny model, FP8 experts: relative error of the encoder states {e:.4f}")
     assert 0 < e < FP8_BOUND
+
+
+def test_fp8_release_keeps_only_the_fp8_copies(tiny_moe_checkpoint, assert_close):
+    """release=True (load_model's experts="fp8"): the same outputs as FP8 next to the originals, the originals
+    replaced by empty tensors in every module (tied encoder and decoder alike), no undo."""
+    from dgls.model.loading import load_model
+
+    def cpu_model():
+        return load_model(tiny_moe_checkpoint, device="cpu").model.float()
+
+    ids = torch.randint(10, 500, (2, 11), device=DEVICE)
+    model = cpu_model().to(DEVICE)
+    keep = patch_moe_experts(model, fp8=True, require_usable=False)
+    with torch.no_grad():
+        want = model.model.encoder(input_ids=ids).last_hidden_state
+    keep.undo()
+    model = cpu_model()  # as load_model does it: FP8 copies made on the device, the rest moved after
+    with pytest.raises(ValueError, match="for FP8 experts"):
+        patch_moe_experts(model, release=True, require_usable=False)
+    n_before = sum(p.numel() for p in model.parameters())
+    patch = patch_moe_experts(model, fp8=True, release=True, device=DEVICE, require_usable=False)
+    assert all(m.dgls_fp8.gate_up.device.type == DEVICE for m in patch.modules)
+    model.to(DEVICE)
+    with torch.no_grad():
+        got = model.model.encoder(input_ids=ids).last_hidden_state
+    assert_close("released FP8 experts", got, want, atol=0, rtol=0)
+    mods = patch.modules
+    assert len(mods) == 4 and all(m.gate_up_proj.shape[1] == 0 == m.down_proj.shape[1] for m in mods)
+    enc, dec = model.model.encoder.language_model.layers[0].experts, model.model.decoder.layers[0].experts
+    assert enc.dgls_fp8 is dec.dgls_fp8, "tied encoder/decoder experts share one FP8 copy"
+    gone = sum(m.dgls_fp8.gate_up.numel() + m.dgls_fp8.down.numel() for m in (mods[0], mods[1]))
+    assert sum(p.numel() for p in model.parameters()) == n_before - gone
+    with pytest.raises(ValueError, match="released"):
+        patch.undo()
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fp8_supported("cuda")), reason="needs a CUDA GPU of 8.9+")
+def test_load_model_puts_the_experts_on_the_kernel_in_bf16_or_fp8(tiny_moe_checkpoint):
+    """On a GPU: load_model patches the experts (bf16), or keeps only FP8 copies with experts="fp8"."""
+    from dgls.model.loading import load_model
+
+    ids = torch.randint(10, 500, (2, 11), device="cuda")
+    states = {}
+    for experts in ("auto", "fp8"):
+        loaded = load_model(tiny_moe_checkpoint, device="cuda", experts=experts)
+        assert loaded.experts.startswith("dgls moe_experts kernel") and ("FP8" in loaded.experts) == (experts == "fp8")
+        mods = [m for m in loaded.model.modules() if hasattr(m, "gate_up_proj") and m.gate_up_proj.ndim == 3]
+        assert mods and all("forward" in m.__dict__ for m in mods)
+        assert all((m.gate_up_proj.shape[1] == 0) == (experts == "fp8") for m in mods)
+        with torch.no_grad():
+            states[experts] = loaded.model.model.encoder(input_ids=ids).last_hidden_state.float()
+    assert 0 < rel_error(states["fp8"], states["auto"]) < FP8_BOUND
 
 
 def test_rejects_bad_inputs():

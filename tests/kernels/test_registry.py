@@ -27,6 +27,13 @@ def test_cpu_runs_the_torch_reference_path():
         kernels.status("nope")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CPU answer is tested above)")
+def test_every_kernel_is_usable_on_this_gpu():
+    ok, why = kernels.availability()
+    assert ok, why
+    assert all(kernels.usable(name) for name in kernels.KERNELS)
+
+
 def test_self_checks_pass_on_this_device():
     # on CPU the kernels run in Triton's interpreter (see conftest): this exercises the load-time check itself
     from dgls.kernels import canvas_sampler, moe, soft_embedding

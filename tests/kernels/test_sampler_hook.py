@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import dgls.kernels as kernels
@@ -41,6 +42,16 @@ def make_canvas():
 def test_hook_is_never_taken_on_cpu(monkeypatch):
     monkeypatch.setattr(kernels, "usable", lambda name: True)
     assert sampler.fused_row_stats(torch.randn(2, 3, V), torch.tensor(0.5), None) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_hook_is_taken_on_cuda():
+    logits = torch.randn(2, 3, V, device="cuda") * 4
+    got = sampler.fused_row_stats(logits, torch.tensor(0.5), None)
+    assert got is not None, kernels.status("canvas_sampler").why
+    H, argmax, logp, sample = got
+    assert H.shape == argmax.shape == logp.shape == sample.shape == (2, 3)
+    assert torch.equal(argmax, logits.argmax(-1))
 
 
 def test_denoise_through_the_kernel_statistics_matches_the_torch_path(monkeypatch):

@@ -157,3 +157,27 @@ def test_experts_path_is_reported(tiny_checkpoint, tiny_moe_checkpoint):
     assert moe.experts == "transformers eager"
     assert all("forward" not in m.__dict__ for m in moe.model.modules())  # nothing patched on the CPU
     assert load_model(tiny_checkpoint, device="cpu").experts == "dense (no experts)"
+
+
+def test_fp8_experts_are_refused_off_cuda_and_ignored_for_a_dense_model(tiny_checkpoint, tiny_moe_checkpoint):
+    """experts="fp8" runs only on the dgls kernel on a CUDA GPU: a clear error on the CPU, before loading; a dense
+    checkpoint has no experts and loads as with "auto"; an unknown value is refused."""
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU"):
+            load_model(tiny_moe_checkpoint, device="cpu", experts="fp8")
+    dense = load_model(tiny_checkpoint, device="cpu", experts="fp8")
+    assert dense.experts == "dense (no experts)" and dense.model.dtype == torch.float32
+    with pytest.raises(ModelLoadError, match="unknown experts setting 'int4': expected auto or fp8"):
+        load_model(tiny_checkpoint, device="cpu", experts="int4")
+
+
+def test_count_weights_splits_the_experts_from_the_rest(tiny_moe_checkpoint):
+    """The memory check's split (FP8 experts at 1 byte): header counts equal the loaded model's own."""
+    total = loading.count_weights(tiny_moe_checkpoint)
+    experts = loading.count_weights(tiny_moe_checkpoint, loading._is_expert_weight)
+    model = load_model(tiny_moe_checkpoint, device="cpu").model
+    seen = {}  # what save_pretrained writes: parameters and persistent buffers, tied tensors once
+    for name, t in model.state_dict().items():
+        seen.setdefault(t.data_ptr(), (name, t.numel()))
+    assert total == loading.check_checkpoint(tiny_moe_checkpoint)[1] == sum(n for _, n in seen.values())
+    assert experts == sum(n for name, n in seen.values() if ".experts." in name) > 0
