@@ -104,7 +104,10 @@ cat "$OUT/env.txt"
 tests=(tests/kernels --ignore tests/kernels/test_kernel_build.py --ignore tests/kernels/test_gpu_speed_script.py
        --ignore tests/kernels/test_gpu_session.py)
 [[ $SMOKE == 1 ]] && tests=(tests/kernels/test_registry.py)
-step kernel_tests 120 "$OUT/kernel_tests.txt" "$PY" -P -m pytest -q -p no:cacheprovider -rs "${tests[@]}" \
+# Most of this step is Triton compiling each kernel specialization the tests launch (tens of them): pytest-xdist,
+# which the GPU image has, spreads that over 8 processes (the compiled kernels are cached on disk for what follows)
+"$PY" -c "import xdist" 2> /dev/null && tests+=(-n 8)
+step kernel_tests 150 "$OUT/kernel_tests.txt" "$PY" -P -m pytest -q -p no:cacheprovider -rs "${tests[@]}" \
     --junitxml "$OUT/kernel_tests.xml"
 tail -5 "$OUT/kernel_tests.txt"
 
