@@ -333,6 +333,11 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
         what = f"{str(dt)[6:]} with FP8 experts" if fp8 else str(dt)[6:]
         raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {what} but "
                              f"{dev} has {have / 2**30:.1f} GiB free")
+    if dev.type == "cuda":  # the checkpoint is read into CPU memory whole before it moves (or its experts shrink)
+        host_need, host_have = numel * size, available_memory(torch.device("cpu"))
+        if host_need > 0.9 * host_have:
+            raise ModelLoadError(f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
+                                 f"RAM in {str(dt)[6:]} but {host_have / 2**30:.1f} GiB is available")
     known = {"max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold",
              "confidence_threshold", "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version",
              "_from_model_config", "_commit_hash", "return_dict_in_generate", "max_new_tokens", "max_length",

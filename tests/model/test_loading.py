@@ -105,6 +105,15 @@ def test_too_large_for_the_device(tiny_checkpoint, monkeypatch):
         load_model(tiny_checkpoint, device="cpu")
 
 
+def test_a_gpu_load_checks_cpu_memory_too(tiny_checkpoint, monkeypatch):
+    """Loading for a GPU reads the whole checkpoint into CPU memory first: too little RAM is a clear error before
+    anything is read (the GPU side is faked: this runs before any CUDA call)."""
+    monkeypatch.setattr(loading, "pick_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(loading, "available_memory", lambda dev: 2**40 if dev.type == "cuda" else 1024)
+    with pytest.raises(ModelLoadError, match=r"loaded through CPU memory: it needs .* GiB of RAM in bfloat16 but"):
+        load_model(tiny_checkpoint)
+
+
 def test_generation_config_with_foreign_keys(copy_of):
     ckpt = copy_of()
     (ckpt / "generation_config.json").write_text(json.dumps({"dgls": {"max_steps": 3}}))
