@@ -500,13 +500,26 @@ class Budget:
     def __init__(self, seconds: float | None):
         self.seconds = seconds
         self.t0 = time.perf_counter()
+        self.interrupted = False
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
         return time.perf_counter() - self.t0
 
+    @contextlib.contextmanager
+    def guard(self):
+        """Around one row: Ctrl-C or SIGINT (the session's time limit) ends the row and marks the run interrupted,
+        so the rows after it are reported as skipped and the tables are still written."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted = True
+            print(f"[{self.elapsed():.0f} s] interrupted: the rows left are reported as skipped", flush=True)
+
     def spent(self) -> str | None:
         """Why no new row may start (None while time is left)."""
+        if self.interrupted:
+            return "not run: the run was interrupted (SIGINT, as the session's time limit sends)"
         if self.seconds is not None and self.elapsed() > self.seconds:
             return f"not run: the --budget-s {self.seconds:.0f} s of this run was spent"
         return None
@@ -646,6 +659,27 @@ def main(argv: list[str] | None = None) -> int:
     print(kernel_status, flush=True)
 
     rows, infill_rows, micro_rows = [], [], []
+    info = machine(device)
+    info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
+
+    def save() -> tuple[str, str]:
+        """The report and the raw rows so far; with --out, also written there (after every row: a run cut short
+        keeps the rows it has)."""
+        wall_s = time.perf_counter() - wall0
+        text = report(info, args, params, bw, prefill_ms, rows, infill_rows, micro_rows, kernel_status, wall_s)
+        raw = json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms,
+                          "rows": rows, "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s,
+                          "interrupted": budget.interrupted})
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_speed.md").write_text(text)
+            (args.out / "gpu_speed.json").write_text(raw + "\n")
+        return text, raw
+
+    def done(row: dict | list) -> None:
+        print(f"[{budget.elapsed():.0f} s] {json.dumps(row)}", flush=True)
+        save()
+
     ar_runs: dict[tuple, list[float]] = {}  # AR does not use the sampler: one run per experts path
     reasons = {path: skip_reason(path, model, device, args.moe_interpret) for path in PATHS}
     for path, why in reasons.items():
@@ -670,55 +704,55 @@ def main(argv: list[str] | None = None) -> int:
                     if budget.spent():
                         rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({budget.spent()})"))
                         continue
-                    nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
-                    floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
-                    key = (path.moe, P, C)
-                    if key not in ar_runs:
-                        ar_runs[key] = run_ar(model, cache, C)
-                    ar_ms = percentile(ar_runs[key], 50)
-                    den = DiffusionGemmaDenoiser(model, cache)
-                    canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
-                                          device=device)
-                    sc = torch.randn(1, C, V, device=device)
-                    with torch.no_grad():
-                        if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
-                            raise BenchError(f"{name}: the random-weight model produced non-finite logits; "
-                                             "the timings would be meaningless (check the init in materialize())")
-                        fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device, reps=args.steps,
-                                    warmup=args.warmup)
-                    ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
-                    p50 = percentile(ms, 50)
-                    gbps = nbytes["step"] / (p50 / 1e3) / 1e9
-                    rows.append({"prefix": P, "C": C, "path": name, "p20": percentile(ms, 20), "p50": p50,
-                                 "p80": percentile(ms, 80), "fwd_p50": percentile(fwd, 50),
-                                 "sampler_ms": p50 - percentile(fwd, 50), "gb": nbytes["step"] / 1e9,
-                                 "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms,
-                                 "tok_s": C / (sum(ms) / 1e3), "ar_ms": ar_ms, "ar_total": ar_ms * C,
-                                 "steps_in_ar": ar_ms * C / p50})
-                    print(f"[{budget.elapsed():.0f} s] {json.dumps(rows[-1])}", flush=True)
+                    with budget.guard():
+                        nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
+                        floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
+                        key = (path.moe, P, C)
+                        if key not in ar_runs:
+                            ar_runs[key] = run_ar(model, cache, C)
+                        ar_ms = percentile(ar_runs[key], 50)
+                        den = DiffusionGemmaDenoiser(model, cache)
+                        canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
+                                              device=device)
+                        sc = torch.randn(1, C, V, device=device)
+                        with torch.no_grad():
+                            if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
+                                raise BenchError(f"{name}: the random-weight model produced non-finite logits; the "
+                                                 "timings would be meaningless (check the init in materialize())")
+                            fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device,
+                                        reps=args.steps, warmup=args.warmup)
+                        ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
+                        p50 = percentile(ms, 50)
+                        gbps = nbytes["step"] / (p50 / 1e3) / 1e9
+                        rows.append({"prefix": P, "C": C, "path": name, "p20": percentile(ms, 20), "p50": p50,
+                                     "p80": percentile(ms, 80), "fwd_p50": percentile(fwd, 50),
+                                     "sampler_ms": p50 - percentile(fwd, 50), "gb": nbytes["step"] / 1e9,
+                                     "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms,
+                                     "tok_s": C / (sum(ms) / 1e3), "ar_ms": ar_ms, "ar_total": ar_ms * C,
+                                     "steps_in_ar": ar_ms * C / p50})
+                        done(rows[-1])
                 for n in infill_steps:
                     if budget.spent():
                         infill_rows.append({"prefix": P, "steps": n, "path": f"{name}: skipped ({budget.spent()})",
                                             "p50": None, "min": None, "max": None})
                         continue
                     os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
-                    inf = run_infill(model, prefix_ids[P], args.infill_canvas, args.infill_suffix, n)
+                    with budget.guard():
+                        inf = run_infill(model, prefix_ids[P], args.infill_canvas, args.infill_suffix, n)
+                        infill_rows.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
+                                            "min": min(inf), "max": max(inf)})
+                        done(infill_rows[-1])
                     os.environ.pop("DGLS_KERNELS", None)
-                    infill_rows.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
-                                        "min": min(inf), "max": max(inf)})
-                    print(f"[{budget.elapsed():.0f} s] {json.dumps(infill_rows[-1])}", flush=True)
     for C in canvases:
         if budget.spent():
             print(f"kernel micro-benchmarks at C={C}: skipped ({budget.spent()})", flush=True)
             continue
         reps = 3 if args.tiny else 20  # the smoke test only needs every op to run
-        micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
-        print(f"[{budget.elapsed():.0f} s] {json.dumps(micro_rows[-5:])}", flush=True)
+        with budget.guard():
+            micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
+            done(micro_rows[-5:])
 
-    info = machine(device)
-    info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
-    wall_s = time.perf_counter() - wall0
-    text = report(info, args, params, bw, prefill_ms, rows, infill_rows, micro_rows, kernel_status, wall_s)
+    text, raw = save()
     print(text)
     if args.tiny:
         print("(--tiny: a smoke test of this script on a tiny random model; these numbers are not results)")
@@ -726,15 +760,8 @@ def main(argv: list[str] | None = None) -> int:
         results = ROOT / "benchmarks" / "RESULTS.md"
         with results.open("a") as fh:
             fh.write(text)
-    raw = json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms, "rows": rows,
-                      "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s})
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_speed.md").write_text(text)
-        (args.out / "gpu_speed.json").write_text(raw + "\n")
     print(raw)
     return 0
-
 
 if __name__ == "__main__":
     try:

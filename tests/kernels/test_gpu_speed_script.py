@@ -92,3 +92,18 @@ def test_a_spent_budget_reports_every_row_as_skipped_with_the_reason(tmp_path):
     assert {r["path"].split(":")[0] for r in spent} == {"transformers"}  # the kernel paths: no CUDA, said first
     assert len(spent) == 2 * 2
     assert all(r["floor_ms"] > 0 for r in last["rows"])  # bytes and floors are still known
+
+
+def test_an_interrupted_row_ends_the_run_cleanly():
+    """SIGINT (the GPU session's time limit) inside a row: the row ends, the run is marked interrupted and every
+    later row is skipped with that reason, so the tables are still written."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_speed
+
+    budget = gpu_speed.Budget(None)
+    assert budget.spent() is None
+    with budget.guard():
+        raise KeyboardInterrupt
+    assert budget.interrupted and "interrupted" in budget.spent()
+    with pytest.raises(ValueError), budget.guard():  # anything else is not swallowed
+        raise ValueError("a real error")
