@@ -2,8 +2,8 @@
 # Everything issue #6 needs from a GPU, as one prepared device call: the kernel tests on the GPU (the real
 # 26B-A4B sizes included), `dgls doctor --load` and `dgls infill` on CUDA with the shipped model, and
 # benchmarks/gpu_speed.py, inside one time budget. A lent GPU comes with about 15 minutes of device time, the
-# machine's start included, and no network; this keeps one run near 7.5 minutes so that a failed start or a
-# broken step still leaves time to run it again.
+# machine's start included, and no network; one run takes about 7.5 minutes (with the start, 9 to 10 of the 15),
+# so a second try after a broken step must be shorter: DGLS_SESSION_BUDGET_S=200 and a timeout_s of 270.
 #
 # 1. Here, right before the device call (fetches what the GPU machine lacks into .whl/, which git ignores
 #    through .git/info/exclude, and records the commit in .whl/COMMIT):
@@ -13,8 +13,9 @@
 # 3. Here, from the files that come back (files_at): gpu_speed.md goes into benchmarks/RESULTS.md; the
 #    closing note quotes kernel_tests.txt, doctor.json and infill.json.
 #
-# Files in $OUT: env.txt, kernel_tests.txt, kernel_tests.xml, doctor.json, infill.json, gpu_speed.log,
-# gpu_speed.md, gpu_speed.json, session.txt (each step's exit status and seconds).
+# Files in $OUT (at most 8 come back): session.txt (the machine and versions, each step's exit status and seconds,
+# the end of each step's stderr), kernel_tests.txt, doctor.json, infill.json, gpu_speed.log, and gpu_speed.md and
+# gpu_speed.json (rewritten after every row).
 #
 # The GPU machine's image (device tool, KINDS.md) has torch, triton, pytest, tokenizers, safetensors and
 # huggingface_hub, but transformers 5.17 (DiffusionGemma arrived later: 5.23.0 is carried) and no tree-sitter.
@@ -39,6 +40,7 @@ if [[ ${1:-} == --fetch ]]; then
     commit=$(git rev-parse --short HEAD)
     [[ -z $(git status --porcelain --untracked-files=no) ]] || commit+=" (uncommitted changes)"
     echo "$commit" > .whl/COMMIT
+    git ls-files -z | xargs -0 sha256sum > .whl/TREE.sha256  # the GPU copy has no .git: it checks these instead
     ls -l .whl
     echo "commit recorded for the GPU run: $commit"
     exit 0
@@ -52,13 +54,16 @@ START=$SECONDS
 FAILED=()
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 left() { echo $((BUDGET - (SECONDS - START))); }
-step() {  # step NAME TIMEOUT_S OUTFILE CMD...: one step, its output to OUTFILE, its status and seconds to session.txt
+step() {  # step NAME TIMEOUT_S OUTFILE CMD...: stdout to OUTFILE; status and the end of stderr to session.txt
     local name=$1 limit=$2 log=$3 t0=$SECONDS rc
     shift 3
     echo "== $name (at $((SECONDS - START)) s, limit $limit s)"
-    timeout --signal=INT --kill-after=15 "$limit" "$@" > "$log" 2>&1
+    timeout --signal=INT --kill-after=15 "$limit" "$@" > "$log" 2> "$site/$name.stderr"
     rc=$?
     echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$OUT/session.txt"
+    if [[ -s $site/$name.stderr ]]; then
+        { echo "--- $name stderr, last 40 lines"; tail -40 "$site/$name.stderr"; echo "---"; } >> "$OUT/session.txt"
+    fi
     (( rc == 0 )) || FAILED+=("$name")
     return $rc
 }
@@ -68,11 +73,15 @@ step() {  # step NAME TIMEOUT_S OUTFILE CMD...: one step, its output to OUTFILE,
 # with -P, so that the tree's own dgls/, which lacks those two, is not found first from the working directory)
 [[ -f $WHL/COMMIT ]] || { echo "no $WHL/COMMIT: run 'bash benchmarks/gpu_session.sh --fetch' first, carry .whl"; exit 3; }
 DGLS_COMMIT=$(cat "$WHL/COMMIT")
+if [[ -f $WHL/TREE.sha256 ]] && ! sha256sum -c --quiet "$WHL/TREE.sha256" > /dev/null 2>&1; then
+    DGLS_COMMIT+=" (the tree differs from the one --fetch saw: run --fetch again before the device call)"
+fi
 export DGLS_COMMIT
 site=$(mktemp -d)
 if compgen -G "$WHL/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site/lib" "$WHL"/*.whl \
         || { echo "installing the carried wheels failed"; exit 3; }
+    "$PY" -m compileall -q -j 0 "$site/lib" > /dev/null  # once, in parallel, not in every process that imports it
 fi
 mkdir -p "$site/src/dgls" "$site/bin"
 for f in "$PWD"/dgls/*; do ln -s "$f" "$site/src/dgls/"; done
@@ -93,12 +102,16 @@ except ImportError:
     tv = None
 print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), triton {tv}, "
       f"transformers {transformers.__version__}; dgls from {dgls.__file__}")
+import dgls.kernels, dgls.model
+print(f"dgls.model from {dgls.model.__file__}, dgls.kernels from {dgls.kernels.__file__}")
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print(f"{p.name}: {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, capability {p.major}.{p.minor}")
 '
-} > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+} >> "$OUT/session.txt" 2>&1
+cat "$OUT/session.txt"
+grep -q "dgls.model from $site/src/dgls/model/" "$OUT/session.txt" \
+    || { echo "dgls.model does not come from the links in $site/src: every result would be about other code"; exit 3; }
 
 # --- the kernel tests on the GPU (the build test compiles for other GPUs on the CPU; the script tests are CPU-only)
 tests=(tests/kernels --ignore tests/kernels/test_kernel_build.py --ignore tests/kernels/test_gpu_speed_script.py
@@ -107,8 +120,7 @@ tests=(tests/kernels --ignore tests/kernels/test_kernel_build.py --ignore tests/
 # Most of this step is Triton compiling each kernel specialization the tests launch (tens of them): pytest-xdist,
 # which the GPU image has, spreads that over 8 processes (the compiled kernels are cached on disk for what follows)
 "$PY" -c "import xdist" 2> /dev/null && tests+=(-n 8)
-step kernel_tests 150 "$OUT/kernel_tests.txt" "$PY" -P -m pytest -q -p no:cacheprovider -rs "${tests[@]}" \
-    --junitxml "$OUT/kernel_tests.xml"
+step kernel_tests 150 "$OUT/kernel_tests.txt" "$PY" -P -m pytest -q -p no:cacheprovider -rs "${tests[@]}"
 tail -5 "$OUT/kernel_tests.txt"
 
 # --- the product on CUDA: which kernels are in use, and the README's infill on the shipped model
