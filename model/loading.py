@@ -237,6 +237,19 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def host_memory_total() -> int:
+    """Bytes of RAM plus swap of this machine (MemTotal + SwapTotal)."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith(("MemTotal:", "SwapTotal:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
     """Collect special ids, noise range, canvas lengths and sampler defaults from the checkpoint."""
     text_cfg = config.get("text_config") or {}
@@ -328,16 +341,19 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     size = torch.empty((), dtype=dt).element_size()
     expert_numel = count_weights(path, _is_expert_weight) if fp8 else 0
     need = (numel - expert_numel) * size + expert_numel  # FP8 experts: 1 byte each (scales: 1/H of that)
+    if fp8:  # quantizing one layer holds its weights in dtype, |w| and an fp32 copy on the GPU for a moment
+        need += 4 * size * expert_numel // max(1, int(text_cfg.get("num_hidden_layers") or 1))
     have = available_memory(dev)
     if need > 0.9 * have:
         what = f"{str(dt)[6:]} with FP8 experts" if fp8 else str(dt)[6:]
         raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {what} but "
                              f"{dev} has {have / 2**30:.1f} GiB free")
     if dev.type == "cuda":  # the checkpoint is read into CPU memory whole before it moves (or its experts shrink)
-        host_need, host_have = numel * size, available_memory(torch.device("cpu"))
-        if host_need > 0.9 * host_have:
+        host_need, host_have = numel * size, host_memory_total()
+        if host_need > host_have:  # the total, not what is free now: memory can be freed, or grow on some VMs
             raise ModelLoadError(f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
-                                 f"RAM in {str(dt)[6:]} but {host_have / 2**30:.1f} GiB is available")
+                                 f"RAM in {str(dt)[6:]} but this machine has {host_have / 2**30:.1f} GiB of RAM "
+                                 "and swap")
     known = {"max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold",
              "confidence_threshold", "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version",
              "_from_model_config", "_commit_hash", "return_dict_in_generate", "max_new_tokens", "max_length",
@@ -369,11 +385,16 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     n_params = sum(p.numel() for p in model.parameters())
-    if fp8:  # on the CPU until now: the experts go to the GPU as FP8 only, then the rest follows
-        from dgls.kernels.moe import patch_moe_experts
+    try:
+        if fp8:  # on the CPU until now: the experts go to the GPU as FP8 only, then the rest follows
+            from dgls.kernels.moe import patch_moe_experts
 
-        patch_moe_experts(model, fp8=True, release=True, device=dev)
-    model.to(dev).eval()
+            patch_moe_experts(model, fp8=True, release=True, device=dev)
+        model.to(dev).eval()
+    except torch.cuda.OutOfMemoryError:
+        del model
+        raise ModelLoadError(f"model {path} ran out of memory on {dev} while moving there (another process may hold "
+                             "memory on it)") from None
     spec = read_spec(path, config, tokenizer)
     if fp8:
         path_name = "dgls moe_experts kernel (FP8 e4m3 weights, per-channel scales)"

@@ -109,9 +109,13 @@ def test_a_gpu_load_checks_cpu_memory_too(tiny_checkpoint, monkeypatch):
     """Loading for a GPU reads the whole checkpoint into CPU memory first: too little RAM is a clear error before
     anything is read (the GPU side is faked: this runs before any CUDA call)."""
     monkeypatch.setattr(loading, "pick_device", lambda device: torch.device("cuda"))
-    monkeypatch.setattr(loading, "available_memory", lambda dev: 2**40 if dev.type == "cuda" else 1024)
-    with pytest.raises(ModelLoadError, match=r"loaded through CPU memory: it needs .* GiB of RAM in bfloat16 but"):
+    monkeypatch.setattr(loading, "available_memory", lambda dev: 2**40)
+    monkeypatch.setattr(loading, "host_memory_total", lambda: 1024)
+    with pytest.raises(ModelLoadError, match=r"loaded through CPU memory: it needs .* GiB of RAM in bfloat16 but "
+                                             r"this machine has 0.0 GiB of RAM and swap"):
         load_model(tiny_checkpoint)
+    monkeypatch.undo()
+    assert loading.host_memory_total() >= loading.available_memory(torch.device("cpu")) > 0
 
 
 def test_generation_config_with_foreign_keys(copy_of):
