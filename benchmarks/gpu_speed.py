@@ -42,6 +42,12 @@ Per prefix (default 1024 and 4096 tokens, encoded once per prefix) and canvas (d
     python benchmarks/gpu_speed.py [--steps 16] [--canvases 64,256] [--prefixes 1024,4096] [--budget-s S]
                                    [--out DIR] [--write]
     python benchmarks/gpu_speed.py --tiny --device cpu     # smoke test of this script on a CPU; not a result
+    python benchmarks/gpu_speed.py --layers 2 --device cpu --steps 1 --warmup 0 --canvases 4 --prefixes 1100 \
+        --infill-steps 1 --infill-canvas 4 --infill-suffix 2   # the real widths on a CPU (~10 GB RAM); not a result
+
+``--layers N`` keeps the real widths with N of the 30 layers: on a GPU with less memory than the whole model
+needs, per-layer costs scale; on a CPU it runs the real config's code paths (the 1,024-token sliding window,
+global head_dim 512, 2 global KV heads, 128 experts, V = 262,144) through every table of this script.
 
 Rows run prefix-major (every path at the first prefix, then the next prefix), so with ``--budget-s`` (no new row
 starts after that many seconds; the rest are reported as skipped, with the reason) a short device lease still
@@ -125,15 +131,17 @@ def copy_bandwidth(device: torch.device, nbytes: int) -> float:
     return 2 * nbytes / (statistics.median(ms) / 1e3) / 1e9
 
 
-def build_config(tiny: bool, experts: str | None = None):
-    """The 26B-A4B DiffusionGemma config (or the tiny smoke-test one); `experts`: experts implementation."""
+def build_config(tiny: bool, experts: str | None = None, layers: int | None = None):
+    """The 26B-A4B DiffusionGemma config (or the tiny smoke-test one); `experts`: experts implementation;
+    `layers`: the real widths with fewer layers (transformers makes the last one full attention)."""
     from transformers import DiffusionGemmaConfig
 
     kw = {"experts_implementation": experts} if experts else {}
     if tiny:
         return DiffusionGemmaConfig(text_config=dict(TINY_TEXT), vision_config=TINY_VISION, canvas_length=64,
                                     image_token_id=6, boi_token_id=7, eoi_token_id=8, **kw)
-    return DiffusionGemmaConfig(text_config=dict(REAL_TEXT), canvas_length=256, **kw)
+    text = dict(REAL_TEXT, num_hidden_layers=layers or REAL_TEXT["num_hidden_layers"])
+    return DiffusionGemmaConfig(text_config=text, canvas_length=256, **kw)
 
 
 def unique_params(model: torch.nn.Module) -> dict[int, tuple[str, torch.Tensor]]:
@@ -539,8 +547,8 @@ def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float
     """The markdown section for RESULTS.md."""
     prefill = ", ".join(f"{P} tokens {ms:.0f} ms" for P, ms in prefill_ms.items())
     out = [
-        f"\n## GPU speed, DiffusionGemma {'TINY smoke config' if args.tiny else '26B-A4B shape'}, "
-        f"random {'fp32' if args.tiny else 'bf16'} weights ({info['date']})\n",
+        f"\n## GPU speed, DiffusionGemma {shape_name(args)}, "
+        f"random {'bf16' if info['gpu'] != 'cpu' else 'fp32'} weights ({info['date']})\n",
         f"- Machine: {info['gpu']}; measured copy bandwidth {bw:.0f} GB/s (2 GiB device copy, read + write)",
         f"- Versions: Python {info['python']}, torch {info['torch']} (CUDA {info['cuda']}), triton {info['triton']}, "
         f"transformers {info['transformers']}",
@@ -584,6 +592,15 @@ def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float
     return "\n".join(out) + "\n"
 
 
+def shape_name(args) -> str:
+    """What model the run measured, for the report's title."""
+    if args.tiny:
+        return "TINY smoke config"
+    if args.layers and args.layers != REAL_TEXT["num_hidden_layers"]:
+        return f"26B-A4B widths with {args.layers} of {REAL_TEXT['num_hidden_layers']} layers"
+    return "26B-A4B shape"
+
+
 def ints(text: str) -> list[int]:
     """'64,256' -> [64, 256]."""
     return [int(c) for c in text.split(",") if c.strip()]
@@ -601,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experts", default=None, help="experts implementation (transformers default if unset)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny random model: a smoke test of this script, CPU allowed")
+    p.add_argument("--layers", type=int, default=None,
+                   help="the real widths with this many of the 30 layers (a GPU with less memory; on a CPU, a check "
+                        "of this script at the real widths: not a result)")
     p.add_argument("--moe-interpret", action="store_true",
                    help="smoke test only (--tiny --device cpu): run the MoE rows on Triton's interpreter")
     p.add_argument("--budget-s", type=float, default=None,
@@ -615,11 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
                          f"{torch.version.cuda}); a smoke test of the script runs with --tiny --device cpu")
-    if device.type != "cuda" and not args.tiny:
+    if args.layers is not None and not 1 <= args.layers <= REAL_TEXT["num_hidden_layers"]:
+        raise BenchError(f"--layers must be 1 to {REAL_TEXT['num_hidden_layers']}, got {args.layers}")
+    if args.layers is not None and args.tiny:
+        raise BenchError("--layers is for the real widths, --tiny for the tiny model: one or the other")
+    if device.type != "cuda" and not (args.tiny or args.layers):
         raise BenchError(f"--device {args.device}: the real 26B shape runs only on a CUDA GPU (use --tiny for a "
-                         "smoke test)")
-    if args.tiny and args.write:
-        raise BenchError("--tiny is a smoke test of the script; its numbers do not go into RESULTS.md")
+                         "smoke test, or --layers N for the real widths with fewer layers)")
+    if (args.tiny or device.type != "cuda") and args.write:
+        raise BenchError("--tiny and CPU runs check the script; their numbers do not go into RESULTS.md")
     if args.moe_interpret and (not args.tiny or device.type != "cpu"):
         raise BenchError("--moe-interpret is for the --tiny --device cpu smoke test only")
     if args.moe_interpret:
@@ -635,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     bw = copy_bandwidth(device, 2**31 if device.type == "cuda" else 2**26)
     print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
     t0 = time.perf_counter()
-    model = build_model(build_config(args.tiny, args.experts), device, dtype)
+    model = build_model(build_config(args.tiny, args.experts, args.layers), device, dtype)
     params = sum(p.numel() for _, p in unique_params(model).values())
     print(f"model: {params / 1e9:.3f} B params built in {time.perf_counter() - t0:.1f} s", flush=True)
     V = model.config.get_text_config(decoder=True).vocab_size
@@ -747,15 +771,15 @@ def main(argv: list[str] | None = None) -> int:
         if budget.spent():
             print(f"kernel micro-benchmarks at C={C}: skipped ({budget.spent()})", flush=True)
             continue
-        reps = 3 if args.tiny else 20  # the smoke test only needs every op to run
+        reps = 20 if device.type == "cuda" else 3  # a CPU run checks the script: every op runs, no more
         with budget.guard():
             micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
             done(micro_rows[-5:])
 
     text, raw = save()
     print(text)
-    if args.tiny:
-        print("(--tiny: a smoke test of this script on a tiny random model; these numbers are not results)")
+    if device.type != "cuda":
+        print("(a CPU run checks this script; these numbers are not results)")
     if args.write:
         results = ROOT / "benchmarks" / "RESULTS.md"
         with results.open("a") as fh:

@@ -26,6 +26,14 @@ def test_without_cuda_it_says_so_without_a_traceback():
     assert proc.returncode == 2 and "do not go into RESULTS.md" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_layers_option_is_checked_before_anything_runs():
+    for args, message in ((["--layers", "0"], "--layers must be 1 to 30"), (["--layers", "31"], "--layers must be 1"),
+                          (["--tiny", "--layers", "2"], "one or the other"),
+                          (["--layers", "2", "--write"], "do not go into RESULTS.md")):
+        proc = run("--device", "cpu", *args)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
 @pytest.mark.slow
 def test_tiny_smoke_run_on_cpu(tmp_path):
     """Every table of the script on a tiny model, the MoE paths on Triton's interpreter (numbers mean nothing).
