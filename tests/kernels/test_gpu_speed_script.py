@@ -50,7 +50,7 @@ def test_tiny_smoke_run_on_cpu(tmp_path):
     assert last["bench"] == "gpu_speed"
     rows = last["rows"]
     assert (rows[0]["prefix"], rows[0]["C"], rows[0]["path"]) == (150, 4, "transformers")
-    assert rows[0]["p50"] > 0 and rows[0]["ar_ms"] > 0 and rows[0]["tok_s"] > 0
+    assert rows[0]["p50"] > 0 and rows[0]["ar_ms"] > 0 and rows[0]["tok_s"] > 0 and rows[0]["ar_floor_ms"] > 0
     by_path = {r["path"].split(" (")[0]: r for r in rows}
     assert "skipped" in next(r["path"] for r in rows if r["path"].startswith("dgls: sampler:"))  # no CUDA
     for moe in ("dgls: sampler + MoE bf16", "dgls: sampler + MoE fp8"):  # forced on the interpreter
