@@ -544,6 +544,11 @@ def not_run_row(model, bw: float, P: int, C: int, path: Variant, label: str) -> 
             "steps_in_ar": None, "ar_floor_ms": nbytes["ar_token"] / (bw * 1e9) * 1e3}
 
 
+def not_run_infill(P: int, steps: int, label: str) -> dict:
+    """An infill row that was not measured."""
+    return {"prefix": P, "steps": steps, "path": label, "p50": None, "min": None, "max": None}
+
+
 def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], rows: list[dict],
            infill_rows: list[dict], micro_rows: list[dict], kernel_status: str, wall_s: float) -> str:
     """The markdown section for RESULTS.md."""
@@ -720,8 +725,7 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 skipped = f"{path.name}: skipped ({why})"
                 rows += [not_run_row(model, bw, P, C, path, skipped) for C in canvases]
-                infill_rows += [{"prefix": P, "steps": n, "path": skipped, "p50": None, "min": None, "max": None}
-                                for n in infill_steps]
+                infill_rows += [not_run_infill(P, n, skipped) for n in infill_steps]
                 continue
             name = path.name
             if path.sampler and not kernels.usable("canvas_sampler"):
@@ -762,8 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                         done(rows[-1])
                 for n in infill_steps:
                     if budget.spent():
-                        infill_rows.append({"prefix": P, "steps": n, "path": f"{name}: skipped ({budget.spent()})",
-                                            "p50": None, "min": None, "max": None})
+                        infill_rows.append(not_run_infill(P, n, f"{name}: skipped ({budget.spent()})"))
                         continue
                     os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
                     with budget.guard():

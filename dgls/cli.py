@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dgls import __version__
+from dgls.settings import EXPERTS
 
 log = logging.getLogger("dgls")
 
@@ -23,7 +24,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="dgls-tiny", help="checkpoint folder, embedded name or cached HF id")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dtype", default=None, help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, ...")
-    g.add_argument("--experts", choices=("auto", "fp8"), default="auto",
+    g.add_argument("--experts", choices=EXPERTS, default="auto",
                    help="MoE checkpoints: auto (default: the experts in --dtype) or fp8 (float8 experts on the dgls "
                         "kernel, about half the GPU memory; CUDA compute capability 8.9+)")
     g.add_argument("--allow-download", action="store_true", help="let a Hugging Face id download if not cached")

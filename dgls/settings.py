@@ -45,6 +45,9 @@ class LanguageSettings:
         return "*" in self.enable or language in self.enable
 
 
+EXPERTS = ("auto", "fp8")  # how a MoE model's experts run: dgls.model.loading.load_model(experts=...)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a user can set, fully defaulted."""
@@ -176,7 +179,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "model": _text(),
         "device": _text(optional=True),
         "dtype": _text(optional=True),
-        "experts": _choice("auto", "fp8"),
+        "experts": _choice(*EXPERTS),
         "max_canvas": _int(16, 1024),
         "steps": _int(1, 1024, optional=True),
         "entropy_bound": _number(0.0, optional=True),

@@ -3,9 +3,10 @@
 The other kernel tests use odd small shapes; these use the real model's: vocabulary 262,144, hidden 2816,
 128 experts x 704, top 8. That is where split counts, masked tails, block tables and offsets into the largest
 tensors meet the sizes they will see (none of these passes 2^31 elements: the sampler's Philox counters, which
-do past 8,191 rows, are tested by shrinking the limit in test_canvas_sampler.py). On a GPU the rows are a real canvas (64 and 256 slots, 3 candidates of 256) with the
-wrappers' own block sizes; on Triton's interpreter (CI) the shapes stay real but only a few rows run, with
-larger blocks so that each test takes seconds (the blocks the GPU gets are compiled by test_kernel_build.py).
+do past 8,191 rows, are tested by shrinking the limit in test_canvas_sampler.py). On a GPU the rows are a real
+canvas (64 and 256 slots, 3 candidates of 256) with the wrappers' own block sizes; on Triton's interpreter (CI)
+the shapes stay real but only a few rows run, with larger blocks so that each test takes seconds (the blocks the
+GPU gets are compiled by test_kernel_build.py).
 """
 
 from __future__ import annotations
