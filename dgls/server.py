@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -119,19 +120,29 @@ class DglsProtocol(LanguageServerProtocol):
             return self._ignored()
 
     def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None):
-        """The handler dispatch of pygls, minus its leak: a notification's future is forgotten once it is done.
+        """The handler dispatch of pygls, minus two of its flaws with the handlers it runs on a client's behalf.
 
-        pygls 2.1 files the future of every generator or threaded handler under its message id and only removes it
-        when it answers a request; a notification (didOpen/didChange/didClose run as generator handlers) gets a
-        fresh uuid that nothing ever removes, so each keystroke kept about 1 KiB (a Future, its Condition and
-        lock) for the life of the server.
+        pygls 2.1 files the future of every coroutine, generator or threaded handler under its message id and only
+        removes it when it answers a request. A notification (didOpen/didChange/didClose) and the user handler a
+        builtin generator yields to (``workspace/executeCommand`` -> a command, didClose, initialize, shutdown ...)
+        get a fresh uuid that nothing ever removes: each keystroke kept about 1 KiB (a Future, its Condition and
+        lock), and each command its finished task for the life of the server, with the traceback and frames of
+        the error it raised. Here those futures are forgotten once done.
+
+        And ``$/cancelRequest`` for a request answered by a generator (``workspace/executeCommand``) cancels the
+        generator's future but not the handler it yielded to: a cancelled rewrite ran on and applied its edit.
+        Here the yielded handler is cancelled with its request.
         """
         super()._execute_handler(msg_id, handler, callback, args, kwargs)
-        if callback != self._check_handler_result:  # a request: pygls pops it when it replies
-            return
+        if isinstance(callback, partial) and callback.func == self._send_handler_result:
+            return  # a client's request, under the client's id: pygls pops it when it replies
         future = self._request_futures.get(msg_id)
-        if future is not None:
-            future.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))  # runs now if done
+        if future is None:
+            return
+        future.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))  # runs now if done
+        outer = callback.keywords.get("result_future") if isinstance(callback, partial) else None
+        if outer is not None:  # the handler a generator yielded to: it goes when the generator's request goes
+            outer.add_done_callback(lambda f: future.cancel() if f.cancelled() else None)
 
     def _ignored(self) -> Any:
         """A message already answered here: hand pygls a notification nobody listens to ($/ may be ignored)."""

@@ -104,3 +104,29 @@ async def test_work_done_progress_cancel_stops_a_rewrite(client: LanguageClient)
     assert client.progress_reports[token][-1].kind == "end"
     assert not client.applied  # nothing was edited
     doc.close()
+
+
+async def test_cancel_request_stops_a_rewrite_command(client: LanguageClient):
+    """$/cancelRequest for workspace/executeCommand reaches the command pygls yielded to: the worker stops and
+    nothing is edited (the command used to run on, and apply its edit, after the client's -32800)."""
+    text = "first line\nsecond line\n"
+    doc = Doc(client, "file:///e2e/todo5.txt", text, language="plaintext")
+    before, seen = set(client.progress_reports), len(client.statuses)
+    running = asyncio.wrap_future(client.protocol.send_request(
+        types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(
+            command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 0, "character": 0},
+                                                         "end": {"line": 0, "character": 10}}, "shout"]),
+        msg_id="rewrite-1"))
+    token = await wait_for(lambda: next((t for t in client.progress_reports if t not in before
+                                         and any(r.kind == "report" for r in client.progress_reports[t])), None),
+                           timeout=60, what="the rewrite's progress")
+    client.cancel_request(types.CancelParams(id="rewrite-1"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await asyncio.wait_for(running, timeout=60)
+    note = await wait_for(lambda: next((s for s in client.statuses[seen:] if getattr(s, "event", None) == "cancelled"),
+                                       None), timeout=60, what="the rewrite's worker stopping")
+    assert note.steps is not None and note.steps < STEPS
+    assert client.progress_reports[token][-1].kind == "end"
+    await asyncio.sleep(0.5)
+    assert not client.applied  # nothing was edited, then or later
+    doc.close()
