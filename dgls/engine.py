@@ -228,8 +228,14 @@ class Engine:
         return self.submit(request, **kw).result()
 
     def _run(self, request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens) -> Completion:
+        from dgls.model.sampler import Cancelled  # the model layer imports torch: not at dgls.engine's import
+
         try:
             return self._infill(request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens)
+        except Cancelled as exc:
+            # the traceback's frames hold the request's tensors (encoder cache, canvas, logits: megabytes), and the
+            # future keeps the exception for as long as anyone holds the future: raise it without those frames
+            raise exc.with_traceback(None) from None
         finally:
             release_freed_memory()
 

@@ -674,6 +674,10 @@ async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel
         else:
             ls.report_fault(f"the model failed on a request: {exc}")
         return None
+    finally:
+        # an error raised through `await` carries this frame in its traceback, and the frame holds the future that
+        # holds the error: a cycle only the full (rare) collection frees; break it here
+        del fut
     ms = (time.perf_counter() - t0) * 1e3
     ls.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
     ls.stats["resultCache"] += done.cached
@@ -690,6 +694,8 @@ async def _stopped(fut) -> int | None:
         return None
     except Exception as exc:
         return getattr(exc, "steps", None)
+    finally:
+        del fut  # as in _run: no frame -> future -> error -> traceback -> frame cycle
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -82,3 +83,19 @@ def test_shutdown_lets_go_of_the_model_even_while_the_engine_is_referenced(tiny_
     assert model() is None  # freed, though `eng` is still alive here
     with pytest.raises(EngineError, match="stopped"):  # a request after shutdown: refused, not a crash
         eng.complete(request)
+
+
+def test_a_cancelled_request_keeps_none_of_the_models_frames(engine):
+    """A future keeps its error as long as anyone holds the future: a Cancelled's traceback must not keep the
+    worker's frames (sampler, infill), which hold the request's encoder cache, canvas and logits."""
+    request = engine.build_request(SOURCE, CURSOR, language="python")
+    cancel = threading.Event()
+    fut = engine.submit(request, seed=98, cancel=cancel, on_step=lambda step, total: cancel.set())
+    exc = fut.exception(timeout=60)
+    assert isinstance(exc, Cancelled) and exc.steps == 1
+    files, tb = [], exc.__traceback__
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    assert files and files[-1].endswith(os.path.join("dgls", "engine.py"))
+    assert not [f for f in files if os.sep + "model" + os.sep in f or os.sep + "torch" + os.sep in f], files
