@@ -80,10 +80,13 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--tcp-clients", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fault-every", type=int, default=SoakConfig.fault_every,
+                   help="inject a fault every this many changes; 0: none (no model restarts, to see memory creep)")
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = p.parse_args()
 
     cfg = SoakConfig(model=args.model, changes=args.changes, seed=args.seed, sample_every=max(args.changes // 40, 5),
+                     fault_every=args.fault_every,
                      settings={"steps": args.steps, "debounceMs": 10, "maxCanvas": 16})
     logs = Path(tempfile.mkdtemp(prefix="dgls-soak-"))
     sessions = [Session(cfg, "stdio", log_file=str(logs / "stdio.log"))]
@@ -106,6 +109,8 @@ def main() -> int:
     if args.write:
         commit = git_commit()
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        faults = (f"a fault every {cfg.fault_every} (alternately: document closed and reopened under a running "
+                  f"request; model restarted mid-session)" if cfg.fault_every else "no faults (no model restarts)")
         versions = ", ".join(f"{m} {version(m)}" for m in ("torch", "transformers", "pygls", "lsprotocol"))
         text = (f"\n\n## Soak: {len(reports)} clients typing at once ({stamp})\n\n"
                 f"- Machine: {machine()}; device cpu, float32\n"
@@ -115,12 +120,12 @@ def main() -> int:
                 f"- Session: {args.changes} incremental didChange per client (keystrokes at 5-40 ms, bursts of 5-15 "
                 f"with no pause, newlines incl. CRLF, deletions, pastes, replaced ranges, non-ASCII), an Automatic "
                 f"inline completion after each, 15% cancelled 0-10 ms later, dgls/documentHash after each change, "
-                f"a bad request every {cfg.bad_input_every} changes, a fault every {cfg.fault_every} (alternately: "
-                f"document closed and reopened under a running request; model restarted mid-session); "
+                f"a bad request every {cfg.bad_input_every} changes, {faults}; "
                 f"one stdio client and {args.tcp_clients} TCP clients, each with its own server; wall "
                 f"{wall:.0f} s\n"
                 f"- Command: `python benchmarks/soak.py --model {args.model} --changes {args.changes} "
-                f"--steps {args.steps} --tcp-clients {args.tcp_clients} --write`\n\n" + out)
+                f"--steps {args.steps} --tcp-clients {args.tcp_clients} --fault-every {args.fault_every} --write`\n\n"
+                + out)
         with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
             fh.write(text)
     return 0 if ok else 1

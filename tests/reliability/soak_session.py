@@ -65,7 +65,7 @@ class SoakConfig:
     burst_every: int = 25  # about every this many changes, a burst of 5..15 keystrokes with no pause
     cancel_rate: float = 0.15
     bad_input_every: int = 30
-    fault_every: int = 120
+    fault_every: int = 120  # 0: no faults
     sample_every: int = 20
     reply_timeout: float = 90.0
     seed: int = 0
@@ -415,7 +415,7 @@ class Session:
             if i % cfg.bad_input_every == 0:
                 await self.bad_input(doc, n_bad)
                 n_bad += 1
-            if i % cfg.fault_every == 0:
+            if cfg.fault_every and i % cfg.fault_every == 0:
                 await self.fault(doc, n_fault, i)
                 n_fault += 1
             if i % cfg.sample_every == 0:
