@@ -733,12 +733,11 @@ def main(argv: list[str] | None = None) -> int:
             with on_path(model, path, args.moe_interpret):
                 cache = caches[P]
                 for C in canvases:
-                    if budget.spent():
-                        rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({budget.spent()})"))
+                    if why := budget.spent():
+                        rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({why})"))
                         continue
                     with budget.guard():
-                        nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
-                        floor_ms = nbytes["step"] / (bw * 1e9) * 1e3
+                        row = not_run_row(model, bw, P, C, path, name)  # bytes and floors; the timings follow
                         key = (path.moe, P, C)
                         if key not in ar_runs:
                             ar_runs[key] = run_ar(model, cache, C)
@@ -755,18 +754,16 @@ def main(argv: list[str] | None = None) -> int:
                                         reps=args.steps, warmup=args.warmup)
                         ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
                         p50 = percentile(ms, 50)
-                        gbps = nbytes["step"] / (p50 / 1e3) / 1e9
-                        rows.append({"prefix": P, "C": C, "path": name, "p20": percentile(ms, 20), "p50": p50,
-                                     "p80": percentile(ms, 80), "fwd_p50": percentile(fwd, 50),
-                                     "sampler_ms": p50 - percentile(fwd, 50), "gb": nbytes["step"] / 1e9,
-                                     "gbps": gbps, "pct_bw": 100 * gbps / bw, "floor_ms": floor_ms,
-                                     "tok_s": C / (sum(ms) / 1e3), "ar_ms": ar_ms, "ar_total": ar_ms * C,
-                                     "steps_in_ar": ar_ms * C / p50,
-                                     "ar_floor_ms": nbytes["ar_token"] / (bw * 1e9) * 1e3})
+                        gbps = row["gb"] / (p50 / 1e3)
+                        row.update(p20=percentile(ms, 20), p50=p50, p80=percentile(ms, 80),
+                                   fwd_p50=percentile(fwd, 50), sampler_ms=p50 - percentile(fwd, 50), gbps=gbps,
+                                   pct_bw=100 * gbps / bw, tok_s=C / (sum(ms) / 1e3), ar_ms=ar_ms,
+                                   ar_total=ar_ms * C, steps_in_ar=ar_ms * C / p50)
+                        rows.append(row)
                         done(rows[-1])
                 for n in infill_steps:
-                    if budget.spent():
-                        infill_rows.append(not_run_infill(P, n, f"{name}: skipped ({budget.spent()})"))
+                    if why := budget.spent():
+                        infill_rows.append(not_run_infill(P, n, f"{name}: skipped ({why})"))
                         continue
                     os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
                     with budget.guard():
@@ -776,8 +773,8 @@ def main(argv: list[str] | None = None) -> int:
                         done(infill_rows[-1])
                     os.environ.pop("DGLS_KERNELS", None)
     for C in canvases:
-        if budget.spent():
-            print(f"kernel micro-benchmarks at C={C}: skipped ({budget.spent()})", flush=True)
+        if why := budget.spent():
+            print(f"kernel micro-benchmarks at C={C}: skipped ({why})", flush=True)
             continue
         reps = 20 if device.type == "cuda" else 3  # a CPU run checks the script: every op runs, no more
         with budget.guard():
@@ -794,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(text)
     print(raw)
     return 0
+
 
 if __name__ == "__main__":
     try:

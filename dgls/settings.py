@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from dgls.model import EXPERTS  # torch-free: the model package's __init__ only
+
 __all__ = ["ContextBudgetSettings", "LanguageSettings", "Settings", "parse_settings"]
 
 SECTION = "dgls"
@@ -43,9 +45,6 @@ class LanguageSettings:
         if language in self.disable:
             return False
         return "*" in self.enable or language in self.enable
-
-
-EXPERTS = ("auto", "fp8")  # how a MoE model's experts run: dgls.model.loading.load_model(experts=...)
 
 
 @dataclass(frozen=True)

@@ -2,3 +2,5 @@
 
 Imported as ``dgls.model``; knows nothing about LSP, documents or editors.
 """
+
+EXPERTS = ("auto", "fp8")  # how a MoE checkpoint's experts run: dgls.model.loading.load_model(experts=...)

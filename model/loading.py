@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from dgls.model import EXPERTS
 from dgls.model.sampler import SamplerConfig
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
@@ -306,9 +307,6 @@ def _read_json(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelLoadError(f"corrupt {file.name} at {file}: expected a JSON object")
     return data
-
-
-EXPERTS = ("auto", "fp8")  # how the MoE experts run: see load_model
 
 
 def _is_expert_weight(name: str) -> bool:
