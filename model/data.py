@@ -6,7 +6,13 @@ Sources:
   without its test suites (``test/``, ``tests/``, ``idle_test/``, ...);
 * optionally (``include_site_packages=True``) the ``.py`` files of installed distributions whose metadata
   declares a permissive license (MIT, BSD, Apache, PSF, ISC). Unknown or copyleft licenses are skipped, and
-  so is anything that looks like an evaluation data set (HumanEval, MBPP, ...).
+  so is anything that looks like an evaluation data set (HumanEval, MBPP, ...);
+* optionally (``packages_dir``) the pinned PyPI distributions of ``corpus_packages.txt``, each installed
+  (``--no-deps``, wheels only) into its own folder of a throwaway directory by :func:`install_packages`, with
+  the same license rule and at most ``max_dist_bytes`` of source per distribution, so that one large
+  (often generated) package cannot dominate.
+
+Any file whose *text* names an evaluation set is dropped too, whatever its package.
 
 Every file gets a manifest record (path, package, license family, sha256, size, split). Exact duplicates
 (same bytes) and normalized-text duplicates (same text after normalizing line endings and trailing
@@ -14,7 +20,8 @@ whitespace) are dropped, keeping the first path in sorted order. The train / hel
 a whole top-level package or module (``json``, ``asyncio``, ``os``) is held out when a salted hash of its name
 falls below ``heldout_fraction``, so held-out code is never seen in training, not even a sibling module.
 
-Run ``python -m dgls.model.data --out data/corpus`` to write ``manifest.jsonl``.
+Run ``python -m dgls.model.data --out data/corpus`` to write ``manifest.jsonl``; with
+``--packages-dir DIR`` the pinned packages are installed into ``DIR`` (once) and added.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
@@ -35,6 +43,8 @@ MANIFEST_NAME = "manifest.jsonl"
 SPLIT_SALT = "dgls-split-v1"
 DEFAULT_HELDOUT_FRACTION = 0.09
 DEFAULT_MAX_BYTES = 400_000  # larger files are generated tables (pydoc_data/topics.py), not code to learn
+DEFAULT_MAX_DIST_BYTES = 20_000_000  # per PyPI distribution: transformers alone has 54 MB of source
+PACKAGES_FILE = Path(__file__).with_name("corpus_packages.txt")  # pinned ``name==version`` lines
 
 # Path components that mark test suites and other non-library code inside a source tree.
 SKIP_DIRS = frozenset(
@@ -184,29 +194,84 @@ def iter_site_packages(root: Path | None = None) -> Iterator[tuple[Path, str, st
                 yield path, rel, pkg, name, fam
 
 
+def read_pinned(path: str | os.PathLike = PACKAGES_FILE) -> list[tuple[str, str]]:
+    """``(name, version)`` pairs of a pinned list (``name==version`` per line; ``#`` comments)."""
+    out = []
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        if not sep or not name.strip() or not version.strip():
+            raise ValueError(f"{path}: expected 'name==version', found {raw!r}")
+        if EVAL_NAME_RE.search(name):
+            raise ValueError(f"{path}: {name!r} looks like an evaluation data set; it must not be in the corpus")
+        out.append((name.strip(), version.strip()))
+    return out
+
+
+def install_packages(
+    target: str | os.PathLike, pinned: str | os.PathLike = PACKAGES_FILE, log=print
+) -> list[str]:
+    """Install each pinned distribution (wheel only, no dependencies) into ``target/<name>``; returns failures.
+
+    A folder that already holds the pinned version is kept, so a second run installs nothing. Only pip runs
+    here, into a throwaway folder outside any environment: nothing is imported from these packages.
+    """
+    target = Path(target)
+    failed = []
+    for name, version in read_pinned(pinned):
+        dest = target / name
+        if any(dest.glob(f"*-{version}.dist-info")):
+            continue
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:", "--no-compile",
+               "--disable-pip-version-check", "--target", str(dest), f"{name}=={version}"]
+        if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
+            failed.append(f"{name}=={version}")
+            log(f"could not install {name}=={version}; skipped")
+    return failed
+
+
+def iter_packages_dir(target: str | os.PathLike) -> Iterator[tuple[Path, str, str, str, str]]:
+    """Yield the permissive ``.py`` files of every distribution folder :func:`install_packages` made."""
+    for dest in sorted(p for p in Path(target).iterdir() if p.is_dir()):
+        yield from iter_site_packages(dest)
+
+
 def build_manifest(
     sources: Iterable[tuple[Path, str, str, str, str]],
     origin: str,
     heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
     max_bytes: int = DEFAULT_MAX_BYTES,
     seen: set[str] | None = None,
+    max_dist_bytes: int | None = None,
 ) -> list[SourceFile]:
-    """Hash, dedupe and split source files; ``seen`` carries dedupe keys across several calls."""
+    """Hash, dedupe and split source files; ``seen`` carries dedupe keys across several calls.
+
+    Files are taken in the order given until a distribution reaches ``max_dist_bytes`` (None: no cap); a file
+    whose text names an evaluation data set is dropped.
+    """
     seen = set() if seen is None else seen
     out = []
+    dist_bytes: dict[str, int] = {}
     for path, rel, pkg, dist, fam in sources:
         data = path.read_bytes()
         if not data.strip() or len(data) > max_bytes:
             continue
+        if max_dist_bytes is not None and dist_bytes.get(dist, 0) + len(data) > max_dist_bytes:
+            continue
         try:
-            data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             continue  # a few legacy-encoded files: skip rather than guess
+        if EVAL_NAME_RE.search(text):
+            continue  # mentions an evaluation set: it may carry its problems; never train on them
         digest = hashlib.sha256(data).hexdigest()
         norm = normalized_text_hash(data)
         if digest in seen or norm in seen:
             continue
         seen.update((digest, norm))
+        dist_bytes[dist] = dist_bytes.get(dist, 0) + len(data)
         # site-packages packages are split under their own namespace so "json" (stdlib) and a third-party
         # "json" cannot share a fate by accident.
         key = pkg if origin == "stdlib" else f"{origin}:{pkg}"
@@ -222,13 +287,23 @@ def build_corpus(
     max_bytes: int = DEFAULT_MAX_BYTES,
     stdlib: Path | None = None,
     site_packages: Path | None = None,
+    packages_dir: Path | None = None,
+    max_dist_bytes: int = DEFAULT_MAX_DIST_BYTES,
 ) -> list[SourceFile]:
-    """Collect, dedupe and split the corpus; write ``manifest.jsonl`` into ``out_dir`` when given."""
+    """Collect, dedupe and split the corpus; write ``manifest.jsonl`` into ``out_dir`` when given.
+
+    ``packages_dir`` is a folder :func:`install_packages` filled (its files are split under the ``pypi``
+    origin).
+    """
     seen: set[str] = set()
     files = build_manifest(iter_stdlib(stdlib), "stdlib", heldout_fraction, max_bytes, seen)
     if include_site_packages:
         files += build_manifest(
             iter_site_packages(site_packages), "site-packages", heldout_fraction, max_bytes, seen
+        )
+    if packages_dir is not None:
+        files += build_manifest(
+            iter_packages_dir(packages_dir), "pypi", heldout_fraction, max_bytes, seen, max_dist_bytes
         )
     if out_dir is not None:
         write_manifest(files, Path(out_dir) / MANIFEST_NAME)
@@ -269,17 +344,25 @@ def split_files(files: Iterable[SourceFile]) -> tuple[list[SourceFile], list[Sou
     return [f for f in files if f.split == "train"], [f for f in files if f.split == "heldout"]
 
 
-def summarize(files: Iterable[SourceFile]) -> dict:
-    """Counts and bytes per split, and the held-out packages."""
+def summarize(files: Iterable[SourceFile], tokenizer=None) -> dict:
+    """Counts and bytes per split, the held-out packages, files per license; tokens when given a tokenizer."""
     files = list(files)
     train, held = split_files(files)
-    return {
+    out = {
         "files": {"train": len(train), "heldout": len(held)},
         "bytes": {"train": sum(f.size for f in train), "heldout": sum(f.size for f in held)},
         "packages": {"train": len({f.package for f in train}), "heldout": len({f.package for f in held})},
+        "distributions": len({f.distribution for f in files}),
         "heldout_packages": sorted({f"{f.origin}:{f.package}" for f in held}),
-        "licenses": sorted({f.license for f in files}),
+        "licenses": {lic: sum(f.license == lic for f in files) for lic in sorted({f.license for f in files})},
     }
+    if tokenizer is not None:
+        enc = tokenizer.backend_tokenizer
+        out["tokens"] = {
+            name: sum(len(e.ids) for e in enc.encode_batch([read_source(f) for f in part], add_special_tokens=False))
+            for name, part in (("train", train), ("heldout", held))
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,9 +372,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site-packages", action="store_true", help="also take permissively licensed packages")
     ap.add_argument("--heldout-fraction", type=float, default=DEFAULT_HELDOUT_FRACTION)
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    ap.add_argument("--packages-dir", type=Path, default=None,
+                    help="install the pinned PyPI packages here (a throwaway folder) and add them")
+    ap.add_argument("--packages", type=Path, default=PACKAGES_FILE, help="pinned name==version list")
+    ap.add_argument("--max-dist-bytes", type=int, default=DEFAULT_MAX_DIST_BYTES)
+    ap.add_argument("--count-tokens", metavar="TOKENIZER", default=None, help="also count tokens with this tokenizer")
     args = ap.parse_args(argv)
-    files = build_corpus(args.out, args.site_packages, args.heldout_fraction, args.max_bytes)
-    print(json.dumps(summarize(files), indent=1))
+    if args.packages_dir is not None:
+        failed = install_packages(args.packages_dir, args.packages, log=lambda m: print(m, file=sys.stderr))
+        if failed:
+            print(f"error: {len(failed)} pinned packages could not be installed: {', '.join(failed)}", file=sys.stderr)
+            return 1
+    files = build_corpus(args.out, args.site_packages, args.heldout_fraction, args.max_bytes,
+                         packages_dir=args.packages_dir, max_dist_bytes=args.max_dist_bytes)
+    tok = None
+    if args.count_tokens:
+        from .tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.count_tokens)
+    summary = summarize(files, tok)
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
     return 0
 
 

