@@ -140,6 +140,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = "auto"
+    amp: str = "auto"  # "bf16" autocast, "off" (fp32), or "auto": bf16 where this device runs it faster
+    init_from: str | None = None  # warm start from a model folder (fresh optimizer) when there is no state to resume
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -400,22 +402,27 @@ def infill_loss(
     noisy = torch.where(corrupt, noise, batch.canvas)  # (B, C)
 
     # Encoder -> cache, with grad: the encoder shares all its weights with the decoder.
+    # (record_function labels name the phases in a profile: benchmarks/train_speed.py; free when not profiling)
+    phase = torch.profiler.record_function
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    enc = model.model.encoder(
-        input_ids=batch.prefix,
-        attention_mask=batch.prefix_mask.long(),
-        past_key_values=cache,
-        position_ids=torch.arange(P, device=dev)[None].expand(B, P),
-    )
+    with phase("train.encoder"):
+        enc = model.model.encoder(
+            input_ids=batch.prefix,
+            attention_mask=batch.prefix_mask.long(),
+            past_key_values=cache,
+            position_ids=torch.arange(P, device=dev)[None].expand(B, P),
+        )
     ce_ar = None
     if ar_weight > 0 and P > 1:
-        cap = model.config.get_text_config().final_logit_softcapping
-        ar_logits = model.lm_head(enc.last_hidden_state[:, :-1])  # (B, P-1, V)
-        if cap:
-            ar_logits = torch.tanh(ar_logits / cap) * cap
-        ar_ce = F.cross_entropy(ar_logits.float().reshape(-1, V), batch.prefix[:, 1:].reshape(-1), reduction="none")
-        ar_mask = batch.prefix_mask[:, 1:].reshape(-1).float()  # right-padded: target valid => source valid
-        ce_ar = (ar_ce * ar_mask).sum() / ar_mask.sum().clamp(min=1)
+        with phase("train.encoder_lm_head"):
+            cap = model.config.get_text_config().final_logit_softcapping
+            ar_logits = model.lm_head(enc.last_hidden_state[:, :-1])  # (B, P-1, V)
+            if cap:
+                ar_logits = torch.tanh(ar_logits / cap) * cap
+            ar_ce = F.cross_entropy(ar_logits.float().reshape(-1, V), batch.prefix[:, 1:].reshape(-1),
+                                    reduction="none")
+            ar_mask = batch.prefix_mask[:, 1:].reshape(-1).float()  # right-padded: target valid => source valid
+            ce_ar = (ar_ce * ar_mask).sum() / ar_mask.sum().clamp(min=1)
     kw = dict(
         decoder_input_ids=noisy,
         past_key_values=cache,
@@ -424,14 +431,15 @@ def infill_loss(
     )
     sc_logits = sc_mask = None
     if sc_prob > 0:
-        with torch.no_grad():
+        with torch.no_grad(), phase("train.self_conditioning_pass"):
             sc_logits = model(**kw).logits  # (B, C, V) raw logits: the sampler feeds raw logits too
         pinned = batch.canvas_mask & ~batch.free
         onehot = torch.full_like(sc_logits, -1e4).scatter_(-1, batch.canvas.unsqueeze(-1), 1e4)
         sc_logits = torch.where(pinned[..., None], onehot, sc_logits)
         sc_mask = torch.rand(B, generator=gen, device=dev) < sc_prob
-    logits = model(**kw, self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask).logits
-    ce = F.cross_entropy(logits.float().reshape(-1, V), batch.canvas.reshape(-1), reduction="none").view(B, C)
+    with phase("train.decoder_pass"):
+        logits = model(**kw, self_conditioning_logits=sc_logits, self_conditioning_mask=sc_mask).logits
+        ce = F.cross_entropy(logits.float().reshape(-1, V), batch.canvas.reshape(-1), reduction="none").view(B, C)
     free = batch.free.float()
     loss = (ce * free).sum() / free.sum()
     diffusion_loss = loss
@@ -548,6 +556,23 @@ def _save_state(path: Path, model, opt, step: int, rng: random.Random, gen, elap
 # ------------------------------------------------------------------------------------------------ main
 
 
+def _warm_start(model, folder: Path) -> str | None:
+    """Copy a model folder's weights into ``model`` (same shapes); returns an error message or None."""
+    if not (folder / "model.safetensors").is_file():
+        return f"--init-from expects a model folder with model.safetensors, found none in {folder}"
+    src = DiffusionGemmaForBlockDiffusion.from_pretrained(
+        str(folder), experts_implementation=EXPERTS_IMPLEMENTATION, dtype=torch.float32
+    )
+    mine, theirs = model.state_dict(), src.state_dict()
+    bad = sorted(k for k in mine.keys() | theirs.keys() if k not in mine or k not in theirs
+                 or mine[k].shape != theirs[k].shape)
+    if bad:
+        return f"--init-from {folder}: the weights do not fit this model's shape ({len(bad)} differ, e.g. {bad[0]})"
+    model.load_state_dict(theirs)
+    return None
+
+
+
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     """Map command-line flags (``--max-prefix``) onto a :class:`TrainConfig`; also return ``--resume``."""
     ap = argparse.ArgumentParser(prog="dgls train", description="Train the embedded dgls-tiny model on CPU or GPU.")
@@ -569,6 +594,37 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     ns = vars(ap.parse_args(argv))
     resume = ns.pop("resume")
     return TrainConfig(**ns), resume
+
+
+def bf16_pays_off(device: torch.device, size: int = 512) -> bool:
+    """Whether bf16 matmuls beat fp32 on ``device``: always on CUDA; on a CPU, measured once.
+
+    CPUs with AMX or AVX-512-bf16 run bf16 several times faster than fp32; CPUs without them (AVX2 only)
+    emulate it, about a hundred times slower, so a fixed choice would be wrong on one of the two.
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+
+    def rate(dtype: torch.dtype) -> float:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        t0 = time.perf_counter()
+        a @ b
+        return 1.0 / max(time.perf_counter() - t0, 1e-9)
+
+    return rate(torch.bfloat16) > 1.2 * rate(torch.float32)
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[contextlib.AbstractContextManager, str]:
+    """The autocast context of a run (bf16 with fp32 master weights, or none) and the precision's name."""
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"amp must be auto, bf16 or off, found {cfg.amp!r}")
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_pays_off(device))
+    if use and device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16), "bf16-autocast"
+    return contextlib.nullcontext(), "fp32"
 
 
 def _lr_factor(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -636,21 +692,28 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step, elapsed = 0, 0.0
     state_path = run_dir / "train_state.pt"
-    if resume:
-        if not state_path.is_file():
-            print(f"error: --resume expects {state_path}, which does not exist", file=sys.stderr)
-            return 2
+    if resume and not state_path.is_file() and not cfg.init_from:
+        print(f"error: --resume expects {state_path}, which does not exist (or give --init-from)", file=sys.stderr)
+        return 2
+    if resume and state_path.is_file():
         st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain data only, no code
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed"]
         rng.setstate(st["rng"])
         gen.set_state(st["gen"])
+    elif cfg.init_from:
+        err = _warm_start(model, Path(cfg.init_from))
+        if err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
     train_sampler = InfillSampler(train_texts, tok, cfg)
     eval_batches = make_eval_batches(InfillSampler(held_texts, tok, cfg), tok, cfg)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    amp, precision = autocast_for(cfg, device)
+    log({"precision": precision, "init_from": cfg.init_from if step == 0 else None},
+        f"precision {precision} device {device} threads {torch.get_num_threads()}")
     with amp:
         ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
     first_eval = ev if step == 0 else None
@@ -725,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_minutes": round(elapsed / 60, 2),
         "device": str(device),
         "threads": cfg.threads,
+        "precision": precision,
         "train_files": len(train_files),
         "heldout_files": len(held_files),
         "eval_init": first_eval,

@@ -223,3 +223,40 @@ def test_encoder_next_token_loss_matches_rows_run_alone(tok):
             n += ids.shape[1] - 1
     assert s1["ce_ar"] == pytest.approx(total / n, rel=1e-4)
     assert with_ar.item() == pytest.approx(base.item() + 0.5 * total / n, rel=1e-4)
+
+
+def _evals(run_dir):
+    recs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r["eval_ce"] for r in recs if "eval_ce" in r]
+
+
+def test_init_from_warm_starts_from_a_model_folder(fake_stdlib, tmp_path, capsys):
+    common = TINY + ["--stdlib", str(fake_stdlib), "--corpus", str(tmp_path / "corpus"),
+                     "--heldout-fraction", "0.3", "--steps", "3", "--eval-every", "100", "--amp", "off"]
+    assert train.main(common + ["--run-dir", str(tmp_path / "a"), "--out", str(tmp_path / "ma")]) == 0
+    trained = _evals(tmp_path / "a")[-1]
+    # no state in the new run dir: --resume falls back to the folder, with a fresh optimizer and step 0
+    assert train.main(common + ["--run-dir", str(tmp_path / "b"), "--out", str(tmp_path / "mb"),
+                                "--resume", "--init-from", str(tmp_path / "ma")]) == 0
+    first = _evals(tmp_path / "b")[0]
+    assert first == pytest.approx(trained, rel=1e-5)  # the warm start begins where the first run ended
+    assert first < _evals(tmp_path / "a")[0]  # ... which is not where a fresh model begins
+    # a folder of another shape is a clear error
+    capsys.readouterr()
+    rc = train.main(common + ["--run-dir", str(tmp_path / "c"), "--hidden", "48", "--init-from",
+                              str(tmp_path / "ma")])
+    assert rc == 2 and "do not fit" in capsys.readouterr().err
+
+
+def test_autocast_choice():
+    cpu = torch.device("cpu")
+    ctx, name = train.autocast_for(train.TrainConfig(amp="off"), cpu)
+    assert name == "fp32"
+    ctx, name = train.autocast_for(train.TrainConfig(amp="bf16"), cpu)
+    assert name == "bf16-autocast"
+    with ctx:
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    _, name = train.autocast_for(train.TrainConfig(amp="auto"), cpu)
+    assert name == ("bf16-autocast" if train.bf16_pays_off(cpu) else "fp32")
+    with pytest.raises(ValueError, match="amp must be"):
+        train.autocast_for(train.TrainConfig(amp="fp16"), cpu)
