@@ -45,6 +45,9 @@ DEFAULT_HELDOUT_FRACTION = 0.09
 DEFAULT_MAX_BYTES = 400_000  # larger files are generated tables (pydoc_data/topics.py), not code to learn
 DEFAULT_MAX_DIST_BYTES = 20_000_000  # per PyPI distribution: transformers alone has 54 MB of source
 PACKAGES_FILE = Path(__file__).with_name("corpus_packages.txt")  # pinned ``name==version`` lines
+# The held-out packages of the shipped model's corpus, one name a line: quality is measured on them, so a model
+# trained from another machine's installed packages must not see them (``--exclude-packages``).
+HELDOUT_FILE = Path(__file__).with_name("corpus_heldout.txt")
 
 # Path components that mark test suites and other non-library code inside a source tree.
 SKIP_DIRS = frozenset(
@@ -245,16 +248,19 @@ def build_manifest(
     max_bytes: int = DEFAULT_MAX_BYTES,
     seen: set[str] | None = None,
     max_dist_bytes: int | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[SourceFile]:
     """Hash, dedupe and split source files; ``seen`` carries dedupe keys across several calls.
 
     Files are taken in the order given until a distribution reaches ``max_dist_bytes`` (None: no cap); a file
-    whose text names an evaluation data set is dropped.
+    whose text names an evaluation data set, or whose top-level package is in ``exclude``, is dropped.
     """
     seen = set() if seen is None else seen
     out = []
     dist_bytes: dict[str, int] = {}
     for path, rel, pkg, dist, fam in sources:
+        if pkg in exclude:
+            continue
         data = path.read_bytes()
         if not data.strip() or len(data) > max_bytes:
             continue
@@ -289,22 +295,22 @@ def build_corpus(
     site_packages: Path | None = None,
     packages_dir: Path | None = None,
     max_dist_bytes: int = DEFAULT_MAX_DIST_BYTES,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[SourceFile]:
     """Collect, dedupe and split the corpus; write ``manifest.jsonl`` into ``out_dir`` when given.
 
     ``packages_dir`` is a folder :func:`install_packages` filled (its files are split under the ``pypi``
-    origin).
+    origin). Packages named in ``exclude`` are left out of both splits (another corpus' held-out packages,
+    when a model is trained elsewhere on what that machine has installed: :data:`HELDOUT_FILE`).
     """
     seen: set[str] = set()
-    files = build_manifest(iter_stdlib(stdlib), "stdlib", heldout_fraction, max_bytes, seen)
+    files = build_manifest(iter_stdlib(stdlib), "stdlib", heldout_fraction, max_bytes, seen, exclude=exclude)
     if include_site_packages:
-        files += build_manifest(
-            iter_site_packages(site_packages), "site-packages", heldout_fraction, max_bytes, seen
-        )
+        files += build_manifest(iter_site_packages(site_packages), "site-packages", heldout_fraction, max_bytes,
+                                seen, max_dist_bytes, exclude)
     if packages_dir is not None:
-        files += build_manifest(
-            iter_packages_dir(packages_dir), "pypi", heldout_fraction, max_bytes, seen, max_dist_bytes
-        )
+        files += build_manifest(iter_packages_dir(packages_dir), "pypi", heldout_fraction, max_bytes, seen,
+                                max_dist_bytes, exclude)
     if out_dir is not None:
         write_manifest(files, Path(out_dir) / MANIFEST_NAME)
     return files
@@ -354,6 +360,7 @@ def summarize(files: Iterable[SourceFile], tokenizer=None) -> dict:
         "packages": {"train": len({f.package for f in train}), "heldout": len({f.package for f in held})},
         "distributions": len({f.distribution for f in files}),
         "heldout_packages": sorted({f"{f.origin}:{f.package}" for f in held}),
+        "train_packages": sorted({f"{f.origin}:{f.package}" for f in train}),
         "licenses": {lic: sum(f.license == lic for f in files) for lic in sorted({f.license for f in files})},
     }
     if tokenizer is not None:
@@ -377,14 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packages", type=Path, default=PACKAGES_FILE, help="pinned name==version list")
     ap.add_argument("--max-dist-bytes", type=int, default=DEFAULT_MAX_DIST_BYTES)
     ap.add_argument("--count-tokens", metavar="TOKENIZER", default=None, help="also count tokens with this tokenizer")
+    ap.add_argument("--exclude-packages", type=Path, default=None,
+                    help=f"leave out the top-level packages listed in this file (e.g. {HELDOUT_FILE.name})")
     args = ap.parse_args(argv)
+    exclude = frozenset()
+    if args.exclude_packages is not None:
+        exclude = frozenset(x.split("#")[0].strip() for x in args.exclude_packages.read_text().splitlines()) - {""}
     if args.packages_dir is not None:
         failed = install_packages(args.packages_dir, args.packages, log=lambda m: print(m, file=sys.stderr))
         if failed:
             print(f"error: {len(failed)} pinned packages could not be installed: {', '.join(failed)}", file=sys.stderr)
             return 1
     files = build_corpus(args.out, args.site_packages, args.heldout_fraction, args.max_bytes,
-                         packages_dir=args.packages_dir, max_dist_bytes=args.max_dist_bytes)
+                         packages_dir=args.packages_dir, max_dist_bytes=args.max_dist_bytes, exclude=exclude)
     tok = None
     if args.count_tokens:
         from .tokenizer import load_tokenizer

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -141,6 +142,8 @@ class TrainConfig:
     threads: int = 2
     device: str = "auto"
     amp: str = "auto"  # "bf16" autocast, "off" (fp32), or "auto": bf16 where this device runs it faster
+    save_dtype: str = "float32"  # dtype of the saved model folder's weights; "bfloat16" halves a shipped model
+    max_shard_mb: int | None = None  # split the saved weights into safetensors shards of at most this size
     init_from: str | None = None  # warm start from a model folder (fresh optimizer) when there is no state to resume
 
 
@@ -519,7 +522,13 @@ def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summ
         experts_implementation=EXPERTS_IMPLEMENTATION,
     )
     set_generation_defaults(model.generation_config, tok, dgls)
-    model.save_pretrained(str(out), safe_serialization=True)
+    if cfg.save_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"save_dtype must be float32 or bfloat16, found {cfg.save_dtype!r}")
+    to_save = model if cfg.save_dtype == "float32" else copy.deepcopy(model).to(torch.bfloat16)
+    for old_shard in out.glob("model*.safetensors*"):  # a shard count that changed must not leave stale files
+        old_shard.unlink()
+    shard = f"{cfg.max_shard_mb}MB" if cfg.max_shard_mb else "50GB"
+    to_save.save_pretrained(str(out), safe_serialization=True, max_shard_size=shard)
     tok.save_pretrained(str(out))
     (out / DGLS_JSON).write_text(json.dumps(dgls, indent=1) + "\n")
     run = {"train_config": dataclasses.asdict(cfg), "summary": summary or {}}
@@ -587,7 +596,7 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
                             help="comma-separated free canvas lengths, e.g. 16,32,64")
         else:
             kind = {"int": int, "float": float}.get(type(default).__name__, str)
-            if f.name in ("max_minutes", "stop_at"):
+            if f.name in ("max_minutes", "stop_at", "max_shard_mb"):
                 kind = float if f.name == "max_minutes" else int
             ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--resume", action="store_true", help="continue from <run-dir>/train_state.pt")

@@ -260,3 +260,21 @@ def test_autocast_choice():
     assert name == ("bf16-autocast" if train.bf16_pays_off(cpu) else "fp32")
     with pytest.raises(ValueError, match="amp must be"):
         train.autocast_for(train.TrainConfig(amp="fp16"), cpu)
+
+
+def test_bf16_sharded_save_reloads_as_the_rounded_weights(tok, tmp_path):
+    from dgls.model.loading import load_model
+
+    cfg = train.TrainConfig(vocab_size=len(tok), hidden=64, layers=2, heads=2, kv_heads=1, head_dim=32,
+                            intermediate=4096, canvas_lengths=[8, 16], save_dtype="bfloat16", max_shard_mb=1)
+    torch.manual_seed(0)
+    model = DiffusionGemmaForBlockDiffusion(train.build_model_config(cfg, tok)).eval()  # about 3 MB in bf16
+    out = train.save_model_folder(model, tok, cfg, tmp_path / "m")
+    shards = sorted(out.glob("model*.safetensors"))
+    assert len(shards) > 1 and all(p.stat().st_size <= 1_100_000 for p in shards)
+    loaded = load_model(out, device="cpu")  # the product's loader reads the shards, upcast to fp32 on a CPU
+    got = loaded.model.state_dict()
+    for k, v in model.state_dict().items():
+        assert got[k].dtype == torch.float32
+        assert torch.equal(got[k], v.to(torch.bfloat16).float()), k
+    assert next(model.parameters()).dtype == torch.float32  # the trained model itself is not cast
