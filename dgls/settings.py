@@ -205,8 +205,8 @@ def _parse(cls: type, raw: Mapping[str, Any], base: Any, path: str, problems: li
                 changes[f.name] = _CHECKS[cls][f.name](value)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}, got {_describe(value)}; keeping {_show(current)}")
-        elif isinstance(value, Mapping):
-            changes[f.name] = _parse(type(current), value, current, f"{where}.", problems)
+        elif isinstance(value, Mapping) or _empty_list(value):
+            changes[f.name] = _parse(type(current), _object(value), current, f"{where}.", problems)
         else:
             problems.append(f"{where}: expected an object, got {_describe(value)}; keeping the previous value")
     return replace(base, **changes) if changes else base
@@ -218,20 +218,30 @@ def _show(value: Any) -> str:
     return "null (auto)" if value is None else repr(value)
 
 
+def _empty_list(value: Any) -> bool:
+    """An empty JSON array where an object belongs: what Lua clients send for an empty table (``{}``)."""
+    return isinstance(value, list) and not value
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return {} if _empty_list(value) else value
+
+
 def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     """Overlay client settings onto `base` (default: all defaults); return the settings and the problems found.
 
     `raw` is the JSON a client sent: the settings object itself, or an object with a ``"dgls"`` key holding it,
-    or null. Unknown keys are ignored; each invalid value gives one message and keeps the previous value.
+    or null. An empty array counts as an empty object (a Lua client encodes ``{}`` so). Unknown keys are ignored;
+    each invalid value gives one message and keeps the previous value.
     """
     base = base or Settings()
-    if raw is None:
+    if raw is None or _empty_list(raw):
         return base, []
     if not isinstance(raw, Mapping):
         return base, [f"settings: expected an object, got {_describe(raw)}; keeping the previous settings"]
     if SECTION in raw:
         inner = raw[SECTION]
-        if inner is None:
+        if inner is None or _empty_list(inner):
             return base, []
         if not isinstance(inner, Mapping):
             return base, [f"{SECTION}: expected an object, got {_describe(inner)}; keeping the previous settings"]

@@ -88,3 +88,14 @@ def test_round_trip_through_json():
     again, problems = parse_settings(settings.to_json())
     assert problems == [] and again == settings
     assert settings.to_json()["contextBudget"] == {"prefixTokens": 1024, "suffixTokens": 256}
+
+
+def test_empty_arrays_from_lua_clients_count_as_empty_objects():
+    """Neovim encodes an empty Lua table as ``[]``: no problem reported, nothing changed."""
+    base, _ = parse_settings({"model": "x", "steps": 3})
+    for raw in ([], {"dgls": []}, {"contextBudget": [], "languages": []}):
+        settings, problems = parse_settings(raw, base)
+        assert problems == [] and settings == base, raw
+    # a non-empty array is still a mistake, reported once
+    _, problems = parse_settings({"contextBudget": [1]}, base)
+    assert len(problems) == 1 and "expected an object" in problems[0]

@@ -94,6 +94,24 @@ function M.client(bufnr)
   return vim.lsp.get_clients({ bufnr = bufnr or 0, name = M.name })[1]
 end
 
+--- `t`, or an empty dict when it is empty: an empty Lua table encodes as a JSON array ([]), not an object.
+local function as_object(t)
+  return next(t) == nil and vim.empty_dict() or t
+end
+
+--- An RPC client that is already closed: what the client gets when there is no server to start, so that Neovim
+--- neither spawns nor reports a spawn failure (with a traceback and a hit-enter prompt) after our own message.
+local function closed_rpc()
+  return {
+    request = function() return false end,
+    notify = function() return false end,
+    is_closing = function() return true end,
+    terminate = function() end,
+  }
+end
+
+local missing_reported = {} ---@type table<string, boolean> executables already reported missing
+
 local function lsp_config(opts)
   return {
     cmd = function(dispatchers, config)
@@ -101,16 +119,22 @@ local function lsp_config(opts)
       M.last_cmd = cmd
       local line = table.concat(vim.tbl_map(vim.fn.shellescape, cmd), ' ')
       vim.lsp.log.info('dgls: starting the server (' .. where .. '): ' .. line)
-      if where == 'not found' then
-        vim.notify('dgls: no dgls executable found (project .venv, $VIRTUAL_ENV, PATH); set setup{cmd=...}',
-          vim.log.levels.ERROR)
+      if vim.fn.executable(cmd[1]) ~= 1 then
+        if not missing_reported[cmd[1]] then
+          missing_reported[cmd[1]] = true
+          local found = where == 'not found' and 'no dgls executable found (project .venv, $VIRTUAL_ENV, PATH)'
+            or ('%s is not an executable (%s)'):format(cmd[1], where)
+          vim.notify(('dgls: %s; install dgls (pip install dgls) or set ' ..
+            "require('dgls').setup{ cmd = { '/path/to/dgls', '--stdio' } }"):format(found), vim.log.levels.ERROR)
+        end
+        return closed_rpc()
       end
       return vim.lsp.rpc.start(cmd, dispatchers, { cwd = config.cmd_cwd, env = config.cmd_env })
     end,
     filetypes = opts.filetypes,
     root_markers = opts.root_markers,
-    init_options = opts.settings,
-    settings = { dgls = opts.settings },
+    init_options = as_object(opts.settings),
+    settings = { dgls = as_object(opts.settings) },
     handlers = { ['dgls/status'] = on_status },
   }
 end
@@ -121,7 +145,10 @@ function M.setup(opts)
   opts = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   validate(opts)
   M.config = opts
-  vim.api.nvim_set_hl(0, 'DglsGhost', { default = true, link = 'Comment' })
+  -- Grey italics in both colour modes: linked to Comment it had only a GUI colour without 'termguicolors' (tmux),
+  -- and ghost text looked like typed text. `default`: a colour scheme's or the user's own DglsGhost wins.
+  vim.api.nvim_set_hl(0, 'DglsGhost', { default = true, fg = '#808080', ctermfg = 244, italic = true,
+    cterm = { italic = true } })
   vim.lsp.config(M.name, lsp_config(opts))
   vim.lsp.enable(M.name)
   require('dgls.commands').create()
@@ -154,7 +181,7 @@ function M.update_settings(settings)
   M.config.settings = vim.tbl_deep_extend('force', M.config.settings, settings)
   vim.lsp.config(M.name, lsp_config(M.config))
   for _, client in ipairs(vim.lsp.get_clients({ name = M.name })) do
-    client.settings = { dgls = M.config.settings }
+    client.settings = { dgls = as_object(M.config.settings) }
     client:notify('workspace/didChangeConfiguration', { settings = client.settings })
   end
 end
