@@ -14,9 +14,8 @@ from the last ghost text while the user types it), a
 server holds, so a client or a test can check that its edits were applied exactly). Every edit is a versioned
 ``TextDocumentEdit``, so a client rejects a stale one.
 
-Transport hardening (see SECURITY.md): TCP serves one client at a time and can require a shared token in the
-first message; a message that is not JSON gets a -32700 reply, one that is not a JSON-RPC object -32600; a
-``Content-Length`` beyond :data:`MAX_MESSAGE_BYTES` ends the session cleanly instead of exhausting memory.
+The transport under it is :mod:`dgls.transport` (stdio and TCP, bounded reads, LSP's line rules for documents)
+and :mod:`dgls.protocol` (a reply for every request, the TCP token); see SECURITY.md.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
-import hmac
-import json
 import logging
 import sys
 import threading
@@ -33,15 +30,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
-from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.workspace import TextDocument, Workspace
+from pygls.exceptions import JsonRpcInvalidParams
 
 from dgls import __version__
 from dgls.actions import find_holes, with_instruction
@@ -49,8 +42,10 @@ from dgls.context import ContextError, InfillRequest, language_for_path
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
 from dgls.ghost import Ghost, GhostCache
 from dgls.postprocess import Edit, make_edits
+from dgls.protocol import RequestFailed, command_args
 from dgls.settings import Settings, parse_settings
 from dgls.text import LineTable, PositionEncoding, PositionError
+from dgls.transport import HardenedServer, run
 
 log = logging.getLogger("dgls.server")
 
@@ -62,261 +57,6 @@ CMD_APPLY_ACTION = "dgls.applyCodeAction"  # the code actions, for clients that 
 ACTION_FILL_HOLES = "fillHoles"
 ACTION_REGENERATE = "regenerate"
 DOCUMENT_HASH = "dgls/documentHash"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MAX_MESSAGE_BYTES = 256 * 2**20  # one JSON-RPC message; a larger Content-Length is a broken or hostile client
-MAX_HEADER_BYTES = 64 * 2**10
-
-
-class RequestFailed(JsonRpcException):
-    """LSP ``RequestFailed``: the request was well formed but cannot be served (model not ready, bad range)."""
-
-    CODE = -32803
-
-
-# --- protocol: a reply for every request --------------------------------------------------------------
-
-
-class DglsProtocol(LanguageServerProtocol):
-    """pygls' protocol, but every request gets a reply, and a TCP client can be asked for a token.
-
-    pygls never answers a request whose params do not structure (here: -32602), and drops JSON that is not a
-    JSON-RPC 2.0 message (here: -32600, with a null id when the id is unusable).
-    """
-
-    required_token: str | None = None  # TCP with a token: the first message must be `initialize` carrying it
-    authenticated = False
-    refused = False  # this connection was refused: drop whatever else it sent
-
-    def structure_message(self, data: dict[str, Any]):
-        """Structure one incoming JSON object; answer InvalidParams for a request that does not structure."""
-        if "jsonrpc" in data and "method" in data:
-            msg_id = data.get("id")
-            if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, float, type(None))):
-                self.reply_error(None, -32600, f"Invalid Request: id must be a string or a number, got "
-                                               f"{type(msg_id).__name__}")
-                return self._ignored()
-            if not isinstance(data["method"], str):
-                if "id" in data:
-                    self.reply_error(msg_id, -32600, f"Invalid Request: method must be a string, got "
-                                                     f"{type(data['method']).__name__}")
-                return self._ignored()
-            if "params" not in data:  # JSON-RPC lets params be left out; pygls' message types require the field
-                data = {**data, "params": None}
-        try:
-            return super().structure_message(data)
-        except (JsonRpcInvalidParams, JsonRpcInternalError) as exc:
-            cause = exc.__cause__
-            detail = _structure_problem(cause) if cause is not None else str(exc)
-            method = data.get("method")
-            if "id" not in data or "method" not in data:
-                log.warning("invalid params in %s: %s (not a request: nothing to answer)",
-                            method or "a response", detail)
-                raise
-            log.warning("invalid params for %s (id %r): %s", method, data.get("id"), detail)
-            self._send_response(
-                data["id"], None,
-                JsonRpcInvalidParams(f"invalid params for {method}: {detail}").to_response_error(),
-            )
-            return self._ignored()
-
-    def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None):
-        """The handler dispatch of pygls, minus two of its flaws with the handlers it runs on a client's behalf.
-
-        pygls 2.1 files the future of every coroutine, generator or threaded handler under its message id and only
-        removes it when it answers a request. A notification (didOpen/didChange/didClose) and the user handler a
-        builtin generator yields to (``workspace/executeCommand`` -> a command, didClose, initialize, shutdown ...)
-        get a fresh uuid that nothing ever removes: each keystroke kept about 1 KiB (a Future, its Condition and
-        lock), and each command its finished task for the life of the server, with the traceback and frames of
-        the error it raised. Here those futures are forgotten once done.
-
-        And ``$/cancelRequest`` for a request answered by a generator (``workspace/executeCommand``) cancels the
-        generator's future but not the handler it yielded to: a cancelled rewrite ran on and applied its edit.
-        Here the yielded handler is cancelled with its request.
-        """
-        super()._execute_handler(msg_id, handler, callback, args, kwargs)
-        if isinstance(callback, partial) and callback.func == self._send_handler_result:
-            return  # a client's request, under the client's id: pygls pops it when it replies
-        future = self._request_futures.get(msg_id)
-        if future is None:
-            return
-        future.add_done_callback(lambda _f: self._request_futures.pop(msg_id, None))  # runs now if done
-        outer = callback.keywords.get("result_future") if isinstance(callback, partial) else None
-        if outer is not None:  # the handler a generator yielded to: it goes when the generator's request goes
-            outer.add_done_callback(lambda f: future.cancel() if f.cancelled() else None)
-
-    def _ignored(self) -> Any:
-        """A message already answered here: hand pygls a notification nobody listens to ($/ may be ignored)."""
-        return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None},
-                                         _ignored_notification_type())
-
-    def reply_error(self, msg_id: int | str | None, code: int, message: str) -> None:
-        """Send a JSON-RPC error response; a null id is written out (pygls would drop the field)."""
-        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
-
-    def handle_message(self, message: Any) -> None:
-        """Dispatch one message; answer -32600 for JSON that is not a JSON-RPC message; check the TCP token."""
-        if not hasattr(message, "jsonrpc") or message.jsonrpc != self.VERSION:  # `42`, `[]`, {"id": 1}, ...
-            msg_id = message.get("id") if isinstance(message, dict) else getattr(message, "id", None)
-            log.warning("not a JSON-RPC 2.0 message: %.200r", message)
-            self.reply_error(msg_id if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool) else None,
-                             -32600, 'Invalid Request: expected a JSON-RPC 2.0 object {"jsonrpc": "2.0", '
-                                     '"method": ..., "id": ...}')
-            return
-        if self.required_token is not None and not self.authenticated:
-            if self.refused:
-                return
-            if not _carries_token(message, self.required_token):
-                self.refused = True
-                log.warning("refused a TCP client: its first message was not an initialize request carrying the "
-                            "right token (initializationOptions.token)")
-                if getattr(message, "id", None) is not None and getattr(message, "method", None):
-                    self._send_response(message.id, None, RequestFailed(
-                        "dgls: this server requires a token: send it as initializationOptions.token in "
-                        "initialize").to_response_error())
-                if self.writer is not None:
-                    self.writer.close()  # the read loop sees end of stream and this connection ends
-                return
-            self.authenticated = True
-        super().handle_message(message)
-
-
-def _carries_token(message: Any, token: str) -> bool:
-    """Whether `message` is an initialize request carrying `token` in its initializationOptions.
-
-    The token is looked for at the top level and under "dgls", and compared in constant time.
-    """
-    if getattr(message, "method", None) != types.INITIALIZE or getattr(message, "id", None) is None:
-        return False
-    options = getattr(message.params, "initialization_options", None)
-    if not isinstance(options, dict):
-        return False
-    given = options.get("token")
-    if given is None and isinstance(options.get("dgls"), dict):
-        given = options["dgls"].get("token")
-    return isinstance(given, str) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                                          token.encode("utf-8", "surrogatepass"))
-
-
-def _resync(line: bytes) -> bytes:
-    """A header line, without bytes before a ``Content-Length`` header in it.
-
-    After a wrong ``Content-Length`` (too short, zero, not a number) the rest of that body has no line end of
-    its own, so pygls reads it glued to the next message's header line, never matches that header again, and
-    every later message is lost the same way. Cutting the leftover off finds the next header: one message is
-    lost (it gets a -32700 reply when part of it was read as a body), the session goes on.
-    """
-    at = line.find(b"Content-Length:")
-    if at > 0:
-        log.warning("dropped %d bytes before a Content-Length header (a previous message was framed wrong)", at)
-        return line[at:]
-    return line
-
-
-class _BoundedReader:
-    """A message reader for pygls' read loop that never allocates more than :data:`MAX_MESSAGE_BYTES`.
-
-    Wraps a blocking binary stream (stdin, for pygls' ``StdinAsyncReader``) or an asyncio ``StreamReader``
-    (TCP). A header line longer than :data:`MAX_HEADER_BYTES` is cut (it then matches no header); a body
-    larger than :data:`MAX_MESSAGE_BYTES` reads as end of stream, which ends the session (LSP framing has no
-    way to find the next message after a bogus length).
-    """
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def readline(self, *_: Any) -> Any:
-        """One header line, at most MAX_HEADER_BYTES; see :func:`_resync`."""
-        if isinstance(self.stream, asyncio.StreamReader):
-            return self._areadline()
-        return _resync(self.stream.readline(MAX_HEADER_BYTES))
-
-    async def _areadline(self) -> bytes:
-        try:
-            line = await self.stream.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            line = exc.partial
-        except asyncio.LimitOverrunError as exc:  # a line over the stream's limit: hand over a cut piece
-            line = await self.stream.readexactly(exc.consumed)
-        return _resync(line)
-
-    def _too_big(self, n: int) -> bool:
-        if n > MAX_MESSAGE_BYTES:
-            log.error("a message announced %d bytes (limit %d): ending the session, the stream cannot be "
-                      "resynchronised", n, MAX_MESSAGE_BYTES)
-            return True
-        return False
-
-    def read(self, n: int = -1) -> bytes:
-        """The body of a stdin message (pygls calls ``read(content_length)``)."""
-        return b"" if self._too_big(n) else self.stream.read(n)
-
-    def readexactly(self, n: int) -> Any:
-        """The body of a TCP message."""
-        if self._too_big(n):
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(b"")
-            return fut
-        return self._areadexactly(n)
-
-    async def _areadexactly(self, n: int) -> bytes:
-        try:
-            return await self.stream.readexactly(n)
-        except asyncio.IncompleteReadError:
-            return b""
-
-
-def _ignored_notification_type():
-    from pygls.protocol.json_rpc import JsonRPCNotification
-
-    return JsonRPCNotification
-
-
-def _structure_problem(exc: BaseException) -> str:
-    """One line out of a cattrs structuring error: which field, what was expected."""
-    try:
-        from cattrs import transform_error
-
-        return "; ".join(transform_error(exc, path="$"))  # type: ignore[arg-type]
-    except Exception:  # not a cattrs error: its own message
-        return f"{type(exc).__name__}: {exc}"
-
-
-# --- documents: pygls' workspace with LSP's line rules -----------------------------------------------------
-
-
-class _LspTextDocument(TextDocument):
-    """pygls' document, but an incremental change lands where LSP says, through :mod:`dgls.text`.
-
-    pygls 2.1.1 splits lines with ``str.splitlines`` (so a form feed, U+2028, NEL ... start a new line, which
-    no LSP client counts) and clamps a character past the end of the last line to one before its end; either
-    puts the edit somewhere other than where the client made it, and the texts drift apart for good.
-    """
-
-    def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
-        table = LineTable(self.source)
-        codec = self._position_codec.encoding or "utf-16"
-        encoding = PositionEncoding(str(getattr(codec, "value", codec)))
-        start = table.offset_at(change.range.start.line, change.range.start.character, encoding)
-        end = table.offset_at(change.range.end.line, change.range.end.character, encoding)
-        if end < start:  # a reversed range: LSP requires start <= end; take it as the span between them
-            start, end = end, start
-        self._source = self.source[:start] + change.text + self.source[end:]
-
-
-class _LspWorkspace(Workspace):
-    """pygls' workspace whose text documents apply changes the LSP way (:class:`_LspTextDocument`)."""
-
-    def _create_text_document(self, doc_uri: str, source: str | None = None, version: int | None = None,
-                              language_id: str | None = None) -> TextDocument:
-        return _LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
-                                sync_kind=self._sync_kind, position_codec=self._position_codec)
-
-    def update_text_document(self, text_doc: types.VersionedTextDocumentIdentifier,
-                             change: types.TextDocumentContentChangeEvent) -> None:
-        if unquote(text_doc.uri) not in self._text_documents:  # a client mistake, not a server error
-            log.warning("didChange for %s, which is not open: ignored", text_doc.uri)
-            return
-        super().update_text_document(text_doc, change)
 
 
 # --- server state -------------------------------------------------------------------------------------
@@ -333,11 +73,11 @@ class _Doc:
     lines: LineTable
 
 
-class DglsServer(LanguageServer):
+class DglsServer(HardenedServer):
     """pygls server plus what dgls keeps between requests: settings, the engine, in-flight work, caches."""
 
     def __init__(self) -> None:
-        super().__init__("dgls", __version__, protocol_cls=DglsProtocol)
+        super().__init__("dgls", __version__)
         self.settings = Settings()
         self.engine: Engine | None = None
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
@@ -350,81 +90,17 @@ class DglsServer(LanguageServer):
         self.pending_problems: list[str] = []  # settings problems found before the client was initialized
         self.faults_shown: set[str] = set()  # model failures already shown to the user (once each)
 
-    def report_server_error(self, error: Exception, source: Any) -> None:
-        """Log out-of-band errors (no popups for what the user cannot act on); answer a message that is not JSON.
-
-        pygls' read loop calls this when ``json.loads`` fails on a message body (not JSON, not UTF-8, nested too
-        deep); JSON-RPC wants a -32700 reply with a null id then, and the loop goes on with the next message.
-        """
-        if isinstance(error, _UNPARSABLE):
-            self.protocol.reply_error(None, -32700, f"Parse error: {type(error).__name__}: {error}")
-            log.warning("a message body that is not JSON (answered -32700): %s: %s", type(error).__name__, error)
-            return
-        level = logging.WARNING if _client_mistake(error) else logging.ERROR  # the client was answered already
-        log.log(level, "%s: %s", getattr(source, "__name__", source), error)
-
-    def start_tcp(self, host: str, port: int) -> None:
-        """Serve LSP on TCP, one client at a time, checking the token on the first message when one is required.
-
-        pygls' own ``start_tcp`` accepts any number of connections on one protocol, so a second connection
-        takes over the replies meant for the first. Here a second connection is closed at once. The first
-        initialized session that ends ends the server, as with pygls; a refused client or a port probe that
-        never initialized does not.
-        """
-        self._stop_event = stop_event = threading.Event()
-        busy = False
-        exit_request: list[SystemExit] = []  # raised out of a connection callback, asyncio logs a traceback
-
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal busy
-            peer = writer.get_extra_info("peername")
-            if busy:
-                log.warning("refused a second TCP connection from %s: dgls serves one client at a time", peer)
-                writer.close()
-                return
-            busy = True
-            log.info("TCP client connected from %s", peer)
-            self.protocol.authenticated, self.protocol.refused = False, False
-            self.protocol.set_writer(writer)  # type: ignore[arg-type]
-            from pygls.io_ import run_async
-
-            try:
-                await run_async(stop_event=stop_event, reader=_BoundedReader(reader), protocol=self.protocol,
-                                logger=log, error_handler=self.report_server_error)
-            except SystemExit as exc:  # pygls ends on `exit` with sys.exit: re-raised once the loop is down
-                exit_request.append(exc)
-            finally:
-                busy = False
-                if not writer.is_closing():
-                    writer.close()
-            refused = self.protocol.required_token is not None and not self.protocol.authenticated
-            if refused or self.protocol._workspace is None:
-                return  # refused, or gone before initialize (a port probe): keep listening for the real client
-            self.shutdown()
-
-        async def listen() -> None:
-            self._server = await asyncio.start_server(connection, host, port)
-            async with self._server:
-                await self._server.serve_forever()
-
-        try:
-            asyncio.run(listen())
-        except asyncio.CancelledError:
-            log.debug("TCP server stopped")
-        if exit_request:
-            raise exit_request[0]
-
     # -- documents ---------------------------------------------------------------------------------------
     @property
     def encoding(self) -> PositionEncoding:
         """The position encoding negotiated with the client."""
-        enc = self.workspace.position_encoding if self.protocol._workspace is not None else None
+        enc = self.workspace.position_encoding if self.open_workspace is not None else None
         return PositionEncoding(str(getattr(enc, "value", enc) or "utf-16"))
 
     def doc(self, uri: str) -> _Doc | None:
         """The open document `uri`, or None (never read from disk: unknown and closed URIs are None)."""
         # pygls keys documents by the percent-decoded URI (file:///a%20b.py is stored as file:///a b.py)
-        if self.protocol._workspace is None or unquote(uri) not in self.workspace.text_documents:
+        if self.open_workspace is None or unquote(uri) not in self.workspace.text_documents:
             return None
         d = self.workspace.get_text_document(uri)
         text = d.source
@@ -526,13 +202,13 @@ class DglsServer(LanguageServer):
         """A request failed in the model: log it and tell dgls/status every time, the user once per message."""
         log.warning("%s", message)
         self.send_status(event="infillFailed", detail=message)
-        if message not in self.faults_shown and self.initialized and not self.protocol._shutdown:
+        if message not in self.faults_shown and self.initialized and not self.shut_down:
             self.faults_shown.add(message)
             self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"dgls: {message}"))
 
     def send_status(self, **event: Any) -> None:
         """Send ``dgls/status`` with optional event fields (between initialization and shutdown only)."""
-        if self.initialized and not self.protocol._shutdown:
+        if self.initialized and not self.shut_down:
             self.protocol.notify(STATUS, {**self.status(), **event})
 
     def ready_engine(self) -> Engine | None:
@@ -557,7 +233,7 @@ server = DglsServer()
 @server.feature(types.INITIALIZE)
 def on_initialize(ls: DglsServer, params: types.InitializeParams) -> None:
     """Read initializationOptions and start loading the model in the background."""
-    ls.protocol._workspace.__class__ = _LspWorkspace  # pygls made it just before; documents come after this
+    ls.use_lsp_line_rules()  # pygls made the workspace just before; documents come after this
     ls.settings, problems = parse_settings(params.initialization_options)
     ls.pending_problems = problems  # shown once the client is initialized
     ls.start_engine()
@@ -858,7 +534,7 @@ async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types
 @server.command(CMD_APPLY_ACTION)
 async def apply_code_action(ls: DglsServer, *args: Any) -> dict[str, Any]:
     """A code action run as a command: compute its edit, then workspace/applyEdit if the document is unchanged."""
-    (data,) = _command_args(ls, CMD_APPLY_ACTION, args, [("action", dict)])
+    (data,) = command_args(ls, CMD_APPLY_ACTION, args, [("action", dict)])
     doc, edits = await _action_edits(ls, CMD_APPLY_ACTION, data, str(data.get("title") or "dgls"))
     return await _apply_if_current(ls, doc, edits, str(data.get("title") or "dgls"))
 
@@ -964,34 +640,17 @@ def _step_reporter(ls: DglsServer, token: types.ProgressToken | None, part: int,
 
 
 def _report_if_open(ls: DglsServer, token: types.ProgressToken, report: types.WorkDoneProgressReport) -> None:
-    if token in ls.work_done_progress.tokens and not ls.protocol._shutdown:  # a step after the end is dropped
+    if token in ls.work_done_progress.tokens and not ls.shut_down:  # a step after the end is dropped
         ls.work_done_progress.report(token, report)
 
 
 def _end_progress(ls: DglsServer, token: types.ProgressToken | None, message: str) -> None:
-    if token is not None and not ls.protocol._shutdown:
+    if token is not None and not ls.shut_down:
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         ls.work_done_progress.tokens.pop(token, None)
 
 
 # --- commands -----------------------------------------------------------------------------------------
-
-
-def _command_args(ls: DglsServer, command: str, args: tuple, spec: list[tuple[str, type]]) -> list[Any]:
-    """Structure a command's JSON arguments by `spec` ((name, type) pairs); InvalidParams saying what is wrong."""
-    names = ", ".join(name for name, _ in spec)
-    if len(args) != len(spec):
-        raise JsonRpcInvalidParams(f"{command} expects arguments [{names}], got {len(args)} argument(s)")
-    out = []
-    for (name, kind), value in zip(spec, args, strict=True):
-        try:
-            if kind in (str, dict) and not isinstance(value, kind):
-                raise TypeError(f"expected {'a string' if kind is str else 'an object'}, got {type(value).__name__}")
-            out.append(value if kind in (str, dict) else ls.protocol._converter.structure(value, kind))
-        except Exception as exc:
-            detail = _structure_problem(exc)
-            raise JsonRpcInvalidParams(f"{command}: argument {name!r} is invalid: {detail}") from None
-    return out
 
 
 @server.command(CMD_REWRITE)
@@ -1001,7 +660,7 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
     model ran; otherwise the user is told and nothing is applied.
     """
-    uri, range, instruction = _command_args(ls, CMD_REWRITE, args,
+    uri, range, instruction = command_args(ls, CMD_REWRITE, args,
                                             [("uri", str), ("range", types.Range), ("instruction", str)])
     doc = ls.doc(uri)
     if doc is None:
@@ -1049,37 +708,6 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
     return ls.status()
 
 
-_UNPARSABLE = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
-
-
-def _client_mistake(error: BaseException | None) -> bool:
-    """A message the client got wrong (answered with an error where one is due), not a fault of the server."""
-    return isinstance(error, _UNPARSABLE) or (
-        isinstance(error, JsonRpcException) and not isinstance(error, JsonRpcInternalError))
-
-
-class _ClientMistakeFilter(logging.Filter):
-    """Client mistakes in one line, not in a 60-line traceback; server faults keep theirs.
-
-    dgls logs every malformed message once, in one line (``structure_message`` and ``report_server_error``),
-    and answers it where a reply is due. pygls logs the same events again with a traceback (a cattrs exception
-    group for bad params, a JSON decoder stack for a bad body, a handler stack for an InvalidParams a handler
-    raised), and warns about the ``$/dgls/answered`` placeholder it is handed: those records are dropped. A
-    cancel for a request that has just been answered is routine: debug.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        if msg.startswith("Unable to deserialize message") or "$/dgls/answered" in record.getMessage():
-            return False
-        if record.exc_info and _client_mistake(record.exc_info[1]):
-            return False
-        if msg.startswith("Cancel notification for unknown message id"):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
 # --- entry point --------------------------------------------------------------------------------------
 
 
@@ -1091,34 +719,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
     documents sent to it and ask for edits). With a `token`, a TCP client's first message must be
     ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed.
     """
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
-        logging.getLogger("pygls").setLevel(logging.WARNING)
-    for name in ("pygls.protocol.json_rpc", "pygls.protocol.language_server", "pygls.server", "pygls.io_"):
-        pygls_log = logging.getLogger(name)
-        if not any(isinstance(f, _ClientMistakeFilter) for f in pygls_log.filters):
-            pygls_log.addFilter(_ClientMistakeFilter())
-    try:
-        if transport == "tcp":
-            if host not in LOOPBACK and not allow_remote:
-                log.error("dgls: refusing to listen on %s: not a loopback address (expected one of %s); pass "
-                          "--allow-remote to serve other machines", host, ", ".join(LOOPBACK))
-                return 2
-            scope = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
-            auth = "token required" if token else "no token"
-            log.warning("dgls %s: serving LSP on tcp://%s:%d (%s, %s)", __version__, host, port, scope, auth)
-            server.protocol.required_token = token or None
-            server.start_tcp(host, port)
-        elif transport == "stdio":
-            log.info("dgls %s: serving LSP on stdio", __version__)
-            channel = sys.stdout.buffer
-            sys.stdout = sys.stderr  # a stray print (a library's progress bar) must not corrupt the LSP stream
-            server.start_io(_BoundedReader(sys.stdin.buffer), channel)  # type: ignore[arg-type]
-        else:
-            raise ValueError(f"transport must be 'stdio' or 'tcp', got {transport!r}")
-    except SystemExit as exc:  # pygls ends the process on `exit` this way
-        code = exc.code if isinstance(exc.code, int) else 0
-    else:
-        code = 0 if server.protocol._shutdown else 1
+    code = run(server, transport, host=host, port=port, allow_remote=allow_remote, token=token)
     for cancel in server.inflight.values():  # the client is gone: stop the worker at its next step
         cancel.set()
     if server.engine is not None:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from lsprotocol import types
 
 from dgls.context import ContextBudget, ContextError, build_request
-from dgls.server import _LspWorkspace
 from dgls.text import LineTable, PositionEncoding, PositionError, Utf8Index, offset_at, position_at
+from dgls.transport import _LspWorkspace
 
 ODD = ["\r\n", "\r", "\n", "\x00", "\u0301", "e\u0301", "😀", "👩‍👩‍👧", "\ud800", "\udfff", "é", "\t", "\x0c", "\x0b",
        "\u2028", "\u2029", "\x85", "\x1c", "\ufeff", "日本", "(", ")", ":", '"', "#", "    ", "def f():", "...",
