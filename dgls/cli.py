@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,7 @@ def cmd_doctor(args) -> int:
     import transformers
 
     from dgls.kernels import availability
-    from dgls.model.loading import ModelLoadError, check_checkpoint, resolve_checkpoint
+    from dgls.model.loading import ModelLoadError, check_checkpoint, count_parameters, resolve_checkpoint
 
     report: dict[str, Any] = {"dgls": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "transformers": transformers.__version__}
@@ -277,8 +278,8 @@ def cmd_doctor(args) -> int:
     status = 0
     try:
         path = resolve_checkpoint(args.model, args.allow_download)
-        _, numel = check_checkpoint(path)
-        report["model"] = {"name": args.model, "path": str(path), "params": numel}
+        check_checkpoint(path)
+        report["model"] = {"name": args.model, "path": str(path), "params": count_parameters(path)}
     except ModelLoadError as exc:
         report["model"] = {"name": args.model, "error": str(exc)}
         status = 1
@@ -291,9 +292,21 @@ def cmd_doctor(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for k, v in report.items():
-            print(f"{k:>18}: {v}")
+        print("\n".join(_report_lines(report)))
     return status
+
+
+def _report_lines(report: Mapping[str, Any], indent: int = 0) -> list[str]:
+    """``key: value`` lines of a nested report, nested objects indented under their key (no Python reprs)."""
+    lines = []
+    for k, v in report.items():
+        if isinstance(v, Mapping):
+            lines.append(f"{' ' * indent}{k}:")
+            lines += _report_lines(v, indent + 2)
+        else:
+            shown = f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v
+            lines.append(f"{' ' * indent}{k}: {shown}")
+    return lines
 
 
 def cmd_serve(args) -> int:

@@ -183,6 +183,21 @@ def check_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     return config, count_weights(path)
 
 
+def count_parameters(path: Path) -> int:
+    """Unique parameters of the model a checkpoint folder describes, as ``load_model`` counts them.
+
+    Built on the meta device from ``config.json`` (no weights read, no memory), so that a report made without
+    loading says the same number as one made after: the safetensors files also hold buffers (a scalar per
+    layer) and the decoder's copy of the tied weights.
+    """
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    config = DiffusionGemmaConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        model = DiffusionGemmaForBlockDiffusion(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 def count_weights(path: Path, where: Callable[[str], bool] = lambda name: True) -> int:
     """Elements of the checkpoint's tensors whose names pass `where`, from the safetensors headers alone."""
     total = 0

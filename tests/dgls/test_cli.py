@@ -129,6 +129,15 @@ def test_doctor(tiny_checkpoint):
     assert bad.returncode == 1 and "model not found" in bad.stdout
 
 
+def test_doctor_counts_parameters_as_loading_does_and_prints_no_reprs(tiny_checkpoint):
+    plain = dgls("doctor", "--model", str(tiny_checkpoint))
+    loaded = json.loads(dgls("doctor", "--json", "--load", "--model", str(tiny_checkpoint)).stdout)["model"]
+    # one number, before and after loading (the file also holds per-layer buffers and the tied copy's names)
+    assert f"params: {loaded['params']:,}" in plain.stdout, plain.stdout
+    assert "{'" not in plain.stdout and "'}" not in plain.stdout, plain.stdout  # nested objects as indented lines
+    assert "  active: False" in plain.stdout
+
+
 def test_readme_main_command_fills_the_loop_body_with_python():
     """The README's main command, on the shipped dgls-tiny: a middle that keeps fib.py valid Python."""
     command = "dgls infill examples/fib.py --line 7 --col 9 --candidates 8"
