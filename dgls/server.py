@@ -1,6 +1,6 @@
 """The language server: LSP in -> one engine call -> LSP out.
 
-Each handler looks up the document, converts positions through :mod:`dgls.text` in the negotiated encoding,
+Each handler looks up the document, converts positions through :mod:`dgls.documents` (negotiated encoding),
 makes one call on the :class:`~dgls.engine.Engine` (awaited as an asyncio future so ``$/cancelRequest`` reaches
 the model worker as a cancel event), and converts the result back. The model loads once, in the background,
 after ``initialize``; until it is ready, requests get empty results and the client a ``dgls/status``.
@@ -15,7 +15,8 @@ server holds, so a client or a test can check that its edits were applied exactl
 ``TextDocumentEdit``, so a client rejects a stale one.
 
 The transport under it is :mod:`dgls.transport` (stdio and TCP, bounded reads, LSP's line rules for documents)
-and :mod:`dgls.protocol` (a reply for every request, the TCP token); see SECURITY.md.
+and :mod:`dgls.protocol` (a reply for every request, the TCP token); see SECURITY.md. Work-done progress is
+:mod:`dgls.progress`.
 """
 
 from __future__ import annotations
@@ -27,24 +28,23 @@ import logging
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from dgls import __version__
 from dgls.actions import find_holes, with_instruction
-from dgls.context import ContextError, InfillRequest, language_for_path
+from dgls.context import ContextError, InfillRequest
+from dgls.documents import Doc, Documents
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
 from dgls.ghost import Ghost, GhostCache
 from dgls.postprocess import Edit, make_edits
+from dgls.progress import ProgressBars
 from dgls.protocol import RequestFailed, command_args
 from dgls.settings import Settings, parse_settings
-from dgls.text import LineTable, PositionEncoding, PositionError
 from dgls.transport import HardenedServer, run
 
 log = logging.getLogger("dgls.server")
@@ -59,20 +59,6 @@ ACTION_REGENERATE = "regenerate"
 DOCUMENT_HASH = "dgls/documentHash"
 
 
-# --- server state -------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Doc:
-    """A snapshot of an open document: its text, version, language and line table."""
-
-    uri: str
-    text: str
-    version: int | None
-    language: str
-    lines: LineTable
-
-
 class DglsServer(HardenedServer):
     """pygls server plus what dgls keeps between requests: settings, the engine, in-flight work, caches."""
 
@@ -85,62 +71,18 @@ class DglsServer(HardenedServer):
         self.initialized = False
         self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
                                       "lastLatencyMs": None, "lastNfe": None}
-        self._tables: dict[str, LineTable] = {}
-        self._load_token: str | None = None
+        self.documents = Documents(lambda: self.open_workspace)
+        self.progress_bars = ProgressBars(self)
         self.pending_problems: list[str] = []  # settings problems found before the client was initialized
         self.faults_shown: set[str] = set()  # model failures already shown to the user (once each)
 
-    # -- documents ---------------------------------------------------------------------------------------
-    @property
-    def encoding(self) -> PositionEncoding:
-        """The position encoding negotiated with the client."""
-        enc = self.workspace.position_encoding if self.open_workspace is not None else None
-        return PositionEncoding(str(getattr(enc, "value", enc) or "utf-16"))
-
-    def doc(self, uri: str) -> _Doc | None:
-        """The open document `uri`, or None (never read from disk: unknown and closed URIs are None)."""
-        # pygls keys documents by the percent-decoded URI (file:///a%20b.py is stored as file:///a b.py)
-        if self.open_workspace is None or unquote(uri) not in self.workspace.text_documents:
-            return None
-        d = self.workspace.get_text_document(uri)
-        text = d.source
-        table = self._tables.get(uri)
-        if table is None or table.text is not text:
-            table = self._tables[uri] = LineTable(text)
-        return _Doc(uri, text, d.version, d.language_id or language_for_path(uri), table)
-
     def forget(self, uri: str) -> None:
         """Drop per-document state and cancel its work (document closed)."""
-        self._tables.pop(uri, None)
+        self.documents.forget(uri)
         self.ghosts.forget(uri)
         cancel = self.inflight.pop(uri, None)
         if cancel is not None:
             cancel.set()
-
-    def offset(self, doc: _Doc, pos: types.Position) -> int | None:
-        """Code-point offset of an LSP position, or None for a line outside the document."""
-        if pos.line >= len(doc.lines):
-            return None
-        try:
-            return doc.lines.offset_at(pos.line, pos.character, self.encoding)
-        except PositionError:
-            return None
-
-    def position(self, doc: _Doc, offset: int) -> types.Position:
-        """LSP position of a code-point offset."""
-        line, character = doc.lines.position_at(offset, self.encoding)
-        return types.Position(line=line, character=character)
-
-    def range(self, doc: _Doc, start: int, end: int) -> types.Range:
-        """LSP range of code-point offsets."""
-        return types.Range(start=self.position(doc, start), end=self.position(doc, end))
-
-    def versioned_edit(self, doc: _Doc, edits: list[Edit]) -> types.WorkspaceEdit:
-        """A WorkspaceEdit that applies only to the version of `doc` the edits were computed on."""
-        text_edits = [types.TextEdit(range=self.range(doc, e.start, e.end), new_text=e.new_text) for e in edits]
-        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
-            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
-            edits=text_edits)])
 
     # -- the model ---------------------------------------------------------------------------------------
     def engine_options(self) -> EngineOptions:
@@ -174,18 +116,12 @@ class DglsServer(HardenedServer):
         release_freed_memory()
         if engine is not self.engine or not self.initialized:
             return  # replaced meanwhile, or `initialized` will report it
-        self.end_load_progress()
+        if engine.state != "loading":
+            self.progress_bars.end_load("ready" if engine.state == "ready" else f"failed: {engine.error}")
         self.send_status()
         if engine.state == "error":
             self.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Error, message=f"dgls: the model failed to load: {engine.error}"))
-
-    def end_load_progress(self) -> None:
-        """Close the model-loading progress, if one is open."""
-        if self._load_token is not None and self.engine is not None and self.engine.state != "loading":
-            message = "ready" if self.engine.state == "ready" else f"failed: {self.engine.error}"
-            self.work_done_progress.end(self._load_token, types.WorkDoneProgressEnd(message=message))
-            self._load_token = None
 
     def status(self) -> dict[str, Any]:
         """What ``dgls/status`` reports."""
@@ -218,10 +154,6 @@ class DglsServer(HardenedServer):
         self.send_status()
         return None
 
-    def client_supports_progress(self) -> bool:
-        """Whether the client accepts server-initiated work-done progress."""
-        window = self.client_capabilities.window
-        return bool(window and window.work_done_progress)
 
 
 server = DglsServer()
@@ -246,16 +178,9 @@ async def on_initialized(ls: DglsServer, params: types.InitializedParams) -> Non
     for problem in ls.pending_problems:
         _show(ls, types.MessageType.Warning, f"dgls settings: {problem}")
     ls.send_status()
-    if ls.engine is not None and ls.engine.state == "loading" and ls.client_supports_progress():
-        token = f"dgls-load-{uuid.uuid4()}"
-        try:
-            await ls.work_done_progress.create_async(token)
-        except Exception as exc:  # the client refused: no progress bar, the status notification still goes
-            log.info("no load progress: %s", exc)
+    if ls.engine is not None and ls.engine.state == "loading" and ls.progress_bars.supported():
+        if not await ls.progress_bars.begin_load(f"loading {ls.settings.model}"):
             return
-        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-            title="dgls", message=f"loading {ls.settings.model}", cancellable=False))
-        ls._load_token = token
     if ls.engine is not None and ls.engine.state != "loading":  # finished while the client set up progress
         ls.on_engine_loaded(ls.engine)
 
@@ -298,7 +223,7 @@ def document_hash(ls: DglsServer, params: Any) -> dict[str, Any]:
     uri = getattr(params, "uri", None) if not isinstance(params, dict) else params.get("uri")
     if not isinstance(uri, str):
         raise JsonRpcInvalidParams(f"{DOCUMENT_HASH} expects {{\"uri\": string}}, got {params!r}")
-    doc = ls.doc(uri)
+    doc = ls.documents.get(uri)
     if doc is None:
         return {"uri": uri, "version": None, "sha256": None, "length": None}
     digest = hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -391,7 +316,7 @@ def _release(ls: DglsServer, uri: str, cancel: threading.Event) -> None:
 
 @dataclass
 class _Infill:
-    doc: _Doc
+    doc: Doc
     request: InfillRequest | None
     edits: list[Edit]
 
@@ -399,13 +324,13 @@ class _Infill:
 async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic: bool, n_candidates: int,
                      token: types.ProgressToken | None = None) -> _Infill | None:
     """The edits for an inline completion at `pos`; None for no answer (see the checks below)."""
-    doc = ls.doc(uri)
+    doc = ls.documents.get(uri)
     if doc is None:
         log.info("no completion: %s is not open", uri)
         return None
     if not ls.settings.languages.enabled(doc.language) or "\x00" in doc.text:
         return None
-    offset = ls.offset(doc, pos)
+    offset = ls.documents.offset(doc, pos)
     if offset is None:
         log.info("no completion: line %d is outside %s (%d lines)", pos.line, uri, len(doc.lines))
         return None
@@ -422,7 +347,7 @@ async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic
             await asyncio.sleep(ls.settings.debounce_ms / 1e3)
             if cancel.is_set():
                 return None  # a newer keystroke superseded this one
-            current = ls.doc(uri)
+            current = ls.documents.get(uri)
             if current is None or current.text is not doc.text:
                 return None
         try:
@@ -433,12 +358,13 @@ async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic
         if automatic and (request.inside_word or ((request.in_string or request.in_comment)
                                                   and not ls.settings.completion_in_strings)):
             return None
-        progress = await _begin_progress(ls, "dgls: infill", cancel, token) if token is not None else None
+        progress = ls.progress_bars.work(token, create=False)
+        await progress.begin("dgls: infill", cancel)
         try:
             done = await _run(ls, engine, request, cancel=cancel, n_candidates=n_candidates, explicit=not automatic,
-                              on_step=_step_reporter(ls, progress, 0, 1))
+                              on_step=progress.on_step(0, 1))
         finally:
-            _end_progress(ls, progress, "cancelled" if cancel.is_set() else "done")
+            progress.end("cancelled" if cancel.is_set() else "done")
     finally:
         _release(ls, uri, cancel)
     if done is None:
@@ -462,7 +388,7 @@ async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams
         return types.InlineCompletionList(items=[])
     doc = found.doc
     return types.InlineCompletionList(items=[
-        types.InlineCompletionItem(insert_text=e.new_text, range=ls.range(doc, e.start, e.end))
+        types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end))
         for e in found.edits])
 
 
@@ -480,7 +406,7 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
                 label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,
                 detail="dgls", sort_text=f"{rank:04d}", filter_text=e.new_text, documentation=e.new_text,
                 insert_text_format=types.InsertTextFormat.PlainText,
-                text_edit=types.TextEdit(range=ls.range(found.doc, e.start, e.end), new_text=e.new_text)))
+                text_edit=types.TextEdit(range=ls.documents.range(found.doc, e.start, e.end), new_text=e.new_text)))
     return types.CompletionList(is_incomplete=True, items=items)
 
 
@@ -491,10 +417,10 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
     code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
 def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """Cheap: which actions apply here. The model runs only when one is resolved."""
-    doc = ls.doc(params.text_document.uri)
+    doc = ls.documents.get(params.text_document.uri)
     if doc is None or "\x00" in doc.text:
         return []
-    start, end = ls.offset(doc, params.range.start), ls.offset(doc, params.range.end)
+    start, end = ls.documents.offset(doc, params.range.start), ls.documents.offset(doc, params.range.end)
     if start is None or end is None or start > end:
         return []
     data = {"uri": doc.uri, "version": doc.version, "range": [start, end]}
@@ -527,7 +453,7 @@ def _client_resolves_edits(ls: DglsServer) -> bool:
 async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types.CodeAction:
     """Run the model for a code action and attach its versioned edit."""
     doc, edits = await _action_edits(ls, types.CODE_ACTION_RESOLVE, action.data, action.title)
-    action.edit = ls.versioned_edit(doc, edits)
+    action.edit = ls.documents.versioned_edit(doc, edits)
     return action
 
 
@@ -539,14 +465,14 @@ async def apply_code_action(ls: DglsServer, *args: Any) -> dict[str, Any]:
     return await _apply_if_current(ls, doc, edits, str(data.get("title") or "dgls"))
 
 
-async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> tuple[_Doc, list[Edit]]:
+async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> tuple[Doc, list[Edit]]:
     """The document and the edits of the code action described by `data` (what textDocument/codeAction gave)."""
     data = data if isinstance(data, dict) else {}
     uri, rng, kind = data.get("uri"), data.get("range"), data.get("action")
     if not isinstance(uri, str) or kind not in (ACTION_FILL_HOLES, ACTION_REGENERATE) or not _is_range(rng):
         raise JsonRpcInvalidParams(f"{method}: data must be what textDocument/codeAction gave "
                                    f"(uri, range, action), got {data!r}")
-    doc = ls.doc(uri)
+    doc = ls.documents.get(uri)
     if doc is None:
         raise RequestFailed(f"{uri} is not open")
     if doc.version != data.get("version"):
@@ -570,11 +496,12 @@ def _is_range(rng: Any) -> bool:
     return isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng) and 0 <= rng[0] <= rng[1]
 
 
-async def _edit_spans(ls: DglsServer, engine: Engine, doc: _Doc, spans: list[tuple[int, int]], *, title: str,
+async def _edit_spans(ls: DglsServer, engine: Engine, doc: Doc, spans: list[tuple[int, int]], *, title: str,
                       instruction: str | None = None, token: types.ProgressToken | None = None) -> list[Edit]:
     """Regenerate each span of `doc` (a hole or a selection), one model call each, with cancellable progress."""
     cancel = threading.Event()
-    progress = await _begin_progress(ls, title, cancel, token)
+    progress = ls.progress_bars.work(token)
+    await progress.begin(title, cancel)
     edits: list[Edit] = []
     try:
         for i, (start, end) in enumerate(spans):
@@ -583,20 +510,20 @@ async def _edit_spans(ls: DglsServer, engine: Engine, doc: _Doc, spans: list[tup
             request = _span_request(engine, doc, start, end)
             if instruction:
                 request = with_instruction(request, doc.text, instruction)
-            done = await _run(ls, engine, request, cancel=cancel, on_step=_step_reporter(ls, progress, i, len(spans)))
+            done = await _run(ls, engine, request, cancel=cancel, on_step=progress.on_step(i, len(spans)))
             if done is not None:
                 found = make_edits(doc.text, request, done.suggestions)
                 if found:
                     edits.append(found[0])
     finally:
-        _end_progress(ls, progress, "cancelled" if cancel.is_set() else f"{len(edits)} edit(s)")
+        progress.end("cancelled" if cancel.is_set() else f"{len(edits)} edit(s)")
     if cancel.is_set():
         raise RequestFailed(f"{title}: cancelled")
     ls.send_status()
     return edits
 
 
-def _span_request(engine: Engine, doc: _Doc, start: int, end: int) -> InfillRequest:
+def _span_request(engine: Engine, doc: Doc, start: int, end: int) -> InfillRequest:
     """The request for a hole (as context sees a cursor on it, when it takes the whole hole) or a selection."""
     try:
         request = engine.build_request(doc.text, start, language=doc.language)
@@ -605,49 +532,6 @@ def _span_request(engine: Engine, doc: _Doc, start: int, end: int) -> InfillRequ
         return engine.build_request(doc.text, start, language=doc.language, selection=(start, end))
     except ContextError as exc:
         raise RequestFailed(str(exc)) from None
-
-
-async def _begin_progress(ls: DglsServer, title: str, cancel: threading.Event,
-                          token: types.ProgressToken | None) -> types.ProgressToken | None:
-    """Start cancellable work-done progress (the client's token, or one we create); cancelling sets `cancel`."""
-    if token is None:
-        if not ls.client_supports_progress():
-            return None
-        token = f"dgls-{uuid.uuid4()}"
-        try:
-            await ls.work_done_progress.create_async(token)
-        except Exception as exc:
-            log.info("no progress for %s: %s", title, exc)
-            return None
-    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
-    ls.work_done_progress.tokens[token].add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
-    return token
-
-
-def _step_reporter(ls: DglsServer, token: types.ProgressToken | None, part: int,
-                   parts: int) -> Callable[[int, int], None] | None:
-    """An on_step callback for the model worker that reports progress on the event loop (None: no progress)."""
-    if token is None:
-        return None
-    loop = asyncio.get_running_loop()
-
-    def on_step(step: int, total: int) -> None:
-        pct = min(99, int(100 * (part + step / max(total, 1)) / parts))
-        report = types.WorkDoneProgressReport(message=f"{part + 1}/{parts}: step {step}/{total}", percentage=pct)
-        loop.call_soon_threadsafe(_report_if_open, ls, token, report)
-
-    return on_step
-
-
-def _report_if_open(ls: DglsServer, token: types.ProgressToken, report: types.WorkDoneProgressReport) -> None:
-    if token in ls.work_done_progress.tokens and not ls.shut_down:  # a step after the end is dropped
-        ls.work_done_progress.report(token, report)
-
-
-def _end_progress(ls: DglsServer, token: types.ProgressToken | None, message: str) -> None:
-    if token is not None and not ls.shut_down:
-        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
-        ls.work_done_progress.tokens.pop(token, None)
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -662,10 +546,10 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     """
     uri, range, instruction = command_args(ls, CMD_REWRITE, args,
                                             [("uri", str), ("range", types.Range), ("instruction", str)])
-    doc = ls.doc(uri)
+    doc = ls.documents.get(uri)
     if doc is None:
         raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
-    start, end = ls.offset(doc, range.start), ls.offset(doc, range.end)
+    start, end = ls.documents.offset(doc, range.start), ls.documents.offset(doc, range.end)
     if start is None or end is None or start >= end:
         raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
                             f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
@@ -678,9 +562,9 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     return await _apply_if_current(ls, doc, edits, "dgls: Rewrite")
 
 
-async def _apply_if_current(ls: DglsServer, doc: _Doc, edits: list[Edit], label: str) -> dict[str, Any]:
+async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: str) -> dict[str, Any]:
     """workspace/applyEdit the edits computed on `doc`, unless the document changed meanwhile (then say so)."""
-    now = ls.doc(doc.uri)
+    now = ls.documents.get(doc.uri)
     if now is None or now.version != doc.version:
         reason = (f"{doc.uri} changed while the edit was computed (version {doc.version} -> "
                   f"{now.version if now else 'closed'}); {label} not applied")
@@ -689,7 +573,7 @@ async def _apply_if_current(ls: DglsServer, doc: _Doc, edits: list[Edit], label:
     if not edits:
         return {"applied": False, "reason": "no edit"}
     result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-        edit=ls.versioned_edit(doc, edits), label=label))
+        edit=ls.documents.versioned_edit(doc, edits), label=label))
     return {"applied": result.applied, "reason": result.failure_reason}
 
 
