@@ -1,9 +1,12 @@
-"""The language server: LSP in -> one engine call -> LSP out.
+"""The language server: LSP in -> one call -> LSP out.
 
-Each handler looks up the document, converts positions through :mod:`dgls.documents` (negotiated encoding),
-makes one call on the :class:`~dgls.engine.Engine` (awaited as an asyncio future so ``$/cancelRequest`` reaches
-the model worker as a cancel event), and converts the result back. The model loads once, in the background,
-after ``initialize``; until it is ready, requests get empty results and the client a ``dgls/status``.
+Each handler looks up the document, converts positions to offsets (:mod:`dgls.documents`, in the negotiated
+encoding), makes one call on the completion policy (:mod:`dgls.policy`: newest wins, debounce, ghost text; the
+engine call is awaited as an asyncio future so ``$/cancelRequest`` reaches the model worker as a cancel event),
+and converts the result back. The model loads once, in the background, after ``initialize``; until it is ready,
+requests get empty results and the client a ``dgls/status``. Under it: :mod:`dgls.transport` (stdio and TCP,
+bounded reads, LSP's line rules for documents) and :mod:`dgls.protocol` (a reply for every request, the TCP
+token; see SECURITY.md); the progress bars are :mod:`dgls.progress`.
 
 Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, which may
 get an empty middle unless the code at the cursor is unfinished; several candidates on Invoked ones; answered
@@ -13,10 +16,6 @@ from the last ghost text while the user types it), a
 ``dgls/status`` notification, and the ``dgls/documentHash`` request (the version and SHA-256 of the text the
 server holds, so a client or a test can check that its edits were applied exactly). Every edit is a versioned
 ``TextDocumentEdit``, so a client rejects a stale one.
-
-The transport under it is :mod:`dgls.transport` (stdio and TCP, bounded reads, LSP's line rules for documents)
-and :mod:`dgls.protocol` (a reply for every request, the TCP token); see SECURITY.md. Work-done progress is
-:mod:`dgls.progress`.
 """
 
 from __future__ import annotations
@@ -26,22 +25,17 @@ import gc
 import hashlib
 import logging
 import sys
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from dgls import __version__
-from dgls.actions import find_holes, with_instruction
-from dgls.context import ContextError, InfillRequest
+from dgls.context import ContextBudget, InfillRequest
 from dgls.documents import Doc, Documents
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
-from dgls.ghost import Ghost, GhostCache
-from dgls.postprocess import Edit, make_edits
+from dgls.policy import InfillPolicy, Refused
+from dgls.postprocess import Edit
 from dgls.progress import ProgressBars
 from dgls.protocol import RequestFailed, command_args
 from dgls.settings import Settings, parse_settings
@@ -60,35 +54,26 @@ DOCUMENT_HASH = "dgls/documentHash"
 
 
 class DglsServer(HardenedServer):
-    """pygls server plus what dgls keeps between requests: settings, the engine, in-flight work, caches."""
+    """The server and what dgls keeps between requests: settings, the engine, documents, the policy, progress."""
 
     def __init__(self) -> None:
         super().__init__("dgls", __version__)
         self.settings = Settings()
         self.engine: Engine | None = None
-        self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
-        self.ghosts = GhostCache()
         self.initialized = False
-        self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
-                                      "lastLatencyMs": None, "lastNfe": None}
         self.documents = Documents(lambda: self.open_workspace)
+        self.policy = InfillPolicy(self)
         self.progress_bars = ProgressBars(self)
         self.pending_problems: list[str] = []  # settings problems found before the client was initialized
         self.faults_shown: set[str] = set()  # model failures already shown to the user (once each)
 
-    def forget(self, uri: str) -> None:
-        """Drop per-document state and cancel its work (document closed)."""
-        self.documents.forget(uri)
-        self.ghosts.forget(uri)
-        cancel = self.inflight.pop(uri, None)
-        if cancel is not None:
-            cancel.set()
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The infill counters ``dgls/status`` reports."""
+        return self.policy.stats
 
-    # -- the model ---------------------------------------------------------------------------------------
     def engine_options(self) -> EngineOptions:
         """Engine options from the settings."""
-        from dgls.context import ContextBudget
-
         s = self.settings
         return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts,
                              sampler=s.sampler_overrides(),
@@ -98,8 +83,7 @@ class DglsServer(HardenedServer):
     def start_engine(self) -> None:
         """(Re)create the engine from the settings and load the model in the background."""
         old, self.engine = self.engine, Engine(self.engine_options())
-        for cancel in self.inflight.values():
-            cancel.set()
+        self.policy.cancel_all()
         if old is not None:
             old.shutdown()
         engine = self.engine
@@ -154,9 +138,19 @@ class DglsServer(HardenedServer):
         self.send_status()
         return None
 
+    def current_text(self, uri: str) -> str | None:
+        """The text of `uri` as the client last sent it (None when it is not open)."""
+        doc = self.documents.get(uri)
+        return doc.text if doc is not None else None
 
 
 server = DglsServer()
+
+
+def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
+    """Tell the user (window/showMessage) and the log."""
+    log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
+    ls.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
 
 # --- lifecycle ----------------------------------------------------------------------------------------
@@ -188,8 +182,7 @@ async def on_initialized(ls: DglsServer, params: types.InitializedParams) -> Non
 @server.feature(types.SHUTDOWN)
 def on_shutdown(ls: DglsServer, params: Any) -> None:
     """Cancel everything in flight and stop the model worker."""
-    for cancel in ls.inflight.values():
-        cancel.set()
+    ls.policy.cancel_all()
     if ls.engine is not None:
         ls.engine.shutdown()
 
@@ -209,7 +202,8 @@ def on_configuration(ls: DglsServer, params: types.DidChangeConfigurationParams)
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: DglsServer, params: types.DidCloseTextDocumentParams) -> None:
     """Forget the document's caches and cancel its work."""
-    ls.forget(params.text_document.uri)
+    ls.documents.forget(params.text_document.uri)
+    ls.policy.forget(params.text_document.uri)
 
 
 @server.feature(DOCUMENT_HASH)
@@ -230,163 +224,42 @@ def document_hash(ls: DglsServer, params: Any) -> dict[str, Any]:
     return {"uri": uri, "version": doc.version, "sha256": digest, "length": len(doc.text)}
 
 
-def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
-    """Tell the user (window/showMessage) and the log."""
-    log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
-    ls.window_show_message(types.ShowMessageParams(type=kind, message=message))
+# --- completion -------------------------------------------------------------------------------------------
 
 
-# --- infill: one engine call, cancellable --------------------------------------------------------------
+async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, **options: Any) -> Completion | None:
+    """One cancellable engine call on the server's policy (see :meth:`dgls.policy.InfillPolicy.run`)."""
+    return await ls.policy.run(engine, request, **options)
 
 
-async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, *, cancel: threading.Event,
-               n_candidates: int = 1, explicit: bool = True,
-               on_step: Callable[[int, int], None] | None = None) -> Completion | None:
-    """Submit one request and await it; None when it was superseded or failed (logged).
-
-    An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle,
-    nor may an automatic one where the code at the cursor is unfinished as it stands (``request.incomplete``:
-    ``x = |``, an empty block body), since there an empty middle is not what the user is after.
-
-    On ``$/cancelRequest`` (asyncio cancellation of this task) the cancel event stops the worker at its next
-    step; the worker is awaited so the next request finds it free, and the cancellation is re-raised so pygls
-    answers -32800.
-    """
-    ls.stats["requests"] += 1
-    t0 = time.perf_counter()
-    fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step,
-                        min_tokens=1 if explicit or request.incomplete else 0)
-    try:
-        done = await asyncio.wrap_future(fut)
-    except asyncio.CancelledError:
-        cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 1)  # Python 3.10: take it as the client's
-        if fut.cancelled() and not cancelling():  # the engine dropped it (model restarted), nobody cancelled us:
-            ls.stats["cancelled"] += 1  # an empty answer, as for a superseded request, not -32800
-            return None
-        cancel.set()
-        steps = await _stopped(fut)
-        ls.stats["cancelled"] += 1
-        ls.send_status(event="cancelled", steps=steps)
-        raise
-    except Exception as exc:
-        if cancel.is_set():  # superseded by a newer request, closed document, restart
-            ls.stats["cancelled"] += 1
-            log.debug("infill superseded after %s step(s)", getattr(exc, "steps", "?"))
-        else:
-            ls.report_fault(f"the model failed on a request: {exc}")
-        return None
-    finally:
-        # an error raised through `await` carries this frame in its traceback, and the frame holds the future that
-        # holds the error: a cycle only the full (rare) collection frees; break it here
-        del fut
-    ms = (time.perf_counter() - t0) * 1e3
-    ls.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
-    ls.stats["resultCache"] += done.cached
-    log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s", request.span.value,
-             len(done.suggestions), done.nfe, ms, done.ms, done.prefix_cache, ", result cache" if done.cached else "")
-    return done
-
-
-async def _stopped(fut) -> int | None:
-    """Wait for a cancelled worker future to stop; the number of steps it ran (None if it finished)."""
-    try:
-        await asyncio.shield(asyncio.wrap_future(fut))
-    except asyncio.CancelledError:
-        return None
-    except Exception as exc:
-        return getattr(exc, "steps", None)
-    finally:
-        del fut  # as in _run: no frame -> future -> error -> traceback -> frame cycle
-    return None
-
-
-def _claim(ls: DglsServer, uri: str) -> threading.Event:
-    """A cancel event for a new request on `uri`; the one in flight for it is cancelled (newest wins)."""
-    previous = ls.inflight.get(uri)
-    if previous is not None:
-        previous.set()
-    cancel = ls.inflight[uri] = threading.Event()
-    return cancel
-
-
-def _release(ls: DglsServer, uri: str, cancel: threading.Event) -> None:
-    if ls.inflight.get(uri) is cancel:
-        del ls.inflight[uri]
-
-
-@dataclass
-class _Infill:
-    doc: Doc
-    request: InfillRequest | None
-    edits: list[Edit]
-
-
-async def _infill_at(ls: DglsServer, uri: str, pos: types.Position, *, automatic: bool, n_candidates: int,
-                     token: types.ProgressToken | None = None) -> _Infill | None:
-    """The edits for an inline completion at `pos`; None for no answer (see the checks below)."""
+def _cursor(ls: DglsServer, uri: str, pos: types.Position) -> tuple[Doc, int] | None:
+    """The open document and the offset of `pos` in it, where completions are served; None (logged) if not."""
     doc = ls.documents.get(uri)
     if doc is None:
         log.info("no completion: %s is not open", uri)
         return None
-    if not ls.settings.languages.enabled(doc.language) or "\x00" in doc.text:
+    if not ls.policy.serves(doc.text, doc.language):
         return None
     offset = ls.documents.offset(doc, pos)
     if offset is None:
         log.info("no completion: line %d is outside %s (%d lines)", pos.line, uri, len(doc.lines))
         return None
-    ghost = ls.ghosts.lookup(uri, doc.text, offset) if automatic else None  # Invoked: the user wants fresh ones
-    if ghost is not None:
-        ls.stats["typedThrough"] += 1
-        return _Infill(doc, None, [Edit(ghost.start, ghost.end, ghost.new_text, 0.0, 1.0, None)])
-    engine = ls.ready_engine()
-    if engine is None:
-        return None
-    cancel = _claim(ls, uri)
-    try:
-        if automatic and ls.settings.debounce_ms:
-            await asyncio.sleep(ls.settings.debounce_ms / 1e3)
-            if cancel.is_set():
-                return None  # a newer keystroke superseded this one
-            current = ls.documents.get(uri)
-            if current is None or current.text is not doc.text:
-                return None
-        try:
-            request = engine.build_request(doc.text, offset, language=doc.language)
-        except ContextError as exc:
-            log.info("no completion: %s", exc)
-            return None
-        if automatic and (request.inside_word or ((request.in_string or request.in_comment)
-                                                  and not ls.settings.completion_in_strings)):
-            return None
-        progress = ls.progress_bars.work(token, create=False)
-        await progress.begin("dgls: infill", cancel)
-        try:
-            done = await _run(ls, engine, request, cancel=cancel, n_candidates=n_candidates, explicit=not automatic,
-                              on_step=progress.on_step(0, 1))
-        finally:
-            progress.end("cancelled" if cancel.is_set() else "done")
-    finally:
-        _release(ls, uri, cancel)
-    if done is None:
-        return None
-    edits = make_edits(doc.text, request, done.suggestions)
-    if edits:
-        best = edits[0]
-        ls.ghosts.remember(uri, Ghost(doc.text, best.start, best.end, best.new_text))
-    ls.send_status()
-    return _Infill(doc, request, edits)
+    return doc, offset
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     """Ghost text at the cursor: one candidate on Automatic triggers, several on Invoked ones."""
     automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
-    n = 1 if automatic else ls.settings.candidates
-    found = await _infill_at(ls, params.text_document.uri, params.position, automatic=automatic, n_candidates=n,
-                             token=params.work_done_token)
+    cursor = _cursor(ls, params.text_document.uri, params.position)
+    if cursor is None:
+        return types.InlineCompletionList(items=[])
+    doc, offset = cursor
+    found = await ls.policy.complete(doc.uri, doc.text, doc.language, offset, automatic=automatic,
+                                     n_candidates=1 if automatic else ls.settings.candidates,
+                                     progress=ls.progress_bars.work(params.work_done_token, create=False))
     if found is None or not found.edits:
         return types.InlineCompletionList(items=[])
-    doc = found.doc
     return types.InlineCompletionList(items=[
         types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end))
         for e in found.edits])
@@ -396,17 +269,20 @@ async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams
 async def completion(ls: DglsServer, params: types.CompletionParams) -> types.CompletionList:
     """Fallback for clients without inline completion: the middle as a completion item with a textEdit."""
     kind = params.context.trigger_kind if params.context else types.CompletionTriggerKind.Invoked
-    automatic = kind != types.CompletionTriggerKind.Invoked
-    found = await _infill_at(ls, params.text_document.uri, params.position, automatic=automatic, n_candidates=1)
+    cursor = _cursor(ls, params.text_document.uri, params.position)
+    if cursor is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    doc, offset = cursor
+    found = await ls.policy.complete(doc.uri, doc.text, doc.language, offset,
+                                     automatic=kind != types.CompletionTriggerKind.Invoked, n_candidates=1)
     items = []
-    if found is not None:
-        for rank, e in enumerate(found.edits):
-            label = e.new_text.strip().splitlines()[0]
-            items.append(types.CompletionItem(
-                label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,
-                detail="dgls", sort_text=f"{rank:04d}", filter_text=e.new_text, documentation=e.new_text,
-                insert_text_format=types.InsertTextFormat.PlainText,
-                text_edit=types.TextEdit(range=ls.documents.range(found.doc, e.start, e.end), new_text=e.new_text)))
+    for rank, e in enumerate(found.edits if found is not None else []):
+        label = e.new_text.strip().splitlines()[0]
+        items.append(types.CompletionItem(
+            label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,
+            detail="dgls", sort_text=f"{rank:04d}", filter_text=e.new_text, documentation=e.new_text,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=ls.documents.range(doc, e.start, e.end), new_text=e.new_text)))
     return types.CompletionList(is_incomplete=True, items=items)
 
 
@@ -426,7 +302,7 @@ def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.C
     data = {"uri": doc.uri, "version": doc.version, "range": [start, end]}
     actions = []
     selected = start < end
-    holes = find_holes(doc.text, ls.settings.hole_markers, *((start, end) if selected else (0, len(doc.text))))
+    holes = ls.policy.holes(doc.text, start, end)
     if holes:
         where = "selection" if selected else "file"
         actions.append(types.CodeAction(title=f"dgls: Fill {len(holes)} hole(s) in the {where}",
@@ -482,10 +358,7 @@ async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> t
     if engine is None:
         raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
     start, end = rng
-    if kind == ACTION_FILL_HOLES:
-        spans = find_holes(doc.text, ls.settings.hole_markers, *((start, end) if start < end else (0, len(doc.text))))
-    else:
-        spans = [(start, end)]
+    spans = ls.policy.holes(doc.text, start, end) if kind == ACTION_FILL_HOLES else [(start, end)]
     edits = await _edit_spans(ls, engine, doc, spans, title=title)
     if not edits:
         _show(ls, types.MessageType.Info, f"{title}: the model proposed nothing usable; nothing changed")
@@ -497,69 +370,13 @@ def _is_range(rng: Any) -> bool:
 
 
 async def _edit_spans(ls: DglsServer, engine: Engine, doc: Doc, spans: list[tuple[int, int]], *, title: str,
-                      instruction: str | None = None, token: types.ProgressToken | None = None) -> list[Edit]:
-    """Regenerate each span of `doc` (a hole or a selection), one model call each, with cancellable progress."""
-    cancel = threading.Event()
-    progress = ls.progress_bars.work(token)
-    await progress.begin(title, cancel)
-    edits: list[Edit] = []
+                      instruction: str | None = None) -> list[Edit]:
+    """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses."""
     try:
-        for i, (start, end) in enumerate(spans):
-            if cancel.is_set():
-                break
-            request = _span_request(engine, doc, start, end)
-            if instruction:
-                request = with_instruction(request, doc.text, instruction)
-            done = await _run(ls, engine, request, cancel=cancel, on_step=progress.on_step(i, len(spans)))
-            if done is not None:
-                found = make_edits(doc.text, request, done.suggestions)
-                if found:
-                    edits.append(found[0])
-    finally:
-        progress.end("cancelled" if cancel.is_set() else f"{len(edits)} edit(s)")
-    if cancel.is_set():
-        raise RequestFailed(f"{title}: cancelled")
-    ls.send_status()
-    return edits
-
-
-def _span_request(engine: Engine, doc: Doc, start: int, end: int) -> InfillRequest:
-    """The request for a hole (as context sees a cursor on it, when it takes the whole hole) or a selection."""
-    try:
-        request = engine.build_request(doc.text, start, language=doc.language)
-        if (request.start, request.end) == (start, end):
-            return request
-        return engine.build_request(doc.text, start, language=doc.language, selection=(start, end))
-    except ContextError as exc:
+        return await ls.policy.edit_spans(engine, doc.text, doc.language, spans, title=title,
+                                          instruction=instruction, progress=ls.progress_bars.work())
+    except Refused as exc:
         raise RequestFailed(str(exc)) from None
-
-
-# --- commands -----------------------------------------------------------------------------------------
-
-
-@server.command(CMD_REWRITE)
-async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
-    """Rewrite a range following an instruction: arguments ``[uri, range, instruction]``.
-
-    The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
-    model ran; otherwise the user is told and nothing is applied.
-    """
-    uri, range, instruction = command_args(ls, CMD_REWRITE, args,
-                                            [("uri", str), ("range", types.Range), ("instruction", str)])
-    doc = ls.documents.get(uri)
-    if doc is None:
-        raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
-    start, end = ls.documents.offset(doc, range.start), ls.documents.offset(doc, range.end)
-    if start is None or end is None or start >= end:
-        raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
-                            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
-    engine = ls.ready_engine()
-    if engine is None:
-        raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
-    edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
-    if not edits:
-        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
-    return await _apply_if_current(ls, doc, edits, "dgls: Rewrite")
 
 
 async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: str) -> dict[str, Any]:
@@ -575,6 +392,34 @@ async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: 
     result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
         edit=ls.documents.versioned_edit(doc, edits), label=label))
     return {"applied": result.applied, "reason": result.failure_reason}
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+@server.command(CMD_REWRITE)
+async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
+    """Rewrite a range following an instruction: arguments ``[uri, range, instruction]``.
+
+    The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
+    model ran; otherwise the user is told and nothing is applied.
+    """
+    uri, range, instruction = command_args(ls, CMD_REWRITE, args,
+                                           [("uri", str), ("range", types.Range), ("instruction", str)])
+    doc = ls.documents.get(uri)
+    if doc is None:
+        raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
+    start, end = ls.documents.offset(doc, range.start), ls.documents.offset(doc, range.end)
+    if start is None or end is None or start >= end:
+        raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
+                            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
+    engine = ls.ready_engine()
+    if engine is None:
+        raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
+    edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
+    if not edits:
+        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
+    return await _apply_if_current(ls, doc, edits, "dgls: Rewrite")
 
 
 @server.command(CMD_SHOW_CONFIG)
@@ -604,8 +449,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
     ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed.
     """
     code = run(server, transport, host=host, port=port, allow_remote=allow_remote, token=token)
-    for cancel in server.inflight.values():  # the client is gone: stop the worker at its next step
-        cancel.set()
+    server.policy.cancel_all()  # the client is gone: stop the worker at its next step
     if server.engine is not None:
         server.engine.shutdown()
     return code

@@ -1,0 +1,86 @@
+"""The completion policy on plain text and offsets, with no LSP and no model: newest wins, ghost text, filters."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+from dgls.ghost import Ghost
+from dgls.policy import InfillPolicy
+from dgls.settings import Settings
+
+TEXT = "def f(a):\n    return \n"
+AT = TEXT.index("return ") + len("return ")
+
+
+class Host:
+    """A host with no model: every call is recorded."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.asked_engine = 0
+        self.statuses: list[dict] = []
+
+    def ready_engine(self):
+        self.asked_engine += 1
+        return None
+
+    def current_text(self, uri: str) -> str | None:
+        return None
+
+    def send_status(self, **event) -> None:
+        self.statuses.append(event)
+
+    def report_fault(self, message: str) -> None:
+        raise AssertionError(message)
+
+
+def test_the_policy_imports_no_lsp_types():
+    code = ("import sys, dgls.policy; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lsprotocol', 'pygls')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_newest_wins_per_document():
+    policy = InfillPolicy(Host())
+    first = policy.claim("u")
+    second = policy.claim("u")
+    other = policy.claim("v")
+    assert first.is_set() and not second.is_set()
+    policy.release("u", first)  # a superseded request does not release its successor
+    assert policy.inflight == {"u": second, "v": other}
+    policy.forget("u")
+    assert second.is_set() and policy.inflight == {"v": other}
+    policy.cancel_all()
+    assert other.is_set()
+
+
+def test_typing_the_ghost_text_answers_without_the_model():
+    host = Host()
+    policy = InfillPolicy(host)
+    policy.ghosts.remember("u", Ghost(TEXT, AT, AT, "a + 1"))
+    typed = TEXT[:AT] + "a" + TEXT[AT:]
+    found = asyncio.run(policy.complete("u", typed, "python", AT + 1, automatic=True, n_candidates=1))
+    assert found is not None and found.request is None
+    assert [(e.start, e.end, e.new_text) for e in found.edits] == [(AT + 1, AT + 1, " + 1")]
+    assert policy.stats["typedThrough"] == 1 and host.asked_engine == 0
+
+
+def test_no_ready_model_no_answer_and_nothing_in_flight():
+    host = Host()
+    policy = InfillPolicy(host)
+    policy.ghosts.remember("u", Ghost(TEXT, AT, AT, "a + 1"))
+    found = asyncio.run(policy.complete("u", TEXT, "python", AT, automatic=False, n_candidates=3))
+    assert found is None  # Invoked: the ghost is not used, and there is no model
+    assert host.asked_engine == 1 and policy.inflight == {}
+
+
+def test_what_is_served():
+    policy = InfillPolicy(Host())
+    assert policy.serves(TEXT, "python")
+    assert not policy.serves("a\x00b", "python")
+    text = "def f():\n    ...\n\ndef g():\n    ...\n"
+    assert len(policy.holes(text, 0, 0)) == 2  # an empty range: the whole file
+    assert len(policy.holes(text, 0, text.index("def g"))) == 1
