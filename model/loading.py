@@ -58,6 +58,8 @@ class ModelSpec:
     max_prefix_tokens: int | None = None  # longest prefix / suffix windows the model was trained on
     max_suffix_tokens: int | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    # languages the model was trained on (dgls.json "languages", LSP language ids); None: not declared
+    languages: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -306,7 +308,10 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
     def opt(v):
         return None if v is None else int(v)
 
-    return ModelSpec(bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
+    languages = ours.get("languages")
+    if languages is not None and (not isinstance(languages, list) or not all(isinstance(x, str) for x in languages)):
+        raise ModelLoadError(f"invalid languages in {path / 'dgls.json'}: expected a list of language ids")
+    return ModelSpec(languages=None if languages is None else tuple(languages),bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
                      noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
                      max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
                      vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)

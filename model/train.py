@@ -139,6 +139,7 @@ class TrainConfig:
     save_every: int = 250
     log_every: int = 10
     seed: int = 0
+    languages: list[str] = field(default_factory=lambda: ["python"])  # what the corpus holds (LSP language ids)
     threads: int = 2
     device: str = "auto"
     amp: str = "auto"  # "bf16" autocast, "off" (fp32), or "auto": bf16 where this device runs it faster
@@ -520,6 +521,7 @@ def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summ
         max_prefix_tokens=cfg.max_prefix,
         max_suffix_tokens=cfg.max_suffix,
         experts_implementation=EXPERTS_IMPLEMENTATION,
+        languages=list(cfg.languages),
     )
     set_generation_defaults(model.generation_config, tok, dgls)
     if cfg.save_dtype not in ("float32", "bfloat16"):
@@ -594,6 +596,9 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
         elif f.name == "canvas_lengths":
             ap.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=default,
                             help="comma-separated free canvas lengths, e.g. 16,32,64")
+        elif f.name == "languages":
+            ap.add_argument(flag, type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=default,
+                            help="comma-separated LSP language ids the corpus holds (written to dgls.json)")
         else:
             kind = {"int": int, "float": float}.get(type(default).__name__, str)
             if f.name in ("max_minutes", "stop_at", "max_shard_mb"):

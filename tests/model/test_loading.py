@@ -194,3 +194,20 @@ def test_count_weights_splits_the_experts_from_the_rest(tiny_moe_checkpoint):
         seen.setdefault(t.data_ptr(), (name, t.numel()))
     assert total == loading.check_checkpoint(tiny_moe_checkpoint)[1] == sum(n for _, n in seen.values())
     assert experts == sum(n for name, n in seen.values() if ".experts." in name) > 0
+
+
+def test_languages_come_from_dgls_json(copy_of):
+    ckpt = copy_of()
+    ours = json.loads((ckpt / "dgls.json").read_text()) if (ckpt / "dgls.json").is_file() else {}
+    ours.pop("languages", None)
+    (ckpt / "dgls.json").write_text(json.dumps(ours))
+    assert load_model(ckpt).spec.languages is None  # not declared
+    (ckpt / "dgls.json").write_text(json.dumps({**ours, "languages": ["python", "cython"]}))
+    assert load_model(ckpt).spec.languages == ("python", "cython")
+    (ckpt / "dgls.json").write_text(json.dumps({**ours, "languages": "python"}))
+    with pytest.raises(ModelLoadError, match="invalid languages"):
+        load_model(ckpt)
+
+
+def test_the_shipped_model_declares_its_languages():
+    assert json.loads((loading.CHECKPOINTS_DIR / "dgls-tiny" / "dgls.json").read_text())["languages"] == ["python"]

@@ -171,6 +171,7 @@ def test_end_to_end_corpus_tokenizer_train_save_reload_resume(fake_stdlib, tmp_p
     assert d["filler_token_id"] == tok.convert_tokens_to_ids(FILLER)
     assert d["noise_low"] == max(tok.all_special_ids) + 1 and d["sc_raw_logits"] is True
     assert d["canvas_lengths"] == [8, 16]
+    assert d["languages"] == ["python"]  # what the corpus holds, for the server to tell
     for key in ("max_steps", "entropy_bound", "t_max", "t_min", "stability_threshold", "confidence_threshold"):
         assert key in d
     summary = json.loads((out / "run_config.json").read_text())["summary"]
