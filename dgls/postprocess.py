@@ -5,6 +5,8 @@ turns each middle into an :class:`Edit` on the document (code-point offsets; the
 positions through :mod:`dgls.text`):
 
 * a rest-of-line middle stops at its first line break; trailing whitespace-only lines are dropped;
+* a middle's leading spaces or tabs are dropped where the line already has whitespace before the cursor
+  (``return |`` + `` simple`` -> ``return simple``, not two spaces or a five-space indent);
 * when a middle ends with closers (``)``, ``]``, ``}``, quotes) that the rest of the line already starts with,
   the edit replaces them instead of writing them twice (``print(|)`` + ``"hi")`` -> ``print("hi")``);
 * where tree-sitter has a grammar for the language, a candidate that leaves the document with more syntax
@@ -59,6 +61,8 @@ def shape_middle(text: str, request: InfillRequest, middle: str) -> tuple[int, i
     middle = "".join(lines).rstrip("\r\n")  # the suffix brings the line's own terminator
     if not middle.strip():
         return None
+    if start > 0 and text[start - 1] in " \t":  # whitespace already before the cursor: do not write it twice
+        middle = middle.lstrip(" \t")
     replaced = text[start:end]
     if replaced.endswith(("\n", "\r")):  # a selection of whole lines: keep the last line break
         middle += replaced[len(replaced.rstrip("\r\n")) :]

@@ -97,3 +97,12 @@ def test_unknown_language_is_not_checked():
     text, req = at("hello |world\n", language="text")
     (edit,) = make_edits(text, req, [S("big ")])
     assert edit.syntax_ok is None and edit.new_text == "big"
+
+
+def test_whitespace_before_the_cursor_is_not_written_twice():
+    text, req = at("def f(simple):\n    return |\n")
+    assert apply(text, shape_middle(text, req, " simple")) == "def f(simple):\n    return simple\n"
+    text, req = at("def f():\n    |\n")  # the cursor after a 4-space indent; the model wrote one more space
+    assert apply(text, shape_middle(text, req, " x = 1\n    return x")) == "def f():\n    x = 1\n    return x\n"
+    text, req = at("x = (1,|)\n")  # no whitespace before the cursor: the middle's own space stays
+    assert apply(text, shape_middle(text, req, " 2)")) == "x = (1, 2)\n"
