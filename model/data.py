@@ -8,7 +8,8 @@ Sources:
   declares a permissive license (MIT, BSD, Apache, PSF, ISC). Unknown or copyleft licenses are skipped, and
   so is anything that looks like an evaluation data set (HumanEval, MBPP, ...);
 * optionally (``packages_dir``) the pinned PyPI distributions of ``corpus_packages.txt``, each installed
-  (``--no-deps``, wheels only) into its own folder of a throwaway directory by :func:`install_packages`, with
+  (``--no-deps``, wheels only) into its own folder of a throwaway directory by
+  ``benchmarks/corpus_install.py`` (pip runs there, never in the package), with
   the same license rule and at most ``max_dist_bytes`` of source per distribution, so that one large
   (often generated) package cannot dominate.
 
@@ -21,7 +22,7 @@ a whole top-level package or module (``json``, ``asyncio``, ``os``) is held out 
 falls below ``heldout_fraction``, so held-out code is never seen in training, not even a sibling module.
 
 Run ``python -m dgls.model.data --out data/corpus`` to write ``manifest.jsonl``; with
-``--packages-dir DIR`` the pinned packages are installed into ``DIR`` (once) and added.
+``--packages-dir DIR`` the packages installed there by ``benchmarks/corpus_install.py DIR`` are added.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
@@ -213,30 +213,8 @@ def read_pinned(path: str | os.PathLike = PACKAGES_FILE) -> list[tuple[str, str]
     return out
 
 
-def install_packages(
-    target: str | os.PathLike, pinned: str | os.PathLike = PACKAGES_FILE, log=print
-) -> list[str]:
-    """Install each pinned distribution (wheel only, no dependencies) into ``target/<name>``; returns failures.
-
-    A folder that already holds the pinned version is kept, so a second run installs nothing. Only pip runs
-    here, into a throwaway folder outside any environment: nothing is imported from these packages.
-    """
-    target = Path(target)
-    failed = []
-    for name, version in read_pinned(pinned):
-        dest = target / name
-        if any(dest.glob(f"*-{version}.dist-info")):
-            continue
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:", "--no-compile",
-               "--disable-pip-version-check", "--target", str(dest), f"{name}=={version}"]
-        if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
-            failed.append(f"{name}=={version}")
-            log(f"could not install {name}=={version}; skipped")
-    return failed
-
-
 def iter_packages_dir(target: str | os.PathLike) -> Iterator[tuple[Path, str, str, str, str]]:
-    """Yield the permissive ``.py`` files of every distribution folder :func:`install_packages` made."""
+    """Yield the permissive ``.py`` files of every distribution folder ``benchmarks/corpus_install.py`` made."""
     for dest in sorted(p for p in Path(target).iterdir() if p.is_dir()):
         yield from iter_site_packages(dest)
 
@@ -299,7 +277,7 @@ def build_corpus(
 ) -> list[SourceFile]:
     """Collect, dedupe and split the corpus; write ``manifest.jsonl`` into ``out_dir`` when given.
 
-    ``packages_dir`` is a folder :func:`install_packages` filled (its files are split under the ``pypi``
+    ``packages_dir`` is a folder ``benchmarks/corpus_install.py`` filled (its files are split under the ``pypi``
     origin). Packages named in ``exclude`` are left out of both splits (another corpus' held-out packages,
     when a model is trained elsewhere on what that machine has installed: :data:`HELDOUT_FILE`).
     """
@@ -380,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout-fraction", type=float, default=DEFAULT_HELDOUT_FRACTION)
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     ap.add_argument("--packages-dir", type=Path, default=None,
-                    help="install the pinned PyPI packages here (a throwaway folder) and add them")
-    ap.add_argument("--packages", type=Path, default=PACKAGES_FILE, help="pinned name==version list")
+                    help="add the PyPI packages benchmarks/corpus_install.py installed into this folder")
     ap.add_argument("--max-dist-bytes", type=int, default=DEFAULT_MAX_DIST_BYTES)
     ap.add_argument("--count-tokens", metavar="TOKENIZER", default=None, help="also count tokens with this tokenizer")
     ap.add_argument("--exclude-packages", type=Path, default=None,
@@ -390,11 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     exclude = frozenset()
     if args.exclude_packages is not None:
         exclude = frozenset(x.split("#")[0].strip() for x in args.exclude_packages.read_text().splitlines()) - {""}
-    if args.packages_dir is not None:
-        failed = install_packages(args.packages_dir, args.packages, log=lambda m: print(m, file=sys.stderr))
-        if failed:
-            print(f"error: {len(failed)} pinned packages could not be installed: {', '.join(failed)}", file=sys.stderr)
-            return 1
+    if args.packages_dir is not None and not args.packages_dir.is_dir():
+        print(f"error: --packages-dir {args.packages_dir}: no such folder (fill it with "
+              "benchmarks/corpus_install.py first)", file=sys.stderr)
+        return 2
     files = build_corpus(args.out, args.site_packages, args.heldout_fraction, args.max_bytes,
                          packages_dir=args.packages_dir, max_dist_bytes=args.max_dist_bytes, exclude=exclude)
     tok = None

@@ -191,30 +191,3 @@ def test_shipped_package_list_is_pinned_and_clean():
     pinned = data.read_pinned()  # the repository's corpus_packages.txt
     assert len(pinned) >= 100
     assert len({n.lower() for n, _ in pinned}) == len(pinned)
-
-
-def test_install_packages_skips_a_folder_that_holds_the_pinned_version(tmp_path, monkeypatch):
-    pinned = _write(tmp_path / "p.txt", "goodlib==1.0\nnewlib==2.0\n")
-    _dist(tmp_path / "site" / "goodlib", "goodlib", "License: MIT\n", {"goodlib/__init__.py": "X = 1\n"})
-    calls = []
-
-    class Done:
-        returncode = 1
-
-    monkeypatch.setattr(data.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
-    failed = data.install_packages(tmp_path / "site", pinned, log=lambda m: None)
-    assert failed == ["newlib==2.0"]  # the installed one is not asked for again; a failure is reported
-    assert len(calls) == 1 and calls[0][-1] == "newlib==2.0" and "--no-deps" in calls[0]
-
-
-def test_excluded_packages_are_left_out_of_both_splits(fake_stdlib):
-    full = build_corpus(None, stdlib=fake_stdlib, heldout_fraction=0.3)
-    cut = build_corpus(None, stdlib=fake_stdlib, heldout_fraction=0.3, exclude=frozenset({"pkg", "mod3"}))
-    assert {f.package for f in full} - {f.package for f in cut} == {"pkg", "mod3"}
-    assert {f.relpath for f in cut} == {f.relpath for f in full if f.package not in ("pkg", "mod3")}
-
-
-def test_heldout_list_names_the_packages_quality_is_measured_on():
-    names = [x for x in data.HELDOUT_FILE.read_text().splitlines() if x and not x.startswith("#")]
-    assert "asyncio" in names and "transformers" in names  # a stdlib and a PyPI held-out package
-    assert all(is_heldout(n) or is_heldout(f"pypi:{n}") for n in names)
