@@ -128,6 +128,7 @@ def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str
 
 _JS_BODIES = {"program", "statement_block", "class_body"}
 _JS_QUOTES = ("`", '"', "'")
+_C_WORDS = "return if while for switch case sizeof struct enum union typedef static const else do goto"
 _JS_WORDS = ("await new typeof instanceof in of const let var import export from function class extends case "
              "throw delete void")
 
@@ -153,7 +154,29 @@ _LANGUAGES: dict[str, _Language] = {
                   "import package var const type func go defer range case"),
     "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',),
                     "let mut use fn impl struct enum mod trait type as in match if while for pub dyn where move"),
+    "c": _c_like(("tree_sitter_c", "language"), {"translation_unit", "compound_statement"}, ('"', "'"), _C_WORDS),
+    "cpp": _c_like(("tree_sitter_cpp", "language"),
+                   {"translation_unit", "compound_statement", "declaration_list", "field_declaration_list"},
+                   ('"', "'"), _C_WORDS + " new delete throw using namespace co_return co_await"),
+    "java": _c_like(("tree_sitter_java", "language"), {"program", "block", "class_body", "interface_body"},
+                    ('"""', '"', "'"), "return new throw instanceof import package extends implements case assert"),
+    "ruby": _Language(("tree_sitter_ruby", "language"), frozenset({"program", "body_statement", "then", "else", "do"}),
+                      block_openers=("do", "|"), block_closer="end", line_comment="#", quotes=('"', "'", "`"),
+                      dangling_words=frozenset("and or not if unless while until return yield def class module "
+                                               "when in require".split())),
+    "shellscript": _Language(("tree_sitter_bash", "language"),
+                             frozenset({"program", "compound_statement", "do_group"}),
+                             block_openers=("then", "do", "{"), block_closer=None, line_comment="#", quotes=('"', "'"),
+                             dangling_words=frozenset("if then elif else while until do in case export local".split()),
+                             dangling_operator=re.compile(r"(?:[|=(]|&&|\|\|)$")),
+    "json": _c_like(("tree_sitter_json", "language"), {"document", "object", "array"}, ('"',), ""),
+    "lua": _Language(("tree_sitter_lua", "language"), frozenset({"chunk", "block"}),
+                     block_openers=("then", "do", ")"), block_closer="end", line_comment="--", quotes=('"', "'"),
+                     dangling_words=frozenset("and or not if elseif while until for in return local function "
+                                              "then do".split())),
 }
+# the same languages under the ids other clients use (Neovim's filetypes)
+_LANGUAGES.update(jsonc=_LANGUAGES["json"], sh=_LANGUAGES["shellscript"], bash=_LANGUAGES["shellscript"])
 
 _EXTENSIONS = {
     ".py": "python", ".pyi": "python", ".pyw": "python",

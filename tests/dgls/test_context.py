@@ -570,3 +570,35 @@ def test_any_document_any_cursor(text, data, language, prefix_tokens, suffix_tok
         assert req.start == req.end
     lines = split_lines(text)
     assert req.indent == lines[table.line_of(req.start)][: len(req.indent)]
+
+
+# --- grammars: every common language parses offline, from its pinned wheel -------------------------------
+
+SNIPPETS = {  # language id -> a small valid program, an empty block body marked `@`
+    "python": "def f(x):\n    @\n",
+    "javascript": "function f(x) {\n  @\n}\n",
+    "typescript": "function f(x: number): number {\n  @\n}\n",
+    "typescriptreact": "const A = () => {\n  @\n};\nconst b = <div>{1}</div>;\n",
+    "go": "package main\n\nfunc f(x int) int {\n\t@\n}\n",
+    "rust": "fn f(x: i32) -> i32 {\n    @\n}\n",
+    "c": "int f(int x) {\n    @\n}\n",
+    "cpp": "template <typename T> T f(T x) {\n    @\n}\n",
+    "java": "class A {\n    int f(int x) {\n        @\n    }\n}\n",
+    "ruby": "[1, 2].each do |x|\n  @\nend\n",
+    "shellscript": "if true; then\n  @\nfi\n",
+    "json": '{\n  "a": [1, 2, {"b": null}],\n  "c": "d"\n}\n',
+    "lua": "local function f(x)\n  @\nend\n",
+}
+
+
+@pytest.mark.parametrize("language", sorted(SNIPPETS))
+def test_grammar_loads_and_parses(language):
+    from dgls.postprocess import count_syntax_errors
+
+    assert context.grammar(language) is not None, f"no grammar for {language}: is its wheel installed?"
+    marked = SNIPPETS[language]
+    text = marked.replace("@", "")
+    assert count_syntax_errors(language, text.encode()) == 0, text
+    assert count_syntax_errors(language, (text + "\n(((\n").encode()) > 0
+    if "@" in marked and language != "shellscript":  # bash blocks end in `fi`/`done`: context goes by indent there
+        assert build_request(text, marked.index("@"), language=language).span is SpanKind.BLOCK, language
