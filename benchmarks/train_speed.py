@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         table += "| " + " | ".join(str(r[c]) for c in cols) + " | "
         table += " | ".join(str(r["profile_pct"][p]) for p in phases) + " |\n"
     by = {(r["size"], r["precision"]): r["tok_s"] for r in rows}
-    ratios = "".join(f"\nbf16/fp32 tokens/s at {s}: {by[(s, 'bf16')] / by[(s, 'fp32')]:.2f}x" for s in args.sizes.split(","))
+    ratios = "".join(f"\nbf16/fp32 tokens/s at {s}: {by[(s, 'bf16')] / by[(s, 'fp32')]:.2f}x"
+                     for s in args.sizes.split(","))
     print(head + table + ratios)
     if not args.no_append:
         with args.results.open("a") as f:

@@ -311,7 +311,8 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
     languages = ours.get("languages")
     if languages is not None and (not isinstance(languages, list) or not all(isinstance(x, str) for x in languages)):
         raise ModelLoadError(f"invalid languages in {path / 'dgls.json'}: expected a list of language ids")
-    return ModelSpec(languages=None if languages is None else tuple(languages),bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
+    return ModelSpec(languages=None if languages is None else tuple(languages),
+                     bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
                      noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
                      max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
                      vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
