@@ -147,7 +147,8 @@ class Engine:
             return
         info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
                 "params": loaded.n_params, "experts": loaded.experts,
-                "load_ms": round((time.perf_counter() - t0) * 1e3, 1), "filler": loaded.spec.filler_id is not None}
+                "load_ms": round((time.perf_counter() - t0) * 1e3, 1), "filler": loaded.spec.filler_id is not None,
+                "languages": None if loaded.spec.languages is None else list(loaded.spec.languages)}
         with self._lock:
             if self.state == "stopped":  # shut down while loading: do not pin the weights
                 return
@@ -165,6 +166,12 @@ class Engine:
             self.state = "stopped"
             self._results.clear()
             self._infiller = None
+
+    @property
+    def languages(self) -> tuple[str, ...] | None:
+        """The LSP language ids the model was trained on; None when it does not say (or is not loaded)."""
+        languages = self.info.get("languages")
+        return None if languages is None else tuple(languages)
 
     # -- requests --------------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:

@@ -99,6 +99,7 @@ class InfillPolicy:
         self.host = host
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
         self.ghosts = GhostCache()
+        self.told_untrained: set[str] = set()  # languages the user was told the model does not know (once each)
         self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
                                       "lastLatencyMs": None, "lastNfe": None}
 
@@ -129,9 +130,24 @@ class InfillPolicy:
             cancel.set()
 
     # -- what is served --------------------------------------------------------------------------------------
-    def serves(self, text: str, language: str) -> bool:
-        """Whether completions are offered in a document: its language enabled, no NUL in it."""
-        return self.host.settings.languages.enabled(language) and "\x00" not in text
+    def serves(self, text: str, language: str, trained: tuple[str, ...] | None = None) -> bool:
+        """Whether completions are offered in a document: its language on, no NUL in it.
+
+        `trained` are the languages the model was trained on (None: it does not say); the ``languages``
+        setting adds and removes languages (:class:`~dgls.settings.LanguageSettings`).
+        """
+        return self.host.settings.languages.enabled(language, trained) and "\x00" not in text
+
+    def untrained_notice(self, language: str, trained: tuple[str, ...] | None) -> str | None:
+        """What to tell the user the first time `language` gets no completions because the model does not know it.
+
+        None when it is off for another reason (the user disabled it) or the user was told this session.
+        """
+        if language in self.told_untrained or not self.host.settings.languages.untrained(language, trained):
+            return None
+        self.told_untrained.add(language)
+        return (f"dgls: the model {self.host.settings.model} was not trained on {language}, so {language} files get "
+                f"no completions. To have them anyway, add \"{language}\" to the dgls setting languages.enable.")
 
     def holes(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
         """The hole markers in ``text[start:end]``, or in the whole text when the range is empty."""

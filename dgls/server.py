@@ -238,7 +238,12 @@ def _cursor(ls: DglsServer, uri: str, pos: types.Position) -> tuple[Doc, int] | 
     if doc is None:
         log.info("no completion: %s is not open", uri)
         return None
-    if not ls.policy.serves(doc.text, doc.language):
+    trained = ls.engine.languages if ls.engine is not None else None
+    if not ls.policy.serves(doc.text, doc.language, trained):
+        notice = ls.policy.untrained_notice(doc.language, trained) if "\x00" not in doc.text else None
+        if notice is not None:
+            _show(ls, types.MessageType.Info, notice)
+            ls.send_status(event="languageNotTrained", language=doc.language, detail=notice)
         return None
     offset = ls.documents.offset(doc, pos)
     if offset is None:

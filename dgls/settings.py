@@ -35,16 +35,29 @@ class ContextBudgetSettings:
 
 @dataclass(frozen=True)
 class LanguageSettings:
-    """Which LSP language ids get completions: ``enable`` (``"*"`` for all) minus ``disable``."""
+    """Which LSP language ids get completions: the model's own, plus ``enable``, minus ``disable``.
 
-    enable: tuple[str, ...] = ("*",)
+    By default only the languages the model was trained on (its ``dgls.json`` ``languages``) get completions,
+    every language when the model does not say; for another one the server tells the user once per session
+    how to turn it on. ``enable`` adds languages to those (``["go"]``; ``["*"]`` for every language, what
+    dgls did before models declared languages); ``disable`` takes any away, the model's own included.
+    """
+
+    enable: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
 
-    def enabled(self, language: str) -> bool:
-        """Whether completions are on for `language` (an LSP language id)."""
+    def enabled(self, language: str, trained: tuple[str, ...] | None = ()) -> bool:
+        """Whether completions are on for `language` (an LSP language id), given the model's `trained` languages.
+
+        `trained` is None when the model does not declare its languages (then every language is on).
+        """
         if language in self.disable:
             return False
-        return "*" in self.enable or language in self.enable
+        return "*" in self.enable or language in self.enable or trained is None or language in trained
+
+    def untrained(self, language: str, trained: tuple[str, ...] | None) -> bool:
+        """Whether `language` is off only because the model was not trained on it (no setting names it)."""
+        return language not in self.disable and not self.enabled(language, trained)
 
 
 @dataclass(frozen=True)

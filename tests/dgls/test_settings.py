@@ -99,3 +99,16 @@ def test_empty_arrays_from_lua_clients_count_as_empty_objects():
     # a non-empty array is still a mistake, reported once
     _, problems = parse_settings({"contextBudget": [1]}, base)
     assert len(problems) == 1 and "expected an object" in problems[0]
+
+
+def test_languages_default_to_the_models_own():
+    default = Settings().languages
+    assert default.enabled("python", ("python",)) and not default.enabled("go", ("python",))
+    assert default.untrained("go", ("python",)) and not default.untrained("python", ("python",))
+    assert default.enabled("go", None) and not default.untrained("go", None)  # the model does not say: all on
+    settings, problems = parse_settings({"languages": {"enable": ["go"], "disable": ["python"]}})
+    assert not problems
+    assert settings.languages.enabled("go", ("python",)) and not settings.languages.enabled("python", ("python",))
+    assert not settings.languages.untrained("python", ("python",))  # switched off by the user: nothing to say
+    everything, _ = parse_settings({"languages": {"enable": ["*"]}})
+    assert everything.languages.enabled("cobol", ("python",))

@@ -23,7 +23,8 @@ NOTES_AT = NOTES.index("\n\n") + 1  # the empty line: a LINE span, multi-line mi
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient, model_path):
     await initialize(lsp_client, {"dgls": {"model": model_path, "steps": 4, "debounceMs": 20,
-                                           "candidates": 3, "maxCanvas": 32}})
+                                           "candidates": 3, "maxCanvas": 32,
+                                           "languages": {"enable": ["plaintext"]}}})  # not dgls-tiny's python
     status = await wait_ready(lsp_client)
     assert status.state == "ready", f"model did not load: {status}"
     yield

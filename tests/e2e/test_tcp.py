@@ -43,7 +43,7 @@ async def test_tcp_on_loopback_with_utf8_positions(model_path):
         caps = capabilities()
         caps.general = types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8])
         result = await client.initialize_async(types.InitializeParams(capabilities=caps, initialization_options={
-            "dgls": {"model": model_path, "steps": 2, "candidates": 3}}))
+            "dgls": {"model": model_path, "steps": 2, "candidates": 3, "languages": {"enable": ["plaintext"]}}}))
         assert result.capabilities.inline_completion_provider is not None
         assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
         client.initialized(types.InitializedParams())
