@@ -140,6 +140,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     languages: list[str] = field(default_factory=lambda: ["python"])  # what the corpus holds (LSP language ids)
+    export_to: str | None = None  # --export-to FOLDER: write <out> there in --save-dtype and exit (export_model)
     threads: int = 2
     device: str = "auto"
     amp: str = "auto"  # "bf16" autocast, "off" (fp32), or "auto": bf16 where this device runs it faster
@@ -651,9 +652,32 @@ def _lr_factor(cfg: TrainConfig, step: int, elapsed: float) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
 
 
+def export_model(src: Path, dest: Path, save_dtype: str = "bfloat16") -> Path:
+    """Ship a trained model folder: ``src``'s weights in ``save_dtype`` with its configs, tokenizer and eval curve.
+
+    The training configuration comes from ``src/run_config.json``; sampler defaults already tuned in
+    ``dest/dgls.json`` and any other file in ``dest`` (the model card) are kept.
+    """
+    run = json.loads((src / "run_config.json").read_text())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in run["train_config"].items() if k in fields})
+    cfg = dataclasses.replace(cfg, save_dtype=save_dtype, export_to=None)
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+        str(src), experts_implementation=EXPERTS_IMPLEMENTATION, dtype=torch.float32
+    ).eval()
+    save_model_folder(model, load_tokenizer(src), cfg, dest, run.get("summary"))
+    if (src / "eval_log.jsonl").is_file():
+        (dest / "eval_log.jsonl").write_text((src / "eval_log.jsonl").read_text())
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume) a run; returns a process exit code."""
     cfg, resume = parse_args(argv)
+    if cfg.export_to:
+        src = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "model"
+        print(f"exported {src} to {export_model(src, Path(cfg.export_to), cfg.save_dtype)} ({cfg.save_dtype})")
+        return 0
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

@@ -279,3 +279,25 @@ def test_bf16_sharded_save_reloads_as_the_rounded_weights(tok, tmp_path):
         assert got[k].dtype == torch.float32
         assert torch.equal(got[k], v.to(torch.bfloat16).float()), k
     assert next(model.parameters()).dtype == torch.float32  # the trained model itself is not cast
+
+
+def test_export_ships_a_run_in_bf16_keeping_tuned_sampler_defaults(fake_stdlib, tmp_path):
+    common = TINY + ["--stdlib", str(fake_stdlib), "--corpus", str(tmp_path / "corpus"), "--heldout-fraction", "0.3",
+                     "--steps", "2", "--eval-every", "100", "--amp", "off", "--run-dir", str(tmp_path / "r")]
+    assert train.main(common) == 0
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    (dest / "dgls.json").write_text(json.dumps({"t_max": 0.3, "t_min": 0.1}))  # tuned earlier, by hand
+    (dest / "README.md").write_text("model card\n")
+    assert train.main(common + ["--export-to", str(dest), "--save-dtype", "bfloat16"]) == 0
+    d = json.loads((dest / "dgls.json").read_text())
+    assert (d["t_max"], d["t_min"]) == (0.3, 0.1) and d["canvas_lengths"] == [8, 16]
+    assert (dest / "README.md").read_text() == "model card\n" and (dest / "eval_log.jsonl").is_file()
+    with safe_open(str(dest / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    trained = DiffusionGemmaForBlockDiffusion.from_pretrained(str(tmp_path / "r" / "model"),
+                                                              experts_implementation="eager")
+    shipped = DiffusionGemmaForBlockDiffusion.from_pretrained(str(dest), experts_implementation="eager",
+                                                              dtype=torch.float32)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(shipped.state_dict()[k], v.to(torch.bfloat16).float()), k
