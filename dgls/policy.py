@@ -92,6 +92,12 @@ class Infill:
     edits: list[Edit]
 
 
+# the counters of ``dgls.stats``: model calls and their function evaluations, items served, what became of them
+USAGE_COUNTERS = ("modelCalls", "nfe", "itemsServed", "accepted", "partiallyAccepted", "acceptedChars", "dismissed",
+                  "cacheHits")
+FEEDBACK = ("accepted", "partiallyAccepted", "dismissed")  # what an editor reports about an item it showed
+
+
 class InfillPolicy:
     """Per-document in-flight work, the ghost cache and the counters of one server's infills."""
 
@@ -102,6 +108,8 @@ class InfillPolicy:
         self.told_untrained: set[str] = set()  # languages the user was told the model does not know (once each)
         self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
                                       "lastLatencyMs": None, "lastNfe": None}
+        # what the editor did with the ghost text, counted in memory only (no file, nothing leaves the machine)
+        self.usage: dict[str, int] = dict.fromkeys(USAGE_COUNTERS, 0)
 
     # -- newest wins ---------------------------------------------------------------------------------------
     def claim(self, uri: str) -> threading.Event:
@@ -196,6 +204,11 @@ class InfillPolicy:
         ms = (time.perf_counter() - t0) * 1e3
         self.stats.update(lastLatencyMs=round(ms, 1), lastNfe=done.nfe)
         self.stats["resultCache"] += done.cached
+        if done.cached:
+            self.usage["cacheHits"] += 1
+        else:
+            self.usage["modelCalls"] += 1
+            self.usage["nfe"] += done.nfe
         log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
                  request.span.value, len(done.suggestions), done.nfe, ms, done.ms, done.prefix_cache,
                  ", result cache" if done.cached else "")
@@ -208,6 +221,7 @@ class InfillPolicy:
         ghost = self.ghosts.lookup(uri, text, offset) if automatic else None  # Invoked: the user wants fresh ones
         if ghost is not None:
             self.stats["typedThrough"] += 1
+            self.usage["cacheHits"] += 1
             return Infill(None, [Edit(ghost.start, ghost.end, ghost.new_text, 0.0, 1.0, None)])
         engine = self.host.ready_engine()
         if engine is None:
@@ -244,6 +258,21 @@ class InfillPolicy:
             self.ghosts.remember(uri, Ghost(text, best.start, best.end, best.new_text))
         self.host.send_status()
         return Infill(request, edits)
+
+    # -- what became of the items --------------------------------------------------------------------------
+    def served(self, n: int) -> list[str]:
+        """Ids for `n` items about to be shown (counted as served); the editor reports on them by id."""
+        first = self.usage["itemsServed"]
+        self.usage["itemsServed"] += n
+        return [str(first + i + 1) for i in range(n)]
+
+    def feedback(self, kind: str, chars: int = 0) -> None:
+        """Count an editor's report on an item: one of :data:`FEEDBACK`; `chars` accepted of a partial accept."""
+        if kind not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACK)}, got {kind!r}")
+        self.usage[kind] += 1
+        if kind == "partiallyAccepted":
+            self.usage["acceptedChars"] += max(chars, 0)
 
     # -- spans -----------------------------------------------------------------------------------------------
     async def edit_spans(self, engine: Engine, text: str, language: str, spans: list[tuple[int, int]], *,

@@ -12,7 +12,9 @@ Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered 
 get an empty middle unless the code at the cursor is unfinished; several candidates on Invoked ones; answered
 from the last ghost text while the user types it), a
 ``textDocument/completion`` fallback, code actions "Fill holes" and "Regenerate selection" (the model runs in
-``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, and the
+``codeAction/resolve``), commands ``dgls.rewrite``, ``dgls.showConfig``, ``dgls.restartModel``, the
+acceptance signals ``dgls.accepted`` (each inline item's ``command``), ``dgls.partiallyAccepted``,
+``dgls.dismissed`` and their counters ``dgls.stats`` (in memory only: nothing is written or sent anywhere), the
 ``dgls/status`` notification, and the ``dgls/documentHash`` request (the version and SHA-256 of the text the
 server holds, so a client or a test can check that its edits were applied exactly). Every edit is a versioned
 ``TextDocumentEdit``, so a client rejects a stale one.
@@ -48,6 +50,10 @@ CMD_REWRITE = "dgls.rewrite"
 CMD_SHOW_CONFIG = "dgls.showConfig"
 CMD_RESTART = "dgls.restartModel"
 CMD_APPLY_ACTION = "dgls.applyCodeAction"  # the code actions, for clients that cannot resolve them
+CMD_ACCEPTED = "dgls.accepted"  # [id]: the editor inserted an inline completion item (its `command`)
+CMD_PARTIALLY_ACCEPTED = "dgls.partiallyAccepted"  # [id, chars]: it inserted the first `chars` characters of one
+CMD_DISMISSED = "dgls.dismissed"  # [id]: the user dismissed one
+CMD_STATS = "dgls.stats"  # the counters since start (dgls.policy.USAGE_COUNTERS), kept in memory only
 ACTION_FILL_HOLES = "fillHoles"
 ACTION_REGENERATE = "regenerate"
 DOCUMENT_HASH = "dgls/documentHash"
@@ -265,9 +271,12 @@ async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams
                                      progress=ls.progress_bars.work(params.work_done_token, create=False))
     if found is None or not found.edits:
         return types.InlineCompletionList(items=[])
+    ids = ls.policy.served(len(found.edits))
     return types.InlineCompletionList(items=[
-        types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end))
-        for e in found.edits])
+        types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end),
+                                   command=types.Command(title="dgls: accepted", command=CMD_ACCEPTED,
+                                                         arguments=[item_id]))
+        for item_id, e in zip(ids, found.edits, strict=True)])
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
@@ -440,6 +449,33 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
     ls.start_engine()
     ls.send_status()
     return ls.status()
+
+
+@server.command(CMD_ACCEPTED)
+def accepted(ls: DglsServer, *args: Any) -> None:
+    """The editor inserted an inline completion item (VS Code runs the item's command on accept)."""
+    command_args(ls, CMD_ACCEPTED, args, [("id", str)])
+    ls.policy.feedback("accepted")
+
+
+@server.command(CMD_PARTIALLY_ACCEPTED)
+def partially_accepted(ls: DglsServer, *args: Any) -> None:
+    """The editor inserted a part of an item (accept word, accept line): ``[id, accepted character count]``."""
+    _, chars = command_args(ls, CMD_PARTIALLY_ACCEPTED, args, [("id", str), ("chars", int)])
+    ls.policy.feedback("partiallyAccepted", chars)
+
+
+@server.command(CMD_DISMISSED)
+def dismissed(ls: DglsServer, *args: Any) -> None:
+    """The user dismissed an item's ghost text."""
+    command_args(ls, CMD_DISMISSED, args, [("id", str)])
+    ls.policy.feedback("dismissed")
+
+
+@server.command(CMD_STATS)
+def usage_stats(ls: DglsServer) -> dict[str, int]:
+    """Counts since the server started: model calls, NFE, items served, accepted, partially accepted, dismissed."""
+    return dict(ls.policy.usage)
 
 
 # --- entry point --------------------------------------------------------------------------------------

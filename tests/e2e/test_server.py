@@ -111,6 +111,43 @@ async def test_rewrite_on_a_changed_document_is_refused(client: LanguageClient):
     doc.close()
 
 
+async def usage(client: LanguageClient) -> dict:
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.stats"))
+
+
+async def test_acceptance_signals_are_counted(client: LanguageClient):
+    assert {"dgls.accepted", "dgls.partiallyAccepted", "dgls.dismissed", "dgls.stats"} <= set(
+        client.init_result.capabilities.execute_command_provider.commands)
+    doc = Doc(client, "file:///e2e/signals.txt", NOTES.replace("rent", "gas bill"), language="plaintext")
+    before = await usage(client)
+    result = await client.text_document_inline_completion_async(inline_params(doc, position(doc.text, NOTES_AT)))
+    assert result.items
+    served = await usage(client)
+    assert served["itemsServed"] == before["itemsServed"] + len(result.items)
+    assert served["modelCalls"] == before["modelCalls"] + 1 and served["nfe"] > before["nfe"]
+    commands = [item.command for item in result.items]
+    assert all(c.command == "dgls.accepted" and isinstance(c.arguments[0], str) for c in commands)
+    assert len({c.arguments[0] for c in commands}) == len(commands)  # one id per item
+    first = commands[0].arguments[0]
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(  # what VS Code does on accept
+        command=commands[0].command, arguments=commands[0].arguments))
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="dgls.partiallyAccepted", arguments=[first, 4]))
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.dismissed",
+                                                                            arguments=[first]))
+    again = await client.text_document_inline_completion_async(inline_params(doc, position(doc.text, NOTES_AT)))
+    after = await usage(client)
+    assert (after["accepted"], after["partiallyAccepted"], after["dismissed"]) == (
+        before["accepted"] + 1, before["partiallyAccepted"] + 1, before["dismissed"] + 1)
+    assert after["acceptedChars"] == before["acceptedChars"] + 4
+    assert after["cacheHits"] == before["cacheHits"] + 1 and after["modelCalls"] == served["modelCalls"]
+    assert after["itemsServed"] == served["itemsServed"] + len(again.items)
+    with pytest.raises(JsonRpcInvalidParams, match="dgls.partiallyAccepted"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="dgls.partiallyAccepted", arguments=[first]))
+    doc.close()
+
+
 # --- bad input: each gets a defined answer and the server keeps serving --------------------------------
 
 

@@ -118,6 +118,40 @@ local ok, err = xpcall(function()
   assert(vim.rpcrequest(child, 'nvim_get_mode').mode == 'i', 'still in Insert mode')
   log('accepted; line 2 is now', vim.inspect(c('return vim.api.nvim_get_current_line()')))
 
+  -- 3b) acceptance signals: the accept above, a partial accept and a dismiss move the server's counters
+  --     (dgls.stats); the automatic trigger is off meanwhile so only <M-]> asks for ghost text
+  local function stats()
+    return c([[local r = require('dgls').client(0):request_sync('workspace/executeCommand',
+      { command = 'dgls.stats' }, 10000, 0); return r and r.result]])
+  end
+  wait(5000, 'dgls.stats to count the accept', function() return stats().accepted == 1 end)
+  c('require("dgls").config.ghost.auto_trigger = false')
+  local function show_ghost()
+    c('vim.api.nvim_buf_set_lines(0, 0, -1, false, ...)', LINES)
+    vim.rpcrequest(child, 'nvim_win_set_cursor', 0, { 2, #LINES[2] })
+    wait(5000, 'no request in flight', function() return c('return require("dgls.ghost").pending(0)') == vim.NIL end)
+    vim.rpcrequest(child, 'nvim_input', '<M-]>')
+    wait(30000, 'ghost text from <M-]>', function() return ghost() end)
+  end
+  local before = stats()
+  show_ghost()
+  local shown = ghost().text
+  vim.rpcrequest(child, 'nvim_input', '<M-Right>')
+  wait(5000, 'the word accepted', function() return buf_text() ~= table.concat(LINES, '\n') end)
+  local partial = ghost() ~= vim.NIL -- a one-word ghost text is accepted whole
+  local counter = partial and 'partiallyAccepted' or 'accepted'
+  wait(5000, 'dgls.stats to count the ' .. counter, function() return stats()[counter] == before[counter] + 1 end)
+  if not partial then
+    show_ghost()
+  end
+  vim.rpcrequest(child, 'nvim_input', '<C-]>')
+  wait(5000, 'the ghost text dismissed', function() return ghost() == vim.NIL end)
+  wait(5000, 'dgls.stats to count the dismiss', function() return stats().dismissed == before.dismissed + 1 end)
+  local after = stats()
+  assert(after.itemsServed > before.itemsServed and after.modelCalls >= before.modelCalls, vim.inspect(after))
+  c('require("dgls").config.ghost.auto_trigger = true')
+  log('signals counted:', vim.inspect(after), 'after', counter, 'of', vim.inspect(shown))
+
   -- 4) a request in flight is cancelled ($/cancelRequest) when the cursor moves, and no ghost text appears
   c('vim.api.nvim_buf_set_lines(0, 0, -1, false, ...)', LINES)
   vim.rpcrequest(child, 'nvim_win_set_cursor', 0, { 2, #LINES[2] })

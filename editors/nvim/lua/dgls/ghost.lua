@@ -7,7 +7,8 @@ M.ns = vim.api.nvim_create_namespace('dgls.ghost')
 
 --- Per buffer: client, timer, req (in-flight request id), pos ({row, col} of the cursor it is for), tick
 --- (changedtick it was asked on), own_tick (changedtick after a partial accept), items ({text, sr, sc, er, ec}:
---- byte positions, 0-based), index, invoked (the items came from an Invoked request).
+--- byte positions, 0-based; command: the item's `dgls.accepted` command), index, invoked (the items came from
+--- an Invoked request).
 local state = {} ---@type table<integer, table>
 
 local INVOKED, AUTOMATIC = 1, 2
@@ -110,7 +111,7 @@ local function convert(bufnr, result, pos, enc)
     local sc = it.range and vim.str_byteindex(line_at(bufnr, sr), enc, r.start.character, false) or pos[2]
     local ec = it.range and vim.str_byteindex(line_at(bufnr, er), enc, r['end'].character, false) or pos[2]
     if type(text) == 'string' and text ~= '' then
-      table.insert(items, { text = text, sr = sr, sc = sc, er = er, ec = ec })
+      table.insert(items, { text = text, sr = sr, sc = sc, er = er, ec = ec, command = it.command })
     end
   end
   return items
@@ -175,6 +176,18 @@ function M.cycle(bufnr, delta)
   draw(bufnr)
 end
 
+--- Tell the server what became of `item` (the acceptance signals it counts in memory, see `dgls.stats`): the
+--- item's own command on a full accept, `dgls.partiallyAccepted` {id, chars} or `dgls.dismissed` {id}.
+local function signal(s, bufnr, item, command, extra)
+  local cmd = item.command
+  if type(cmd) ~= 'table' or type(cmd.arguments) ~= 'table' then
+    return -- not from dgls (or an older server): nothing to report
+  end
+  local args = command and { cmd.arguments[1], extra } or cmd.arguments
+  s.client:request('workspace/executeCommand', { command = command or cmd.command, arguments = args },
+    function() end, bufnr)
+end
+
 local function chunk_of(text, what)
   if what == 'line' then
     return text:match('^[^\n]*\n') or text
@@ -198,6 +211,7 @@ function M.accept(bufnr, what)
   M.dismiss(bufnr)
   if chunk == item.text then
     vim.api.nvim_buf_set_text(bufnr, item.sr, item.sc, item.er, item.ec, lines)
+    signal(s, bufnr, item)
   else
     -- Partial: insert the chunk, keep the rest as ghost text (its range moves with the inserted text).
     vim.api.nvim_buf_set_text(bufnr, item.sr, item.sc, item.sr, item.sc, lines)
@@ -205,12 +219,26 @@ function M.accept(bufnr, what)
     if item.er == item.sr then
       ec = col + (item.ec - item.sc)
     end
-    s.items, s.index = { { text = item.text:sub(#chunk + 1), sr = row, sc = col, er = er, ec = ec } }, 1
+    signal(s, bufnr, item, 'dgls.partiallyAccepted', vim.str_utfindex(chunk, 'utf-32'))
+    s.items, s.index = { { text = item.text:sub(#chunk + 1), sr = row, sc = col, er = er, ec = ec,
+      command = item.command } }, 1
     s.pos, s.own_tick = { row, col }, vim.api.nvim_buf_get_changedtick(bufnr)
     draw(bufnr)
   end
   vim.api.nvim_win_set_cursor(0, { row + 1, col })
   return true
+end
+
+--- Dismiss the shown ghost text at the user's request and tell the server (`dgls.dismissed`). Returns false
+--- when none is shown.
+function M.reject(bufnr)
+  bufnr = resolve(bufnr)
+  local s, item = state[bufnr], M.current(bufnr)
+  M.dismiss(bufnr)
+  if item then
+    signal(s, bufnr, item, 'dgls.dismissed')
+  end
+  return item ~= nil
 end
 
 local function on_change(bufnr, opts)
@@ -264,11 +292,7 @@ local function map_keys(bufnr, opts)
   map(km.accept_line, function() return M.accept(bufnr, 'line') end, 'accept a line of the ghost text')
   map(km.next, function() M.cycle(bufnr, 1) return true end, 'next candidate')
   map(km.prev, function() M.cycle(bufnr, -1) return true end, 'previous candidate')
-  map(km.dismiss, function()
-    local shown = M.visible(bufnr)
-    M.dismiss(bufnr)
-    return shown
-  end, 'dismiss ghost text')
+  map(km.dismiss, function() return M.reject(bufnr) end, 'dismiss ghost text')
 end
 
 function M.attach(bufnr, client, opts)
