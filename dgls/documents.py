@@ -16,7 +16,7 @@ from pygls.workspace import Workspace
 
 from dgls.context import language_for_path
 from dgls.postprocess import Edit
-from dgls.text import LineTable, PositionEncoding, PositionError
+from dgls.text import LineTable, PositionEncoding, PositionError, units
 
 
 @dataclass
@@ -78,6 +78,11 @@ class Documents:
     def range(self, doc: Doc, start: int, end: int) -> types.Range:
         """LSP range of code-point offsets."""
         return types.Range(start=self.position(doc, start), end=self.position(doc, end))
+
+    def spans(self, text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+        """Code-point ranges of `text` as ``[start, end]`` in the negotiated encoding's units (as LSP characters)."""
+        enc = self.encoding
+        return [[units(text[:start], enc), units(text[:end], enc)] for start, end in spans]
 
     def versioned_edit(self, doc: Doc, edits: list[Edit]) -> types.WorkspaceEdit:
         """A WorkspaceEdit that applies only to the version of `doc` the edits were computed on."""

@@ -81,6 +81,7 @@ class Suggestion:
     confidence: float  # mean per-token confidence of the kept tokens (1.0 for an empty middle)
     n_free: int
     ended: bool
+    tokens: tuple[tuple[int, int, float], ...] = ()  # per token: (start, end) code points of `text`, confidence
 
 
 @dataclass
@@ -100,6 +101,21 @@ class Completion:
     def text(self) -> str:
         """The best middle ('' when there is none)."""
         return self.suggestions[0].text if self.suggestions else ""
+
+
+def token_spans(decode: Callable[[list[int]], str], ids: list[int],
+                confidence: list[float]) -> tuple[tuple[int, int, float], ...]:
+    """Where each token of a middle lies in its decoded text: ``(start, end, confidence)``, code points.
+
+    Decoded cumulatively (a token may hold part of a character, or decode to nothing on its own), so the last
+    end is the length of the whole middle; ends never go backwards.
+    """
+    spans, start = [], 0
+    for k, c in enumerate(confidence[: len(ids)]):
+        end = max(start, len(decode(ids[: k + 1])))
+        spans.append((start, end, float(c)))
+        start = end
+    return tuple(spans)
 
 
 class Engine:
@@ -259,7 +275,8 @@ class Engine:
                          max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step,
                          min_tokens=min_tokens)
         suggestions = [Suggestion(text=c.text, score=c.score, n_free=c.n_free, ended=c.ended,
-                                  confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0)
+                                  confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0,
+                                  tokens=token_spans(inf.tokenizer.decode, c.token_ids, c.confidence))
                        for c in res.candidates]
         if any(math.isnan(s.score) for s in suggestions):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(f"the model produced NaN scores ({self.info.get('model')}, "

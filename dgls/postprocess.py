@@ -36,6 +36,7 @@ class Suggested(Protocol):
     text: str
     score: float
     confidence: float
+    # and optionally ``tokens``: per token ``(start, end, confidence)``, code points of `text`
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class Edit:
     score: float
     confidence: float
     syntax_ok: bool | None  # None: not checked (no grammar, or the document is too large)
+    tokens: tuple[tuple[int, int, float], ...] = ()  # per token: (start, end) code points of new_text, confidence
+
+    def unsure(self, threshold: float) -> list[tuple[int, int]]:
+        """The runs of tokens whose confidence is at most `threshold`, as code-point ranges of ``new_text``."""
+        runs: list[tuple[int, int]] = []
+        for start, end, confidence in self.tokens:
+            if confidence > threshold:
+                continue
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+        return runs
 
 
 def shape_middle(text: str, request: InfillRequest, middle: str) -> tuple[int, int, str] | None:
@@ -110,6 +124,19 @@ def _count_errors(root: Any) -> int:
                 return count
 
 
+def _tokens_in(new_text: str, s: Suggested) -> tuple[tuple[int, int, float], ...]:
+    """The suggestion's token spans moved onto `new_text`, which is a slice of its text (see shape_middle)."""
+    shift = s.text.find(new_text.rstrip("\r\n") or new_text)  # leading blanks dropped; the rest a prefix
+    if shift < 0:
+        return ()
+    out = []
+    for start, end, confidence in getattr(s, "tokens", ()):
+        start, end = max(start - shift, 0), min(end - shift, len(new_text))
+        if start < end:
+            out.append((start, end, confidence))
+    return tuple(out)
+
+
 def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggested]) -> list[Edit]:
     """Edits for the engine's suggestions on `text`, best first; candidates that break the parse are dropped."""
     shaped: dict[tuple[int, int, str], Suggested] = {}
@@ -133,7 +160,7 @@ def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggeste
             ok = after <= base and (base > 0 or after == 0)
             if not ok:
                 continue
-        edits.append(Edit(start, end, new_text, s.score, s.confidence, ok))
+        edits.append(Edit(start, end, new_text, s.score, s.confidence, ok, _tokens_in(new_text, s)))
     edits.sort(key=lambda e: (e.syntax_ok is not True, -e.score))
     return edits
 

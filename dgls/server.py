@@ -275,8 +275,23 @@ async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams
     return types.InlineCompletionList(items=[
         types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end),
                                    command=types.Command(title="dgls: accepted", command=CMD_ACCEPTED,
-                                                         arguments=[item_id]))
+                                                         arguments=[item_id, _confidence(ls, e)]))
         for item_id, e in zip(ids, found.edits, strict=True)])
+
+
+def _confidence(ls: DglsServer, edit: Edit) -> dict[str, Any]:
+    """How sure the model is of an item: the second argument of its ``dgls.accepted`` command.
+
+    ``{"confidence": mean over its tokens (0..1), "tokens": [[start, end, confidence], ...], "unsure":
+    [[start, end], ...]}``, offsets into the item's insertText in the negotiated position encoding's units (as
+    LSP characters); ``unsure`` are the runs of tokens at or below the ``lowConfidence`` setting. In the
+    command's arguments because an InlineCompletionItem has no ``data`` field and clients drop fields LSP does
+    not define, while command arguments are passed through as they are (VS Code hands them to its item's command).
+    """
+    spans = ls.documents.spans(edit.new_text, [(start, end) for start, end, _ in edit.tokens])
+    tokens = [[start, end, round(c, 4)] for (start, end), (_, _, c) in zip(spans, edit.tokens, strict=True)]
+    return {"confidence": round(edit.confidence, 4), "tokens": tokens,
+            "unsure": ls.documents.spans(edit.new_text, edit.unsure(ls.settings.low_confidence))}
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
@@ -454,7 +469,7 @@ def restart_model(ls: DglsServer) -> dict[str, Any]:
 @server.command(CMD_ACCEPTED)
 def accepted(ls: DglsServer, *args: Any) -> None:
     """The editor inserted an inline completion item (VS Code runs the item's command on accept)."""
-    command_args(ls, CMD_ACCEPTED, args, [("id", str)])
+    command_args(ls, CMD_ACCEPTED, args[:1], [("id", str)])  # the second argument is the item's confidence
     ls.policy.feedback("accepted")
 
 

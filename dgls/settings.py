@@ -77,6 +77,9 @@ class Settings:
     languages: LanguageSettings = LanguageSettings()
     hole_markers: tuple[str, ...] = ("...",)  # a line holding only one of these is a hole for "Fill holes"
     completion_in_strings: bool = False  # also complete inside strings and comments on Automatic triggers
+    # a token of a suggestion whose confidence (the model's probability of it, 0..1) is at most this is "unsure":
+    # editors mark it (Neovim: DglsGhostUnsure); 0 marks (almost) nothing, 1 every token
+    low_confidence: float = 0.5
 
     def engine_fields(self) -> tuple:
         """Return the values that decide how the model is loaded and run (a change needs a reload)."""
@@ -132,14 +135,15 @@ def _int(minimum: int, maximum: int | None = None, optional: bool = False):
     return check
 
 
-def _number(minimum: float, optional: bool = False):
+def _number(minimum: float, optional: bool = False, maximum: float | None = None):
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"expected a finite number{' or null' if optional else ''}")
-        if value < minimum:
-            raise ValueError(f"expected a number >= {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected a number >= {minimum}{upper}")
         return float(value)
 
     return check
@@ -199,6 +203,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "candidates": _int(1, 16),
         "hole_markers": _strings(),
         "completion_in_strings": _bool,
+        "low_confidence": _number(0.0, maximum=1.0),
     },
     ContextBudgetSettings: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},

@@ -37,6 +37,7 @@ __all__ = [
     "offset_from_line_col",
     "position_at",
     "split_lines",
+    "units",
 ]
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
@@ -61,6 +62,11 @@ def _units(s: str, encoding: PositionEncoding) -> int:
     if encoding is PositionEncoding.UTF16:
         return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
     return len(s.encode("utf-8", "surrogatepass"))
+
+
+def units(s: str, encoding: PositionEncoding) -> int:
+    """Length of ``s`` in ``encoding`` units (what an LSP ``character`` counts)."""
+    return _units(s, encoding)
 
 
 def _char_units(ch: str, encoding: PositionEncoding) -> int:

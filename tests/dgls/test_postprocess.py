@@ -106,3 +106,26 @@ def test_whitespace_before_the_cursor_is_not_written_twice():
     assert apply(text, shape_middle(text, req, " x = 1\n    return x")) == "def f():\n    x = 1\n    return x\n"
     text, req = at("x = (1,|)\n")  # no whitespace before the cursor: the middle's own space stays
     assert apply(text, shape_middle(text, req, " 2)")) == "x = (1, 2)\n"
+
+
+def test_token_confidence_follows_the_middle_onto_the_edit():
+    text, req = at("def f(a, b):\n    return |\n")
+    # the middle as sampled: a blank the line already has, then 'a + b' and a new line the edit drops
+    middle = S(" a + b\n", 0.0, 0.5)
+    middle.tokens = ((0, 2, 0.9), (2, 4, 0.2), (4, 6, 0.8), (6, 7, 0.1))  # " a", " +", " b", "\n"
+    (edit,) = make_edits(text, req, [middle])
+    assert edit.new_text == "a + b"
+    assert edit.tokens == ((0, 1, 0.9), (1, 3, 0.2), (3, 5, 0.8))
+
+
+def test_token_spans_decode_cumulatively():
+    from dgls.engine import token_spans
+
+    pieces = {1: "ab", 2: "\xc3", 3: "\xa9", 4: "c"}  # 2 and 3: one character in two byte tokens
+
+    def decode(ids):
+        return bytes("".join(pieces[i] for i in ids), "latin-1").decode("utf-8", "replace")
+
+    assert token_spans(decode, [1, 4], [0.5, 0.25]) == ((0, 2, 0.5), (2, 3, 0.25))
+    spans = token_spans(decode, [1, 2, 3, 4], [0.9, 0.8, 0.7, 0.6])
+    assert spans[-1][1] == len(decode([1, 2, 3, 4])) and all(s <= e for s, e, _ in spans)

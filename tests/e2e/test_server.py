@@ -148,6 +148,24 @@ async def test_acceptance_signals_are_counted(client: LanguageClient):
     doc.close()
 
 
+async def test_items_carry_their_token_confidence(client: LanguageClient):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"dgls": {"lowConfidence": 1.0}}))  # every token is "unsure"
+    doc = Doc(client, "file:///e2e/confidence.txt", NOTES.replace("rent", "phone bill"), language="plaintext")
+    result = await client.text_document_inline_completion_async(inline_params(doc, position(doc.text, NOTES_AT)))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"dgls": {"lowConfidence": 0.5}}))
+    assert result.items
+    for item in result.items:
+        info = item.command.arguments[1]
+        assert 0.0 <= info["confidence"] <= 1.0
+        tokens, width = info["tokens"], len(item.insert_text.encode("utf-16-le")) // 2  # utf-16 units
+        assert tokens and all(0 <= a < b <= width and 0.0 <= c <= 1.0 for a, b, c in tokens), tokens
+        assert all(tokens[i][1] <= tokens[i + 1][0] for i in range(len(tokens) - 1))
+        assert info["unsure"] and info["unsure"][0][0] == tokens[0][0] and info["unsure"][-1][1] == tokens[-1][1]
+    doc.close()
+
+
 # --- bad input: each gets a defined answer and the server keeps serving --------------------------------
 
 

@@ -134,8 +134,15 @@ local ok, err = xpcall(function()
     wait(30000, 'ghost text from <M-]>', function() return ghost() end)
   end
   local before = stats()
+  c('require("dgls").update_settings({ lowConfidence = 1.0 })') -- every token is unsure: DglsGhostUnsure shows
   show_ghost()
   local shown = ghost().text
+  local chunks = c([[local m = vim.api.nvim_buf_get_extmarks(0, require('dgls.ghost').ns, 0, -1, { details = true })
+    return m[1] and m[1][4].virt_text]])
+  assert(vim.iter(chunks):any(function(ch) return ch[2] == 'DglsGhostUnsure' end),
+    'low-confidence tokens get DglsGhostUnsure: ' .. vim.inspect(chunks))
+  local unsure_hl = c("return vim.api.nvim_get_hl(0, { name = 'DglsGhostUnsure', link = false })")
+  assert(unsure_hl.italic and unsure_hl.ctermfg, 'DglsGhostUnsure: ' .. vim.inspect(unsure_hl))
   vim.rpcrequest(child, 'nvim_input', '<M-Right>')
   wait(5000, 'the word accepted', function() return buf_text() ~= table.concat(LINES, '\n') end)
   local partial = ghost() ~= vim.NIL -- a one-word ghost text is accepted whole

@@ -95,3 +95,14 @@ export function serverSettings(section: Record<string, unknown>): Record<string,
   }
   return out;
 }
+
+/**
+ * The model's confidence (0..1) in an inline completion item: dgls sends it in the second argument of the item's
+ * `dgls.accepted` command (`{confidence, tokens, unsure}`); undefined for an item without it.
+ */
+export function itemConfidence(command: { arguments?: unknown[] } | undefined): number | undefined {
+  const info = command?.arguments?.[1];
+  if (typeof info !== 'object' || info === null) return undefined;
+  const confidence = (info as { confidence?: unknown }).confidence;
+  return typeof confidence === 'number' && Number.isFinite(confidence) ? confidence : undefined;
+}

@@ -12,7 +12,7 @@ import {
   ServerOptions,
   State,
 } from 'vscode-languageclient/node';
-import { formatCommandLine, resolveServerCommand, serverSettings } from './command';
+import { formatCommandLine, itemConfidence, resolveServerCommand, serverSettings } from './command';
 import { StatusItem, type DglsStatus } from './status';
 
 const SECTION = 'dgls';
@@ -31,6 +31,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('dgls.rewriteSelection', () => rewriteSelection()),
     vscode.commands.registerCommand('dgls.fillHoles', () => fillHoles()),
     vscode.workspace.onDidChangeConfiguration((e) => onConfigurationChanged(e)),
+    // the ghost text goes when the cursor moves (typing, accepting, clicking): so does its confidence
+    vscode.window.onDidChangeTextEditorSelection(() => status.showConfidence(undefined)),
   );
   await start();
 }
@@ -71,6 +73,16 @@ async function start(): Promise<void> {
     initializationOptions: serverSettings(settingsSection()),
     outputChannel: log,
     traceOutputChannel: log,
+    middleware: {
+      // The items pass through unchanged (their `dgls.accepted` command included, which VS Code runs on accept);
+      // the first one's confidence goes to the status bar while it is shown.
+      provideInlineCompletionItems: async (document, position, context, token, next) => {
+        const result = await next(document, position, context, token);
+        const items = Array.isArray(result) ? result : (result?.items ?? []);
+        status.showConfidence(items.length > 0 ? itemConfidence(items[0].command) : undefined);
+        return result;
+      },
+    },
   };
   // The id 'dgls' makes the client read the `dgls.trace.server` setting.
   client = new LanguageClient('dgls', 'dgls', serverOptions, clientOptions);

@@ -46,6 +46,8 @@ export function describe(s: DglsStatus): { text: string; tooltip: string } {
 
 export class StatusItem implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
+  private last: DglsStatus = { state: 'starting' };
+  private confidence: number | undefined; // of the ghost text shown now
 
   constructor(command: string) {
     this.item = vscode.window.createStatusBarItem('dgls.status', vscode.StatusBarAlignment.Right, 100);
@@ -54,11 +56,20 @@ export class StatusItem implements vscode.Disposable {
   }
 
   show(s: DglsStatus): void {
+    this.last = s;
     const { text, tooltip } = describe(s);
-    this.item.text = text;
-    this.item.tooltip = tooltip;
+    const sure = this.confidence === undefined ? '' : ` · ${Math.round(this.confidence * 100)}% sure`;
+    this.item.text = text + sure;
+    this.item.tooltip = sure ? `${tooltip}\nThe suggestion shown: the model is${sure.slice(2)} of it (mean over its tokens).` : tooltip;
     this.item.backgroundColor = s.state === 'error' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
     this.item.show();
+  }
+
+  /** Show the confidence of the ghost text now shown (undefined: none is shown). */
+  showConfidence(confidence: number | undefined): void {
+    if (confidence === this.confidence) return;
+    this.confidence = confidence;
+    this.show(this.last);
   }
 
   dispose(): void {

@@ -4,7 +4,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { resolveServerCommand, formatCommandLine, serverSettings } = require('../out/command.js');
+const { resolveServerCommand, formatCommandLine, serverSettings, itemConfidence } = require('../out/command.js');
 
 function tree() {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dgls-cmd-'));
@@ -58,4 +58,11 @@ test('the logged command line is shell-quoted', () => {
 test('client-only keys are not sent to the server', () => {
   assert.deepEqual(serverSettings({ server: { path: 'x' }, trace: { server: 'off' }, model: 'm', steps: null }),
     { model: 'm', steps: null });
+});
+
+test("an item's confidence comes from its dgls.accepted command's second argument", () => {
+  const command = { command: 'dgls.accepted', arguments: ['7', { confidence: 0.83, tokens: [], unsure: [] }] };
+  assert.equal(itemConfidence(command), 0.83);
+  assert.equal(itemConfidence({ command: 'dgls.accepted', arguments: ['7'] }), undefined);
+  assert.equal(itemConfidence(undefined), undefined);
 });

@@ -7,8 +7,9 @@ M.ns = vim.api.nvim_create_namespace('dgls.ghost')
 
 --- Per buffer: client, timer, req (in-flight request id), pos ({row, col} of the cursor it is for), tick
 --- (changedtick it was asked on), own_tick (changedtick after a partial accept), items ({text, sr, sc, er, ec}:
---- byte positions, 0-based; command: the item's `dgls.accepted` command), index, invoked (the items came from
---- an Invoked request).
+--- byte positions, 0-based; command: the item's `dgls.accepted` command; unsure: {{from, to}, ...} byte ranges
+--- of text, 0-based, end exclusive, that the model was unsure of), index, invoked (the items came from an
+--- Invoked request).
 local state = {} ---@type table<integer, table>
 
 local INVOKED, AUTOMATIC = 1, 2
@@ -77,6 +78,25 @@ function M.pending(bufnr)
   return state[bufnr] and state[bufnr].req
 end
 
+--- One line of ghost text (starting at byte `at` of the item's text) as virt_text chunks.
+local function highlighted(line, at, unsure)
+  local chunks, pos = {}, 0 -- pos: bytes of `line` already in chunks
+  for _, r in ipairs(unsure) do
+    local from, to = math.max(r[1] - at, pos), math.min(r[2] - at, #line)
+    if from < to then
+      if from > pos then
+        table.insert(chunks, { line:sub(pos + 1, from), 'DglsGhost' })
+      end
+      table.insert(chunks, { line:sub(from + 1, to), 'DglsGhostUnsure' })
+      pos = to
+    end
+  end
+  if pos < #line or #chunks == 0 then
+    table.insert(chunks, { line:sub(pos + 1), 'DglsGhost' })
+  end
+  return chunks
+end
+
 local function draw(bufnr)
   vim.api.nvim_buf_clear_namespace(bufnr, M.ns, 0, -1)
   local item = M.current(bufnr)
@@ -92,13 +112,31 @@ local function draw(bufnr)
     end
   end
   local lines = vim.split(text, '\n', { plain = true })
-  local mark = { virt_text = { { lines[1], 'DglsGhost' } }, virt_text_pos = 'inline', hl_mode = 'combine' }
+  local chunks, at = {}, 0 -- each line as virt_text chunks: DglsGhost, DglsGhostUnsure where the model was unsure
+  for i, l in ipairs(lines) do
+    chunks[i] = highlighted(l, at, item.unsure or {})
+    at = at + #l + 1
+  end
+  local mark = { virt_text = chunks[1], virt_text_pos = 'inline', hl_mode = 'combine' }
   if #lines > 1 then
-    mark.virt_lines = vim.tbl_map(function(l)
-      return { { l, 'DglsGhost' } }
-    end, vim.list_slice(lines, 2))
+    mark.virt_lines = vim.list_slice(chunks, 2)
   end
   vim.api.nvim_buf_set_extmark(bufnr, M.ns, item.sr, item.sc, mark)
+end
+
+--- The ranges of `text` the model was unsure of, in bytes: from the `unsure` ranges (in `enc` units) that dgls
+--- sends in the second argument of an item's command.
+local function unsure_ranges(text, command, enc)
+  local info = type(command) == 'table' and type(command.arguments) == 'table' and command.arguments[2]
+  local out = {}
+  for _, r in ipairs(type(info) == 'table' and type(info.unsure) == 'table' and info.unsure or {}) do
+    local ok_from, from = pcall(vim.str_byteindex, text, enc, r[1], false)
+    local ok_to, to = pcall(vim.str_byteindex, text, enc, r[2], false)
+    if ok_from and ok_to and from < to then
+      table.insert(out, { from, to })
+    end
+  end
+  return out
 end
 
 --- LSP items -> byte-positioned items on the buffer as it is now (the caller checked it did not change).
@@ -111,7 +149,8 @@ local function convert(bufnr, result, pos, enc)
     local sc = it.range and vim.str_byteindex(line_at(bufnr, sr), enc, r.start.character, false) or pos[2]
     local ec = it.range and vim.str_byteindex(line_at(bufnr, er), enc, r['end'].character, false) or pos[2]
     if type(text) == 'string' and text ~= '' then
-      table.insert(items, { text = text, sr = sr, sc = sc, er = er, ec = ec, command = it.command })
+      table.insert(items, { text = text, sr = sr, sc = sc, er = er, ec = ec, command = it.command,
+        unsure = unsure_ranges(text, it.command, enc) })
     end
   end
   return items
@@ -220,8 +259,9 @@ function M.accept(bufnr, what)
       ec = col + (item.ec - item.sc)
     end
     signal(s, bufnr, item, 'dgls.partiallyAccepted', vim.str_utfindex(chunk, 'utf-32'))
+    local unsure = vim.tbl_map(function(r) return { r[1] - #chunk, r[2] - #chunk } end, item.unsure or {})
     s.items, s.index = { { text = item.text:sub(#chunk + 1), sr = row, sc = col, er = er, ec = ec,
-      command = item.command } }, 1
+      command = item.command, unsure = unsure } }, 1
     s.pos, s.own_tick = { row, col }, vim.api.nvim_buf_get_changedtick(bufnr)
     draw(bufnr)
   end

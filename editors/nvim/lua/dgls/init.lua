@@ -149,6 +149,10 @@ function M.setup(opts)
   -- and ghost text looked like typed text. `default`: a colour scheme's or the user's own DglsGhost wins.
   vim.api.nvim_set_hl(0, 'DglsGhost', { default = true, fg = '#808080', ctermfg = 244, italic = true,
     cterm = { italic = true } })
+  -- The tokens the model was unsure of (confidence at most the `lowConfidence` setting): grey italics too, but
+  -- darker and underdotted, so a doubtful part stands out without looking like typed text.
+  vim.api.nvim_set_hl(0, 'DglsGhostUnsure', { default = true, fg = '#5f5f5f', ctermfg = 240, italic = true,
+    underdotted = true, cterm = { italic = true, underline = true } })
   vim.lsp.config(M.name, lsp_config(opts))
   vim.lsp.enable(M.name)
   require('dgls.commands').create()
