@@ -17,14 +17,14 @@ positions through :mod:`dgls.text`):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from dgls.context import InfillRequest, SpanKind
 from dgls.context import grammar as grammar_for  # one grammar table for the package: context's
 from dgls.text import Utf8Index
 
-__all__ = ["Edit", "Suggested", "count_syntax_errors", "make_edits", "shape_middle"]
+__all__ = ["Edit", "Suggested", "count_syntax_errors", "from_word_start", "make_edits", "shape_middle"]
 
 CLOSERS = ")]}\"'`"
 _MAX_CHECK_BYTES = 1_000_000  # larger documents are not re-parsed per candidate
@@ -122,6 +122,22 @@ def _count_errors(root: Any) -> int:
         while not cursor.goto_next_sibling():
             if not cursor.goto_parent():
                 return count
+
+
+def from_word_start(text: str, edit: Edit) -> Edit:
+    """`edit` widened back to the start of the word it continues (``return a|``), the typed part in its text.
+
+    What a completion item needs: clients filter items by the word before the cursor, so an item that starts at
+    the cursor with the rest of the word would be filtered out. Unchanged when no word char is before `edit`.
+    """
+    start = edit.start
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    if start == edit.start:
+        return edit
+    typed = text[start : edit.start]
+    tokens = tuple((a + len(typed), b + len(typed), c) for a, b, c in edit.tokens)
+    return replace(edit, start=start, new_text=typed + edit.new_text, tokens=tokens)
 
 
 def _tokens_in(new_text: str, s: Suggested) -> tuple[tuple[int, int, float], ...]:

@@ -37,7 +37,7 @@ from dgls.context import ContextBudget, InfillRequest
 from dgls.documents import Doc, Documents
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
 from dgls.policy import InfillPolicy, Refused
-from dgls.postprocess import Edit
+from dgls.postprocess import Edit, from_word_start
 from dgls.progress import ProgressBars
 from dgls.protocol import RequestFailed, command_args
 from dgls.settings import Settings, parse_settings
@@ -296,7 +296,11 @@ def _confidence(ls: DglsServer, edit: Edit) -> dict[str, Any]:
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
 async def completion(ls: DglsServer, params: types.CompletionParams) -> types.CompletionList:
-    """Fallback for clients without inline completion: the middle as a completion item with a textEdit."""
+    """Fallback for clients without inline completion: the middle as a completion item with a textEdit.
+
+    After a partial word (``return a|``) the item starts at the word's start, the typed part in its text and
+    filterText, since clients filter items by the word before the cursor.
+    """
     kind = params.context.trigger_kind if params.context else types.CompletionTriggerKind.Invoked
     cursor = _cursor(ls, params.text_document.uri, params.position)
     if cursor is None:
@@ -306,6 +310,7 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
                                      automatic=kind != types.CompletionTriggerKind.Invoked, n_candidates=1)
     items = []
     for rank, e in enumerate(found.edits if found is not None else []):
+        e = from_word_start(doc.text, e)
         label = e.new_text.strip().splitlines()[0]
         items.append(types.CompletionItem(
             label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,

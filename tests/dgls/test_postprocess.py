@@ -129,3 +129,16 @@ def test_token_spans_decode_cumulatively():
     assert token_spans(decode, [1, 4], [0.5, 0.25]) == ((0, 2, 0.5), (2, 3, 0.25))
     spans = token_spans(decode, [1, 2, 3, 4], [0.9, 0.8, 0.7, 0.6])
     assert spans[-1][1] == len(decode([1, 2, 3, 4])) and all(s <= e for s, e, _ in spans)
+
+
+def test_completion_edit_starts_at_the_word_before_the_cursor():
+    from dgls.postprocess import Edit, from_word_start
+
+    text = "def f(a_1, b):\n    return a_1\n"
+    cursor = text.index("a_1\n") + 3
+    widened = from_word_start(text, Edit(cursor, cursor, " + b", 0.0, 1.0, True, ((0, 2, 0.5), (2, 4, 0.9))))
+    assert (widened.start, widened.end, widened.new_text) == (text.index("a_1\n"), cursor, "a_1 + b")
+    assert widened.tokens == ((3, 5, 0.5), (5, 7, 0.9))
+    after_space = text.index("return ") + 7
+    plain = Edit(after_space, after_space, "b", 0.0, 1.0, True)
+    assert from_word_start(text, plain) is plain

@@ -166,6 +166,21 @@ async def test_items_carry_their_token_confidence(client: LanguageClient):
     doc.close()
 
 
+async def test_completion_after_a_partial_word_starts_at_the_word(client: LanguageClient):
+    src = "def add(total, b):\n    return tot\n"
+    doc = Doc(client, "file:///e2e/partial.py", src)
+    cursor = doc.pos("return tot")
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=doc.ident(), position=cursor,
+        context=types.CompletionContext(trigger_kind=types.CompletionTriggerKind.Invoked)))
+    assert result.items
+    for item in result.items:  # clients filter by the word before the cursor: "tot"
+        assert item.text_edit.range.start == doc.pos("return ") and item.text_edit.range.end == cursor
+        assert item.text_edit.new_text.startswith("tot") and item.filter_text.startswith("tot")
+        assert apply(src, [item.text_edit]).startswith("def add(total, b):\n    return tot")
+    doc.close()
+
+
 # --- bad input: each gets a defined answer and the server keeps serving --------------------------------
 
 
