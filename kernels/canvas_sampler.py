@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref, row_stats_ref, softcap
+from dgls.kernels.canvas_sampler_ref import RowStats, row_stats_ref, softcap
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _MAX_COUNTERS = 2**31 - 1  # Philox counters per launch (int32 offsets row * V + v)
@@ -236,26 +236,6 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
             (out.sample if sample else out.argmax)[r0:r1], SAMPLE=sample,
             BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out if sample else out._replace(sample=None)
-
-
-def accept_and_renoise(tokens: torch.Tensor, free: torch.Tensor, H: torch.Tensor, sampled: torch.Tensor,
-                       bound: float, noise_low: int, vocab_size: int,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One canvas update: accepted free slots take `sampled`, other free slots fresh noise in [noise_low, V).
-
-    `tokens`, `sampled` (B, C) int64, `free` (B, C) bool, `H` (B, C) fp32 (from :func:`row_stats`). Pinned and
-    padding slots keep their token. Returns (new tokens, acceptance mask). Torch on purpose: it touches only
-    (B, C) tensors (a sort of C entropies per row), never the (B, C, V) probabilities.
-    """
-    if not (tokens.shape == free.shape == H.shape == sampled.shape) or tokens.ndim != 2:
-        raise ValueError(f"tokens, free, H and sampled must share one (B, C) shape, got {tuple(tokens.shape)}, "
-                         f"{tuple(free.shape)}, {tuple(H.shape)}, {tuple(sampled.shape)}")
-    if not 0 <= noise_low < vocab_size:
-        raise ValueError(f"noise_low must be in [0, {vocab_size}), got {noise_low}")
-    accept = accept_mask_ref(H, free, bound)
-    noise = torch.randint(noise_low, vocab_size, tokens.shape, device=tokens.device, generator=generator)
-    new = torch.where(free, torch.where(accept, sampled, noise), tokens)
-    return new, accept
 
 
 def self_check(device: str | torch.device = "cuda") -> str | None:

@@ -46,18 +46,3 @@ def row_stats_ref(logits: torch.Tensor, temperature: float, *, cap: float | None
     logp1 = torch.log_softmax(x, dim=-1).gather(-1, am[:, None]).squeeze(-1)
     s = torch.multinomial(p, 1, generator=generator).squeeze(-1) if sample else None
     return RowStats(ent, am, logp1, s)
-
-
-def accept_mask_ref(H: torch.Tensor, free: torch.Tensor, bound: float) -> torch.Tensor:
-    """Entropy-bound acceptance (arXiv 2505.24857) over the free slots of each row: (B, C) -> (B, C) bool.
-
-    Sorted by entropy, the k-th free slot is accepted iff the k-1 lower entropies sum to <= `bound`; the
-    lowest-entropy free slot of a row is always accepted, non-free slots never. Same rule and same float
-    operations as ``dgls.model.sampler.accept_mask``.
-    """
-    big = torch.finfo(H.dtype).max / (H.shape[-1] + 1)
-    Hm = torch.where(free, H, torch.full_like(H, big))
-    Hs, order = torch.sort(Hm, dim=-1)
-    sel = ((torch.cumsum(Hs, -1) - Hs) <= bound) & torch.gather(free, -1, order)
-    return torch.zeros_like(sel).scatter(-1, order, sel)
-

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -130,7 +130,7 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def accept_mask(H: torch.Tensor, free: torch.Tensor, bound: float) -> torch.Tensor:
-    """Entropy-bound acceptance over free slots: (B, C) entropies -> (B, C) bool.
+    """Entropy-bound acceptance (arXiv 2505.24857) over the free slots of each row: (B, C) entropies -> (B, C) bool.
 
     Sorted by entropy, slot k is accepted iff the k-1 lower entropies sum to <= bound, so the lowest-entropy
     free slot of each row is always accepted. Non-free slots sort last and are never accepted.
@@ -170,7 +170,90 @@ def fused_row_stats(logits: torch.Tensor, t: torch.Tensor, generator: torch.Gene
     return st.entropy.view(B, C), st.argmax.view(B, C), st.logp_max.view(B, C), st.sample.view(B, C)
 
 
+class SlotDraw(NamedTuple):
+    """One step's statistics of every canvas slot and the acceptance it implies, each (B, C)."""
+
+    entropy: torch.Tensor  # of softmax(logits / t)
+    argmax: torch.Tensor  # of logits / t
+    logp_max: torch.Tensor  # log p(argmax) at temperature 1: the confidence
+    accept: torch.Tensor  # bool: free slots that keep a sample this step
+    sampled: torch.Tensor  # a draw from softmax(logits / t) in every accepted slot
+
+
+DrawFn = Callable[..., SlotDraw]  # (logits, scaled, t, free, tokens, bound, generator) -> SlotDraw
+
+
+def logp_of_argmax(logits: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    """Confidence at temperature 1: ``log p(argmax) = x[argmax] - logsumexp(x)``, (B, C, V) -> (B, C).
+
+    One reduction over V instead of a (B, C, V) log_softmax.
+    """
+    return torch.gather(logits, -1, argmax.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def draw_accepted(logits: torch.Tensor, scaled: torch.Tensor, t: torch.Tensor, free: torch.Tensor,
+                  tokens: torch.Tensor, bound: float, generator: torch.Generator | None) -> SlotDraw:
+    """Statistics of every slot, a sample only where accepted: the fused kernel on CUDA, else torch.
+
+    Acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial is the
+    largest CPU cost of a step otherwise); the other slots of `sampled` keep `tokens`.
+    """
+    fused = fused_row_stats(logits, t, generator)  # None on CPU
+    if fused is not None:  # the kernel drew a sample for every slot in its single pass
+        H, argmax, logp_max, sample = fused
+        accept = accept_mask(H, free, bound)
+        return SlotDraw(H, argmax, logp_max, accept, torch.where(accept, sample, tokens))
+    argmax = scaled.argmax(-1)  # (B, C)
+    H = entropy(scaled)  # (B, C)
+    accept = accept_mask(H, free, bound)
+    sampled = tokens.clone()
+    rows = accept.nonzero(as_tuple=True)
+    if rows[0].numel():
+        p = torch.softmax(scaled[rows], dim=-1)
+        sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+    return SlotDraw(H, argmax, logp_of_argmax(logits, argmax), accept, sampled)
+
+
 CancelCheck = Callable[[], bool]
+
+
+class _StopRule:
+    """Step 5 of the loop: which rows are stable and confident.
+
+    A row stops when its free-slot argmax repeats that of the previous ``stability_threshold`` steps and its
+    mean free-slot entropy is below ``confidence_threshold``.
+    """
+
+    def __init__(self, cfg: SamplerConfig, free: torch.Tensor):
+        self.cfg = cfg
+        self.free = free  # (B, C)
+        self.n_free = free.sum(-1).clamp(min=1)  # (B,)
+        self.history: torch.Tensor | None = None  # (stability_threshold, B, C): the last argmax canvases
+
+    def __call__(self, argmax: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: rows that are stable and confident after this step."""
+        B, C = self.free.shape
+        masked_argmax = torch.where(self.free, argmax, -1)
+        if self.cfg.stability_threshold == 0:
+            stable = torch.ones(B, dtype=torch.bool, device=argmax.device)
+        else:
+            if self.history is None:
+                self.history = torch.full((self.cfg.stability_threshold, B, C), -2, dtype=torch.long,
+                                          device=argmax.device)
+            stable = (self.history == masked_argmax[None]).all(-1).all(0)
+            self.history = torch.roll(self.history, -1, 0)
+            self.history[-1] = masked_argmax
+        mean_h = (H * self.free).sum(-1) / self.n_free
+        return stable & (mean_h < self.cfg.confidence_threshold)
+
+
+def _pinned_onehot(canvas: Canvas, vocab_size: int) -> torch.Tensor | None:
+    """One-hot self-conditioning rows for the pinned slots, built once: (n_pinned, V), or None."""
+    rows = canvas.pinned.nonzero(as_tuple=True)
+    if not rows[0].numel():
+        return None
+    onehot = torch.full((rows[0].numel(), vocab_size), -1e4, device=canvas.tokens.device)
+    return onehot.scatter_(-1, canvas.tokens[rows].unsqueeze(-1), 1e4)
 
 
 @torch.no_grad()
@@ -182,12 +265,17 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
     `cancel` is checked before every decoder pass; when it returns True, :class:`Cancelled` is raised, so a
     cancel costs at most one step. `on_step(step, max_steps)` is called after each step. The first
     `min_tokens` free slots of each row may not hold any of `end_ids` (filler, EOS): a middle that must not be
-    empty, as AR decoders suppress EOS below a minimum length.
+    empty, as AR decoders suppress EOS below a minimum length. ``cfg.compat_generate`` draws in ``generate()``'s
+    order instead (:mod:`dgls.model.sampler_ref`; tests only).
     """
+    draw: DrawFn = draw_accepted
+    if cfg.compat_generate:
+        from dgls.model.sampler_ref import draw_every_slot
+
+        draw, generator = draw_every_slot, None  # generate() draws everything from the global RNG
     free = canvas.free  # (B, C)
     pinned_rows = canvas.pinned.nonzero(as_tuple=True)
     B, C = canvas.tokens.shape
-    V = denoiser.vocab_size
     device = canvas.tokens.device
     n_free = free.sum(-1).clamp(min=1)  # (B,)
 
@@ -195,12 +283,8 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
     if min_tokens > 0 and end_ids:
         banned = free & (torch.arange(C, device=device)[None] < min_tokens)  # free slots come first in each row
         ban_ids = torch.tensor(sorted(set(end_ids)), device=device)
-
-    onehot = None
-    if pinned_rows[0].numel():
-        # one-hot self-conditioning rows for the pinned slots, built once: (n_pinned, V)
-        onehot = torch.full((pinned_rows[0].numel(), V), -1e4, device=device)
-        onehot.scatter_(-1, canvas.tokens[pinned_rows].unsqueeze(-1), 1e4)
+    onehot = _pinned_onehot(canvas, denoiser.vocab_size)
+    stop_rule = _StopRule(cfg, free)
 
     sc = None
     out_tokens = canvas.tokens.clone()
@@ -208,7 +292,6 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
     out_score = torch.zeros(B, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     row_steps = [cfg.max_steps] * B
-    history = None
     steps = 0
     step_times: list[float] = []
     for cur_step in range(cfg.max_steps, 0, -1):
@@ -221,58 +304,19 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
             logits[..., ban_ids] = torch.where(banned[..., None], -1e4, logits[..., ban_ids])
         t = temperature(cur_step, cfg)
         scaled = logits / t
-        fused = None if cfg.compat_generate else fused_row_stats(logits, t, generator)  # None on CPU
-        if fused is None:
-            argmax = scaled.argmax(-1)  # (B, C)
-            H = entropy(scaled)  # (B, C)
-        else:
-            H, argmax, fused_lp, fused_sample = fused
-        if cfg.compat_generate:  # generate(): softmax + multinomial over every slot from the global RNG
-            probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)
-            sampled = torch.multinomial(probs.view(-1, V), 1).view(B, C)
-        accept = accept_mask(H, free, cfg.entropy_bound)
-        if not cfg.compat_generate:
-            # acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial
-            # is the largest CPU cost of a step otherwise)
-            sampled = canvas.tokens.clone()
-            if fused is not None:  # the kernel drew a sample for every slot in its single pass
-                sampled = torch.where(accept, fused_sample, sampled)
-            else:
-                rows = accept.nonzero(as_tuple=True)
-                if rows[0].numel():
-                    p = torch.softmax(scaled[rows], dim=-1)
-                    sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
-        noise_ids = denoiser.noise((B, C), None if cfg.compat_generate else generator)
+        d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
+        noise_ids = denoiser.noise((B, C), generator)
         previous = canvas.tokens
-        canvas.renoise(accept, sampled, noise_ids)
+        canvas.renoise(d.accept, d.sampled, noise_ids)
         canvas.tokens = torch.where(done[:, None], previous, canvas.tokens)  # stopped rows stay as they were
 
-        # stable and confident, over each row's free slots
-        masked_argmax = torch.where(free, argmax, -1)
-        if cfg.stability_threshold == 0:
-            stable = torch.ones(B, dtype=torch.bool, device=device)
-        else:
-            if history is None:
-                history = torch.full((cfg.stability_threshold, B, C), -2, dtype=torch.long, device=device)
-            stable = (history == masked_argmax[None]).all(-1).all(0)
-            history = torch.roll(history, -1, 0)
-            history[-1] = masked_argmax
-        mean_h = (H * free).sum(-1) / n_free
-        confident = mean_h < cfg.confidence_threshold
-
+        # the output of a live row is its argmax canvas at this step (the loop has left when no row is live)
         live = ~done
-        if bool(live.any()):
-            if fused is None:
-                # confidence at temperature 1: log p(argmax) = x[argmax] - logsumexp(x), one reduction over V
-                # instead of a (B, C, V) log_softmax
-                lp = torch.gather(logits, -1, argmax.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, C)
-            else:
-                lp = fused_lp
-            out_tokens = torch.where(live[:, None] & free, argmax, out_tokens)
-            out_conf = torch.where(live[:, None], lp.exp(), out_conf)
-            out_score = torch.where(live, (lp * free).sum(-1) / n_free, out_score)
+        out_tokens = torch.where(live[:, None] & free, d.argmax, out_tokens)
+        out_conf = torch.where(live[:, None], d.logp_max.exp(), out_conf)
+        out_score = torch.where(live, (d.logp_max * free).sum(-1) / n_free, out_score)
         steps += 1
-        newly = live & stable & confident
+        newly = live & stop_rule(d.argmax, d.entropy)
         for i in newly.nonzero().flatten().tolist():
             row_steps[i] = steps
         done |= newly

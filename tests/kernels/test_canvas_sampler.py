@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dgls.kernels.canvas_sampler import accept_and_renoise, row_stats
-from dgls.kernels.canvas_sampler_ref import RowStats, accept_mask_ref, row_stats_ref
-from dgls.model.sampler import accept_mask, entropy
+from dgls.kernels.canvas_sampler import row_stats
+from dgls.kernels.canvas_sampler_ref import RowStats, row_stats_ref
+from dgls.model.sampler import entropy
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -131,24 +131,6 @@ def test_entropy_accuracy_against_float64():
     assert errs["kernel"] < 5e-6 and errs["reference"] < 5e-6 and errs["sampler"] < 1e-5, errs
 
 
-def test_accept_and_renoise():
-    B, C, V, low = 3, 9, 50, 10
-    H = torch.rand(B, C) * 0.08
-    free = torch.ones(B, C, dtype=torch.bool)
-    free[:, 6:] = False  # pinned suffix
-    free[2, 4:6] = False  # padding
-    tokens = torch.randint(0, V, (B, C))
-    sampled = torch.randint(0, V, (B, C))
-    g = torch.Generator().manual_seed(0)
-    new, accept = accept_and_renoise(tokens, free, H, sampled, 0.1, low, V, generator=g)
-    assert torch.equal(accept, accept_mask(H, free, 0.1)) and torch.equal(accept, accept_mask_ref(H, free, 0.1))
-    assert accept.any(-1).all(), "every row accepts its lowest-entropy free slot"
-    assert torch.equal(new[~free], tokens[~free]), "pinned and padding slots never change"
-    assert torch.equal(new[accept], sampled[accept])
-    renoised = free & ~accept
-    assert ((new[renoised] >= low) & (new[renoised] < V)).all()
-
-
 def test_rejects_bad_inputs():
     x = torch.randn(3, 10)
     for bad, kw in [(x[None], {}), (x.long(), {}), (x.t(), {}), (x, {"temperature": 0.0}),
@@ -156,6 +138,3 @@ def test_rejects_bad_inputs():
         kw = {"temperature": 0.5, **kw}
         with pytest.raises(ValueError):
             row_stats(bad, **kw)
-    with pytest.raises(ValueError):
-        accept_and_renoise(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool),
-                           torch.zeros(2, 4), torch.zeros(2, 3, dtype=torch.long), 0.1, 0, 10)

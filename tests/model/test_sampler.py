@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from dgls.model.canvas import Canvas
-from dgls.model.sampler import Cancelled, SamplerConfig, accept_mask, denoise, entropy, temperature
+from dgls.model.sampler import (
+    Cancelled,
+    SamplerConfig,
+    accept_mask,
+    denoise,
+    draw_accepted,
+    entropy,
+    temperature,
+)
 
 V = 50
 
@@ -111,6 +119,33 @@ def test_accepted_slots_take_the_sample_others_are_renoised():
     assert second[:2] == [7, 7]
     assert sum(t < 10 for t in second[2:]) == 1  # one accepted sample from ids 0-9
     assert sum(t >= 10 for t in second[2:]) == 3  # the rest renoised from the noise range
+
+
+def test_one_step_accepts_and_renoises_only_free_slots():
+    """The step's draw and Canvas.renoise on rows with a pinned suffix and padding: acceptance is the entropy
+    rule, accepted slots take their sample, other free slots fresh noise, pinned and padding slots stay."""
+    B, C, low = 3, 9, 10
+    tokens = torch.randint(0, V, (B, C))
+    pinned = torch.zeros(B, C, dtype=torch.bool)
+    pinned[:, 6:] = True  # pinned suffix
+    valid = torch.ones(B, C, dtype=torch.bool)
+    valid[2, 4:6] = False  # padding
+    canvas = Canvas(tokens=tokens.clone(), pinned=pinned, valid=valid, positions=7 + torch.arange(C).expand(B, C),
+                    n_free=(6, 6, 4))
+    free = canvas.free
+    logits = torch.randn(B, C, V) * torch.rand(B, C, 1) * 30  # from nearly uniform to nearly one-hot slots
+    t = torch.tensor(0.7)
+    d = draw_accepted(logits, logits / t, t, free, canvas.tokens, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(d.entropy, entropy(logits / t))
+    assert torch.equal(d.accept, accept_mask(d.entropy, free, 0.1))
+    accept = d.accept
+    assert accept.any(-1).all(), "every row accepts its lowest-entropy free slot"
+    canvas.renoise(accept, d.sampled, torch.randint(low, V, (B, C), generator=torch.Generator().manual_seed(1)))
+    new = canvas.tokens
+    assert torch.equal(new[~free], tokens[~free]), "pinned and padding slots never change"
+    assert torch.equal(new[accept], d.sampled[accept])
+    renoised = free & ~accept
+    assert renoised.any() and ((new[renoised] >= low) & (new[renoised] < V)).all()
 
 
 def test_early_stop_when_stable_and_confident():
