@@ -9,18 +9,10 @@ import re
 from dataclasses import replace
 
 from dgls.context import InfillRequest
+from dgls.languages import line_comment
 from dgls.text import LineTable
 
-__all__ = ["find_holes", "line_comment", "with_instruction"]
-
-_LINE_COMMENTS = {"python": "#", "shellscript": "#", "ruby": "#", "yaml": "#", "toml": "#", "lua": "--",
-                  "sql": "--", "text": "#"}
-
-
-def line_comment(language: str) -> str:
-    """The line-comment marker of an LSP language id (``//`` for the C-like ones and anything unknown)."""
-    return _LINE_COMMENTS.get(language, "//")
-
+__all__ = ["find_holes", "with_instruction"]
 
 def find_holes(text: str, markers: tuple[str, ...], start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Code-point ranges of hole markers between `start` and `end`: lines holding only a marker (indent aside).

@@ -143,7 +143,8 @@ def _suggestions(completion) -> list[dict[str, Any]]:
 
 def cmd_infill(args) -> int:
     """`dgls infill FILE --line N --col M`: print the middle."""
-    from dgls.context import ContextError, language_for_path
+    from dgls.context import ContextError
+    from dgls.languages import language_for_path
     from dgls.postprocess import make_edits
     from dgls.text import PositionError, offset_from_line_col, position_at
 

@@ -5,23 +5,20 @@ windows around it (whole lines, inside a token budget, cut at a statement bounda
 cut), the kind of span (rest of line, a line, an empty block body, a selection) with the canvas lengths
 to try, and a few facts about the cursor (in a string, in a comment, inside a word).
 
-Syntax comes from tree-sitter through the official per-language wheels (``tree_sitter_python`` ...),
-imported lazily: a language whose wheel is missing, or that is unknown, gets line-based windows and
-never an error. Tree-sitter speaks UTF-8 bytes; every conversion goes through :mod:`dgls.text`.
+Syntax comes from tree-sitter (:mod:`dgls.languages`: the language table, grammars and the parse cache): a
+language whose wheel is missing, or that is unknown, gets line-based windows and never an error. Tree-sitter
+speaks UTF-8 bytes; every conversion goes through :mod:`dgls.text`.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import PurePosixPath
 from typing import Any
 
+from dgls.languages import Language, language_spec, parse, string_or_comment
 from dgls.text import LineTable, Utf8Index
 
 __all__ = [
@@ -30,12 +27,9 @@ __all__ = [
     "InfillRequest",
     "SpanKind",
     "build_request",
-    "grammar",
-    "language_for_path",
 ]
 
 CANVAS_STEP = 16  # canvas lengths are multiples of this many tokens
-_MAX_PARSE_BYTES = 1_000_000  # larger documents get line-based windows (a full parse costs ~0.2 s a MB)
 _SYNTAX_SLACK = 0.25  # a window may shrink by this fraction of itself to end on a statement boundary
 
 
@@ -98,140 +92,6 @@ class ContextError(ValueError):
     """The cursor or selection does not name a place in the document."""
 
 
-# --- languages ----------------------------------------------------------------------------------------
-
-
-# Code ending in one of these needs an operand. Not in the C-like set: ``>`` (generics, JSX), ``/`` (regex
-# literals, ``*/``), ``?`` and ``!`` (Rust's ``?``, TypeScript's non-null ``!``), ``*`` (``import *``-like).
-_C_LIKE_DANGLING = re.compile(r"(?:[-=+%&|^<,(\[{.~]|->|=>|::|&&|\|\||[=!<>]=|\*\*|>>)$")
-_PYTHON_DANGLING = re.compile(r"(?:[-=+*/%&|^<>,(\[{.~@]|->|:=)$")
-
-
-@dataclass(frozen=True)
-class _Language:
-    """What context needs to know about one language."""
-
-    grammar: tuple[str, str] | None  # (wheel module, function returning the language pointer)
-    bodies: frozenset[str]  # node types whose children are statements: the cut points
-    block_openers: tuple[str, ...]  # a line ending in one of these opens a block
-    block_closer: str | None  # a line starting with this closes one; None: blocks end by dedent
-    line_comment: str
-    quotes: tuple[str, ...]  # string delimiters, longest first
-    hole_markers: tuple[str, ...] = ()  # a line holding only this, as a whole body, is a hole
-    dangling_words: frozenset[str] = frozenset()  # a line ending in one of these keywords needs more on it
-    dangling_operator: re.Pattern[str] = _C_LIKE_DANGLING  # code ending in a match of this needs more
-
-
-def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str, ...], words: str) -> _Language:
-    return _Language(grammar, frozenset(bodies), ("{",), "}", "//", quotes, (), frozenset(words.split()))
-
-
-_JS_BODIES = {"program", "statement_block", "class_body"}
-_JS_QUOTES = ("`", '"', "'")
-_C_WORDS = "return if while for switch case sizeof struct enum union typedef static const else do goto"
-_JS_WORDS = ("await new typeof instanceof in of const let var import export from function class extends case "
-             "throw delete void")
-
-# LSP language id -> language. Add a language by adding a row; its wheel is imported on first use.
-_LANGUAGES: dict[str, _Language] = {
-    "python": _Language(
-        ("tree_sitter_python", "language"),
-        frozenset({"module", "block"}),
-        (":",),
-        None,
-        "#",
-        ('"""', "'''", '"', "'"),
-        ("...", "pass"),
-        frozenset({"and", "or", "not", "in", "is", "if", "elif", "else", "for", "while", "with", "as", "import",
-                   "from", "lambda", "assert", "del", "await", "async", "def", "class", "except"}),
-        _PYTHON_DANGLING,
-    ),
-    "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
-    "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
-    "typescript": _c_like(("tree_sitter_typescript", "language_typescript"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
-    "typescriptreact": _c_like(("tree_sitter_typescript", "language_tsx"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
-    "go": _c_like(("tree_sitter_go", "language"), {"source_file", "block", "statement_list"}, ('"', "`", "'"),
-                  "import package var const type func go defer range case"),
-    "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',),
-                    "let mut use fn impl struct enum mod trait type as in match if while for pub dyn where move"),
-    "c": _c_like(("tree_sitter_c", "language"), {"translation_unit", "compound_statement"}, ('"', "'"), _C_WORDS),
-    "cpp": _c_like(("tree_sitter_cpp", "language"),
-                   {"translation_unit", "compound_statement", "declaration_list", "field_declaration_list"},
-                   ('"', "'"), _C_WORDS + " new delete throw using namespace co_return co_await"),
-    "java": _c_like(("tree_sitter_java", "language"), {"program", "block", "class_body", "interface_body"},
-                    ('"""', '"', "'"), "return new throw instanceof import package extends implements case assert"),
-    "ruby": _Language(("tree_sitter_ruby", "language"), frozenset({"program", "body_statement", "then", "else", "do"}),
-                      block_openers=("do", "|"), block_closer="end", line_comment="#", quotes=('"', "'", "`"),
-                      dangling_words=frozenset("and or not if unless while until return yield def class module "
-                                               "when in require".split())),
-    "shellscript": _Language(("tree_sitter_bash", "language"),
-                             frozenset({"program", "compound_statement", "do_group"}),
-                             block_openers=("then", "do", "{"), block_closer=None, line_comment="#", quotes=('"', "'"),
-                             dangling_words=frozenset("if then elif else while until do in case export local".split()),
-                             dangling_operator=re.compile(r"(?:[|=(]|&&|\|\|)$")),
-    "json": _c_like(("tree_sitter_json", "language"), {"document", "object", "array"}, ('"',), ""),
-    "lua": _Language(("tree_sitter_lua", "language"), frozenset({"chunk", "block"}),
-                     block_openers=("then", "do", ")"), block_closer="end", line_comment="--", quotes=('"', "'"),
-                     dangling_words=frozenset("and or not if elseif while until for in return local function "
-                                              "then do".split())),
-}
-# the same languages under the ids other clients use (Neovim's filetypes)
-_LANGUAGES.update(jsonc=_LANGUAGES["json"], sh=_LANGUAGES["shellscript"], bash=_LANGUAGES["shellscript"])
-
-_EXTENSIONS = {
-    ".py": "python", ".pyi": "python", ".pyw": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascriptreact",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "typescriptreact",
-    ".go": "go", ".rs": "rust",
-    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
-    ".java": "java", ".kt": "kotlin", ".swift": "swift", ".cs": "csharp", ".rb": "ruby", ".php": "php",
-    ".lua": "lua", ".sh": "shellscript", ".bash": "shellscript", ".sql": "sql",
-    ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".md": "markdown",
-    ".html": "html", ".css": "css",
-}  # fmt: skip
-
-
-def language_for_path(path: str) -> str:
-    """LSP language id for a file path or URI by its extension (``"x.py"`` -> ``"python"``), else ``"text"``."""
-    return _EXTENSIONS.get(PurePosixPath(path).suffix.lower(), "text")
-
-
-@functools.cache
-def grammar(language: str) -> Any | None:
-    """Load the tree-sitter ``Language`` for a language id; None when it has no grammar or no wheel."""
-    spec = _LANGUAGES.get(language)
-    if spec is None or spec.grammar is None:
-        return None
-    module_name, function = spec.grammar
-    try:
-        from tree_sitter import Language
-
-        return Language(getattr(importlib.import_module(module_name), function)())
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
-_parse_lock = threading.Lock()
-_last_parse: tuple[str, str, Any] | None = None  # (language, text, tree): the last document parsed
-
-
-def _parse(language: str, text: str, data: bytes) -> Any | None:
-    """Tree-sitter tree of ``text`` (reused when the last call parsed the same text), or None."""
-    global _last_parse
-    language_ = grammar(language)
-    if language_ is None or len(data) > _MAX_PARSE_BYTES:
-        return None
-    with _parse_lock:
-        last = _last_parse
-        if last is not None and last[0] == language and last[1] == text:
-            return last[2]
-        from tree_sitter import Parser
-
-        tree = Parser(language_).parse(data)
-        _last_parse = (language, text, tree)
-        return tree
-
-
 # --- the request --------------------------------------------------------------------------------------
 
 
@@ -273,10 +133,10 @@ def build_request(
             selection = None
     count = count_tokens or _estimate_tokens
     language = (language or "").strip().lower() or "text"
-    spec = _LANGUAGES.get(language)
+    spec = language_spec(language)
     lines = LineTable(text)
     index = Utf8Index(text)
-    tree = _parse(language, text, index.data) if spec is not None else None
+    tree = parse(language, text, index.data) if spec is not None else None
 
     if selection is not None:
         span, (start, end) = SpanKind.SELECTION, selection
@@ -289,7 +149,7 @@ def build_request(
     suffix_end = _suffix_end(text, lines, end, budget.suffix_tokens, count)
     if tree is not None and spec is not None:
         prefix_start, suffix_end = _snap_to_syntax(tree, index, lines, spec, start, end, prefix_start, suffix_end)
-    in_string, in_comment = _string_or_comment(text, lines, index, tree, spec, start)
+    in_string, in_comment = string_or_comment(text, lines, index, tree, spec, start)
 
     cap = max_canvas // CANVAS_STEP * CANVAS_STEP
     if span is SpanKind.SELECTION:
@@ -328,7 +188,7 @@ _LAST_WORD = re.compile(r"(?:^|\W)(\w+)$")
 _ONLY_CLOSERS = re.compile(r"[\s)\]};]*")
 
 
-def _dangling(before: str, after: str, spec: _Language) -> bool:
+def _dangling(before: str, after: str, spec: Language) -> bool:
     """Whether the line's code up to the cursor (`before`) needs more, with only closers in `after` (its rest)."""
     code = before.rstrip()
     if not code or code.endswith(_COMPLETE_ENDINGS) or _NUMBER_WITH_POINT.search(code):
@@ -361,7 +221,7 @@ def _error_starts_on_line(tree: Any, index: Utf8Index, lines: LineTable, line: i
     return False
 
 
-def _span_at(text: str, lines: LineTable, offset: int, spec: _Language | None) -> tuple[SpanKind, int, int]:
+def _span_at(text: str, lines: LineTable, offset: int, spec: Language | None) -> tuple[SpanKind, int, int]:
     """Span kind and middle range for a cursor without a selection."""
     line = lines.line_of(offset)
     line_start, line_end = lines.start(line), lines.end(line)
@@ -386,7 +246,7 @@ def _indent_width(line: str) -> int:
     return len(line[: len(line) - len(line.lstrip(" \t"))].expandtabs(8))
 
 
-def _is_sole_body_line(text: str, lines: LineTable, line: int, spec: _Language) -> bool:
+def _is_sole_body_line(text: str, lines: LineTable, line: int, spec: Language) -> bool:
     """Whether ``line`` is the only line of a block body: after a block opener, before its end."""
 
     def line_text(i: int) -> str:
@@ -451,7 +311,7 @@ def _snap_to_syntax(
     tree: Any,
     index: Utf8Index,
     lines: LineTable,
-    spec: _Language,
+    spec: Language,
     start: int,
     end: int,
     prefix_start: int,
@@ -524,57 +384,3 @@ def _at_line_start(data: bytes, byte: int) -> bool:
 # --- strings and comments -----------------------------------------------------------------------------
 
 
-def _string_or_comment(
-    text: str, lines: LineTable, index: Utf8Index, tree: Any | None, spec: _Language | None, offset: int
-) -> tuple[bool, bool]:
-    """Whether ``offset`` is inside a string literal, inside a comment.
-
-    From the tree when there is one; where the tree has syntax errors and finds neither (an unclosed
-    string while typing), or there is no tree, a scan of the line before the cursor decides.
-    """
-    if spec is None or offset == 0:
-        return False, False
-    if tree is not None:
-        found = _tree_string_or_comment(tree, index.data, index.byte_offset(offset))
-        if found != (False, False) or not tree.root_node.has_error:
-            return found
-    line_start = lines.start(lines.line_of(offset))
-    return _scan_line(text[line_start:offset], spec)
-
-
-def _tree_string_or_comment(tree: Any, data: bytes, byte: int) -> tuple[bool, bool]:
-    """String/comment test on the tree: the innermost string, substitution or comment around ``byte``."""
-    node = tree.root_node.descendant_for_byte_range(byte - 1, byte)  # the node holding the char before
-    while node is not None:
-        kind = node.type
-        inside = node.start_byte < byte < node.end_byte
-        if "comment" in kind:
-            closed = data[node.end_byte - 2 : node.end_byte] == b"*/"  # a block comment
-            return False, inside or (byte == node.end_byte and not closed)
-        if kind in ("interpolation", "template_substitution") and inside:
-            return False, False  # code inside f"{...}" or `${...}`
-        if "string" in kind and inside and not kind.startswith("concatenated"):  # not between "a" "b"
-            return True, False
-        node = node.parent
-    return False, False
-
-
-def _scan_line(before: str, spec: _Language) -> tuple[bool, bool]:
-    """Scan one line's text before the cursor for an open string or a line comment."""
-    quote: str | None = None
-    i = 0
-    while i < len(before):
-        if quote is not None:
-            if before[i] == "\\":
-                i += 2
-            elif before.startswith(quote, i):
-                i += len(quote)
-                quote = None
-            else:
-                i += 1
-            continue
-        if before.startswith(spec.line_comment, i):
-            return False, True
-        quote = next((q for q in spec.quotes if before.startswith(q, i)), None)
-        i += len(quote) if quote else 1
-    return quote is not None, False

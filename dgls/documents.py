@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.workspace import Workspace
 
-from dgls.context import language_for_path
+from dgls.languages import language_for_path
 from dgls.postprocess import Edit
 from dgls.text import LineTable, PositionEncoding, PositionError, units
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from dgls.context import InfillRequest, SpanKind
-from dgls.context import grammar as grammar_for  # one grammar table for the package: context's
+from dgls.languages import errors_after_edit, parse, tree_errors
 from dgls.text import Utf8Index
 
-__all__ = ["Edit", "Suggested", "count_syntax_errors", "from_word_start", "make_edits", "shape_middle"]
+__all__ = ["Edit", "Suggested", "from_word_start", "make_edits", "shape_middle"]
 
 CLOSERS = ")]}\"'`"
-_MAX_CHECK_BYTES = 1_000_000  # larger documents are not re-parsed per candidate
 
 
 class Suggested(Protocol):
@@ -95,35 +94,6 @@ def _closers_to_replace(text: str, end: int, middle: str) -> int:
     return 0
 
 
-def count_syntax_errors(language: str, data: bytes) -> int | None:
-    """ERROR and MISSING nodes tree-sitter finds in `data`; None when the language has no grammar."""
-    grammar = grammar_for(language)
-    if grammar is None:
-        return None
-    from tree_sitter import Parser
-
-    root = Parser(grammar).parse(data).root_node
-    if not root.has_error:
-        return 0
-    return _count_errors(root)
-
-
-def _count_errors(root: Any) -> int:
-    """Count ERROR/MISSING nodes with a cursor walk that skips error-free subtrees."""
-    count = 0
-    cursor = root.walk()
-    while True:
-        node = cursor.node
-        descend = node.has_error
-        if node.is_error or node.is_missing:
-            count += 1
-        if descend and cursor.goto_first_child():
-            continue
-        while not cursor.goto_next_sibling():
-            if not cursor.goto_parent():
-                return count
-
-
 def from_word_start(text: str, edit: Edit) -> Edit:
     """`edit` widened back to the start of the word it continues (``return a|``), the typed part in its text.
 
@@ -163,15 +133,13 @@ def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggeste
     if not shaped:
         return []
     index = Utf8Index(text)
-    check = len(index.data) <= _MAX_CHECK_BYTES
-    base = count_syntax_errors(request.language, index.data) if check else None
+    tree = parse(request.language, text, index.data)  # the request's own parse (context's cache): no new parse
+    base = tree_errors(tree)
     edits = []
     for (start, end, new_text), s in shaped.items():
         ok: bool | None = None
         if base is not None:
-            data = index.data[: index.byte_offset(start)] + new_text.encode("utf-8", "surrogatepass")
-            data += index.data[index.byte_offset(end) :]
-            after = count_syntax_errors(request.language, data)
+            after = errors_after_edit(request.language, text, index, start, end, new_text)
             assert after is not None, f"grammar for {request.language!r} vanished"
             ok = after <= base and (base > 0 or after == 0)
             if not ok:

@@ -1,7 +1,8 @@
 """Code-action helpers: hole markers in a range, the instruction as a comment line in the prefix."""
 
-from dgls.actions import find_holes, line_comment, with_instruction
+from dgls.actions import find_holes, with_instruction
 from dgls.context import build_request
+from dgls.languages import line_comment
 
 SRC = "def f():\n    ...\n\nx = ...\n\ndef g():\n    pass\n  ...  \n"
 

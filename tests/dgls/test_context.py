@@ -5,15 +5,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dgls import context
+from dgls import languages
 from dgls.context import (
     ContextBudget,
     ContextError,
     InfillRequest,
     SpanKind,
     build_request,
-    language_for_path,
 )
+from dgls.languages import language_for_path
 from dgls.text import LineTable, split_lines
 
 EMOJI = "\U0001f600"
@@ -480,9 +480,9 @@ def test_language_is_normalised():
 
 
 def test_missing_grammar_wheel_falls_back_to_lines(monkeypatch):
-    spec = context._LANGUAGES["python"]
+    spec = languages.LANGUAGES["python"]
     fake = dataclasses.replace(spec, grammar=("no_such_grammar_wheel", "language"))
-    monkeypatch.setitem(context._LANGUAGES, "fakepython", fake)
+    monkeypatch.setitem(languages.LANGUAGES, "fakepython", fake)
     req = at("def f(x):\n    |\n", language="fakepython")
     assert req.span is SpanKind.BLOCK  # line rules still apply
     req = at('x = "ab|c"\n', language="fakepython")
@@ -492,7 +492,7 @@ def test_missing_grammar_wheel_falls_back_to_lines(monkeypatch):
 def test_parse_is_reused_for_the_same_text():
     text = FUNCS + "# unique 1\n"
     data = text.encode()
-    assert context._parse("python", text, data) is context._parse("python", text, data)
+    assert languages.parse("python", text, data) is languages.parse("python", text, data)
 
 
 def test_javascript_with_grammar():
@@ -593,9 +593,9 @@ SNIPPETS = {  # language id -> a small valid program, an empty block body marked
 
 @pytest.mark.parametrize("language", sorted(SNIPPETS))
 def test_grammar_loads_and_parses(language):
-    from dgls.postprocess import count_syntax_errors
+    from dgls.languages import count_syntax_errors
 
-    assert context.grammar(language) is not None, f"no grammar for {language}: is its wheel installed?"
+    assert languages.grammar(language) is not None, f"no grammar for {language}: is its wheel installed?"
     marked = SNIPPETS[language]
     text = marked.replace("@", "")
     assert count_syntax_errors(language, text.encode()) == 0, text

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dgls.context import SpanKind, build_request
-from dgls.postprocess import count_syntax_errors, make_edits, shape_middle
+from dgls.languages import count_syntax_errors
+from dgls.postprocess import make_edits, shape_middle
 from dgls.text import TextEdit, apply_edits
 
 

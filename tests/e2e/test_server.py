@@ -26,7 +26,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import LanguageClient
 
-from dgls.postprocess import count_syntax_errors
+from dgls.languages import count_syntax_errors
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -76,7 +76,7 @@ def test_any_byte_offset_maps_to_a_code_point_or_position_error(text, byte):
 def test_tree_sitter_byte_offsets_match(text):
     from tree_sitter import Parser
 
-    from dgls.context import grammar
+    from dgls.languages import grammar
 
     index = Utf8Index(text)
     tree = Parser(grammar("python")).parse(index.data)
