@@ -1,16 +1,10 @@
 """Checkpoint -> model, tokenizer and sampler defaults (safetensors only, never remote code).
 
-A checkpoint is a folder holding a ``DiffusionGemmaForBlockDiffusion`` ``config.json``, its weights as
-``*.safetensors`` (one file or an index of shards), a tokenizer loadable by ``AutoTokenizer``, optionally a
-``generation_config.json`` with the sampler defaults under DiffusionGemma's own keys (``max_denoising_steps``,
-``t_min``, ``t_max``, ``stability_threshold``, ``confidence_threshold``, ``sampler_config.entropy_bound``; that
-class rejects any other key) and optionally a ``dgls.json`` with the layout facts the model was trained with::
-
-    {"filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64], "sc_raw_logits": true,
-     "max_prefix_tokens": 256, "max_suffix_tokens": 64}
-
-It is named by a folder path, by the name of a model shipped in the package (``dgls-tiny``), or by a Hugging
-Face id already in the local cache.
+The folder format (``config.json``, safetensors weights, a tokenizer, ``generation_config.json``, ``dgls.json``)
+is described in :mod:`dgls.model.checkpoint`, which also reads the sampler defaults and layout facts (its
+``ModelLoadError`` and ``ModelSpec`` are importable from here too). A
+checkpoint is named by a folder path, by the name of a model shipped in the package (``dgls-tiny``), or by a
+Hugging Face id already in the local cache.
 """
 
 from __future__ import annotations
@@ -19,14 +13,14 @@ import json
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dgls.model import EXPERTS
-from dgls.model.sampler import SamplerConfig
+from dgls.model.checkpoint import ModelLoadError, ModelSpec, check_generation_config, read_spec
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
@@ -35,31 +29,6 @@ DEFAULT_MODEL = "dgls-tiny"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
-_HEADER_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
-
-class ModelLoadError(Exception):
-    """A checkpoint could not be found or loaded; the message names the path and what was expected."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the engine needs to know about a checkpoint besides its weights."""
-
-    bos_id: int
-    eos_id: int | None
-    pad_id: int | None
-    filler_id: int | None  # token the model emits for unused middle slots (None: the model has none)
-    noise_low: int  # uniform noise is drawn from [noise_low, vocab_size)
-    vocab_size: int
-    canvas_length: int  # the model's native canvas (block) length
-    canvas_lengths: tuple[int, ...]  # middle lengths the model was trained on, ascending
-    max_prefix_tokens: int | None = None  # longest prefix / suffix windows the model was trained on
-    max_suffix_tokens: int | None = None
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    # languages the model was trained on (dgls.json "languages", LSP language ids); None: not declared
-    languages: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -268,68 +237,6 @@ def host_memory_total() -> int:
     return total or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
-    """Collect special ids, noise range, canvas lengths and sampler defaults from the checkpoint."""
-    text_cfg = config.get("text_config") or {}
-    vocab = int(text_cfg.get("vocab_size") or config.get("vocab_size") or len(tokenizer))
-    gen_file = path / "generation_config.json"
-    gen = _read_json(gen_file)
-    ours = _read_json(path / "dgls.json")
-
-    def first(*values):
-        return next((v for v in values if v is not None), None)
-
-    bos = first(getattr(tokenizer, "bos_token_id", None), gen.get("bos_token_id"), config.get("bos_token_id"),
-                text_cfg.get("bos_token_id"))
-    if bos is None:
-        raise ModelLoadError(f"checkpoint {path} defines no BOS token: the prefix must start with one")
-    eos = first(getattr(tokenizer, "eos_token_id", None), gen.get("eos_token_id"), config.get("eos_token_id"))
-    if isinstance(eos, list):
-        eos = eos[0] if eos else None
-    pad = first(getattr(tokenizer, "pad_token_id", None), gen.get("pad_token_id"), config.get("pad_token_id"))
-    filler = ours.get("filler_token_id")
-    canvas_length = int(config.get("canvas_length", 256))
-    lengths = tuple(sorted(int(n) for n in ours.get("canvas_lengths", ()) if int(n) > 0)) or (canvas_length,)
-    sampler_keys = {
-        "max_steps": first(ours.get("max_steps"), gen.get("max_denoising_steps")),
-        "entropy_bound": first(ours.get("entropy_bound"), (gen.get("sampler_config") or {}).get("entropy_bound")),
-        "t_max": first(ours.get("t_max"), gen.get("t_max")),
-        "t_min": first(ours.get("t_min"), gen.get("t_min")),
-        "stability_threshold": first(ours.get("stability_threshold"), gen.get("stability_threshold")),
-        "confidence_threshold": first(ours.get("confidence_threshold"), gen.get("confidence_threshold")),
-        "sc_raw_logits": ours.get("sc_raw_logits"),
-    }
-    if not isinstance(gen.get("sampler_config"), (dict, type(None))):
-        raise ModelLoadError(f"invalid sampler_config in {gen_file}: expected an object")
-    try:
-        sampler = SamplerConfig.from_dict({k: v for k, v in sampler_keys.items() if v is not None})
-    except ValueError as exc:
-        raise ModelLoadError(f"invalid sampler defaults in {gen_file}: {exc}") from None
-    def opt(v):
-        return None if v is None else int(v)
-
-    languages = ours.get("languages")
-    if languages is not None and (not isinstance(languages, list) or not all(isinstance(x, str) for x in languages)):
-        raise ModelLoadError(f"invalid languages in {path / 'dgls.json'}: expected a list of language ids")
-    return ModelSpec(languages=None if languages is None else tuple(languages),
-                     bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
-                     noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
-                     max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
-                     vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"corrupt {file.name} at {file}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"corrupt {file.name} at {file}: expected a JSON object")
-    return data
-
-
 def _is_expert_weight(name: str) -> bool:
     return ".experts." in name
 
@@ -373,14 +280,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
             raise ModelLoadError(f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
                                  f"RAM in {str(dt)[6:]} but this machine has {host_have / 2**30:.1f} GiB of RAM "
                                  "and swap")
-    known = {"max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold",
-             "confidence_threshold", "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version",
-             "_from_model_config", "_commit_hash", "return_dict_in_generate", "max_new_tokens", "max_length",
-             "cache_implementation", "cache_config", "disable_compile"}
-    unknown = sorted(set(_read_json(path / "generation_config.json")) - known)
-    if unknown:
-        raise ModelLoadError(f"{path / 'generation_config.json'} has keys DiffusionGemma's generation config "
-                             f"rejects: {unknown}; dgls layout facts belong in dgls.json")
+    check_generation_config(path)
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise ModelLoadError(f"checkpoint {path} has no tokenizer: expected tokenizer.json or tokenizer_config.json")
 

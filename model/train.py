@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DynamicCache
 
+from .checkpoint import dgls_facts, set_generation_defaults, write_dgls_json
 from .data import build_corpus, load_manifest, read_source, split_files
 from .tokenizer import BOI, EOI, FILLER, IMAGE, check_special_tokens, load_tokenizer, train_tokenizer
 
@@ -65,19 +66,7 @@ TINY_VISION = dict(
     position_embedding_size=16,
     patch_size=4,
 )
-DGLS_JSON = "dgls.json"  # layout facts and sampler defaults the engine reads
 EXPERTS_IMPLEMENTATION = "eager"  # the zero-width expert breaks the default grouped_mm; not saved in config.json
-
-# Sampler defaults written into dgls.json (and generation_config.json's own keys);
-# tuned on the held-out split (see the model card).
-SAMPLER_DEFAULTS = {
-    "max_steps": 32,
-    "entropy_bound": 0.1,
-    "t_max": 0.8,
-    "t_min": 0.4,
-    "stability_threshold": 1,
-    "confidence_threshold": 0.005,
-}
 
 # Middle kinds and their sampling weights: what an editor asks for, plus random spans.
 KIND_WEIGHTS = {
@@ -512,9 +501,8 @@ def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summ
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    old = json.loads((out / DGLS_JSON).read_text()) if (out / DGLS_JSON).is_file() else {}
-    dgls = {**SAMPLER_DEFAULTS, **{k: v for k, v in old.items() if k in SAMPLER_DEFAULTS}}
-    dgls.update(
+    dgls = dgls_facts(
+        out,
         sc_raw_logits=True,
         noise_low=noise_low_id(tok),
         filler_token_id=tok.convert_tokens_to_ids(FILLER),
@@ -533,20 +521,10 @@ def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summ
     shard = f"{cfg.max_shard_mb}MB" if cfg.max_shard_mb else "50GB"
     to_save.save_pretrained(str(out), safe_serialization=True, max_shard_size=shard)
     tok.save_pretrained(str(out))
-    (out / DGLS_JSON).write_text(json.dumps(dgls, indent=1) + "\n")
+    write_dgls_json(out, dgls)
     run = {"train_config": dataclasses.asdict(cfg), "summary": summary or {}}
     (out / "run_config.json").write_text(json.dumps(run, indent=1) + "\n")
     return out
-
-
-def set_generation_defaults(gc, tok, dgls: dict) -> None:
-    """Copy special ids and sampler defaults onto a DiffusionGemma generation config, under its own keys."""
-    from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
-
-    gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
-    gc.max_denoising_steps, gc.t_max, gc.t_min = dgls["max_steps"], dgls["t_max"], dgls["t_min"]
-    gc.stability_threshold, gc.confidence_threshold = dgls["stability_threshold"], dgls["confidence_threshold"]
-    gc.sampler_config = EntropyBoundSamplerConfig(entropy_bound=float(dgls["entropy_bound"]))
 
 
 def _save_state(path: Path, model, opt, step: int, rng: random.Random, gen, elapsed: float) -> None:
