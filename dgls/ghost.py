@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dgls.text import Edit
+
 __all__ = ["Ghost", "GhostCache"]
 
 
 @dataclass(frozen=True)
 class Ghost:
-    """An edit shown as ghost text: replace ``text[start:end]`` with ``new_text`` (code-point offsets)."""
+    """An edit shown as ghost text, with the document text it was computed on."""
 
     text: str
-    start: int
-    end: int
-    new_text: str
+    edit: Edit
 
 
 class GhostCache:
@@ -47,13 +47,14 @@ class GhostCache:
         g = self._ghosts.get(uri)
         if g is None:
             return None
-        typed = offset - g.start
-        if not 0 < typed < len(g.new_text) or len(text) != len(g.text) + typed:
+        e = g.edit
+        typed = offset - e.start
+        if not 0 < typed < len(e.new_text) or len(text) != len(g.text) + typed:
             return None
-        if not g.new_text.startswith(text[g.start : offset]):
+        if not e.new_text.startswith(text[e.start : offset]):
             return None
-        if text[: g.start] != g.text[: g.start] or text[offset:] != g.text[g.start :]:
+        if text[: e.start] != g.text[: e.start] or text[offset:] != g.text[e.start :]:
             return None
-        rest = Ghost(text, offset, offset + (g.end - g.start), g.new_text[typed:])
+        rest = Ghost(text, Edit(offset, offset + (e.end - e.start), e.new_text[typed:]))
         self._ghosts[uri] = rest
         return rest

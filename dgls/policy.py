@@ -27,8 +27,9 @@ from dgls.actions import find_holes, with_instruction
 from dgls.context import ContextError, InfillRequest
 from dgls.engine import Completion, Engine
 from dgls.ghost import Ghost, GhostCache
-from dgls.postprocess import Edit, make_edits
+from dgls.postprocess import make_edits
 from dgls.settings import Settings
+from dgls.text import Edit
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class InfillPolicy:
         if ghost is not None:
             self.stats["typedThrough"] += 1
             self.usage["cacheHits"] += 1
-            return Infill(None, [Edit(ghost.start, ghost.end, ghost.new_text, 0.0, 1.0, None)])
+            return Infill(None, [ghost.edit])
         engine = self.host.ready_engine()
         if engine is None:
             return None
@@ -255,7 +256,7 @@ class InfillPolicy:
         edits = make_edits(text, request, done.suggestions)
         if edits:
             best = edits[0]
-            self.ghosts.remember(uri, Ghost(text, best.start, best.end, best.new_text))
+            self.ghosts.remember(uri, Ghost(text, Edit(best.start, best.end, best.new_text)))
         self.host.send_status()
         return Infill(request, edits)
 

@@ -17,12 +17,12 @@ positions through :mod:`dgls.text`):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 from dgls.context import InfillRequest, SpanKind
 from dgls.languages import errors_after_edit, parse, tree_errors
-from dgls.text import Utf8Index
+from dgls.text import Edit, Utf8Index
 
 __all__ = ["Edit", "Suggested", "from_word_start", "make_edits", "shape_middle"]
 
@@ -36,31 +36,6 @@ class Suggested(Protocol):
     score: float
     confidence: float
     # and optionally ``tokens``: per token ``(start, end, confidence)``, code points of `text`
-
-
-@dataclass(frozen=True)
-class Edit:
-    """Replace ``text[start:end]`` (code-point offsets) with ``new_text``; what one candidate does."""
-
-    start: int
-    end: int
-    new_text: str
-    score: float
-    confidence: float
-    syntax_ok: bool | None  # None: not checked (no grammar, or the document is too large)
-    tokens: tuple[tuple[int, int, float], ...] = ()  # per token: (start, end) code points of new_text, confidence
-
-    def unsure(self, threshold: float) -> list[tuple[int, int]]:
-        """The runs of tokens whose confidence is at most `threshold`, as code-point ranges of ``new_text``."""
-        runs: list[tuple[int, int]] = []
-        for start, end, confidence in self.tokens:
-            if confidence > threshold:
-                continue
-            if runs and runs[-1][1] == start:
-                runs[-1] = (runs[-1][0], end)
-            else:
-                runs.append((start, end))
-        return runs
 
 
 def shape_middle(text: str, request: InfillRequest, middle: str) -> tuple[int, int, str] | None:
@@ -144,7 +119,8 @@ def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggeste
             ok = after <= base and (base > 0 or after == 0)
             if not ok:
                 continue
-        edits.append(Edit(start, end, new_text, s.score, s.confidence, ok, _tokens_in(new_text, s)))
+        edits.append(Edit(start, end, new_text, score=s.score, confidence=s.confidence, syntax_ok=ok,
+                          tokens=_tokens_in(new_text, s)))
     edits.sort(key=lambda e: (e.syntax_ok is not True, -e.score))
     return edits
 

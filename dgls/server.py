@@ -6,7 +6,8 @@ engine call is awaited as an asyncio future so ``$/cancelRequest`` reaches the m
 and converts the result back. The model loads once, in the background, after ``initialize``; until it is ready,
 requests get empty results and the client a ``dgls/status``. Under it: :mod:`dgls.transport` (stdio and TCP,
 bounded reads, LSP's line rules for documents) and :mod:`dgls.protocol` (a reply for every request, the TCP
-token; see SECURITY.md); the progress bars are :mod:`dgls.progress`.
+token; see SECURITY.md); the progress bars are :mod:`dgls.progress`; the code actions and ``dgls.rewrite`` are
+:mod:`dgls.code_actions`.
 
 Features: ``textDocument/inlineCompletion`` (ghost text; debounced and filtered on Automatic triggers, which may
 get an empty middle unless the code at the cursor is unfinished; several candidates on Invoked ones; answered
@@ -36,11 +37,12 @@ from dgls import __version__
 from dgls.context import ContextBudget, InfillRequest
 from dgls.documents import Doc, Documents
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
-from dgls.policy import InfillPolicy, Refused
-from dgls.postprocess import Edit, from_word_start
+from dgls.policy import InfillPolicy
+from dgls.postprocess import from_word_start
 from dgls.progress import ProgressBars
-from dgls.protocol import RequestFailed, command_args
+from dgls.protocol import command_args
 from dgls.settings import Settings, parse_settings
+from dgls.text import Edit
 from dgls.transport import HardenedServer, run
 
 log = logging.getLogger("dgls.server")
@@ -153,7 +155,7 @@ class DglsServer(HardenedServer):
 server = DglsServer()
 
 
-def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
+def show_message(ls: DglsServer, kind: types.MessageType, message: str) -> None:
     """Tell the user (window/showMessage) and the log."""
     log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
     ls.window_show_message(types.ShowMessageParams(type=kind, message=message))
@@ -176,7 +178,7 @@ async def on_initialized(ls: DglsServer, params: types.InitializedParams) -> Non
     """Report settings problems and the loading state; show loading progress."""
     ls.initialized = True
     for problem in ls.pending_problems:
-        _show(ls, types.MessageType.Warning, f"dgls settings: {problem}")
+        show_message(ls, types.MessageType.Warning, f"dgls settings: {problem}")
     ls.send_status()
     if ls.engine is not None and ls.engine.state == "loading" and ls.progress_bars.supported():
         if not await ls.progress_bars.begin_load(f"loading {ls.settings.model}"):
@@ -199,7 +201,7 @@ def on_configuration(ls: DglsServer, params: types.DidChangeConfigurationParams)
     before = ls.settings
     ls.settings, problems = parse_settings(params.settings, base=before)
     for problem in problems:
-        _show(ls, types.MessageType.Warning, f"dgls settings: {problem}")
+        show_message(ls, types.MessageType.Warning, f"dgls settings: {problem}")
     if ls.settings.engine_fields() != before.engine_fields():
         ls.start_engine()
         ls.send_status()
@@ -248,7 +250,7 @@ def _cursor(ls: DglsServer, uri: str, pos: types.Position) -> tuple[Doc, int] | 
     if not ls.policy.serves(doc.text, doc.language, trained):
         notice = ls.policy.untrained_notice(doc.language, trained) if "\x00" not in doc.text else None
         if notice is not None:
-            _show(ls, types.MessageType.Info, notice)
+            show_message(ls, types.MessageType.Info, notice)
             ls.send_status(event="languageNotTrained", language=doc.language, detail=notice)
         return None
     offset = ls.documents.offset(doc, pos)
@@ -320,140 +322,7 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
     return types.CompletionList(is_incomplete=True, items=items)
 
 
-# --- code actions -------------------------------------------------------------------------------------
-
-
-@server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-    code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
-def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
-    """Cheap: which actions apply here. The model runs only when one is resolved."""
-    doc = ls.documents.get(params.text_document.uri)
-    if doc is None or "\x00" in doc.text:
-        return []
-    start, end = ls.documents.offset(doc, params.range.start), ls.documents.offset(doc, params.range.end)
-    if start is None or end is None or start > end:
-        return []
-    data = {"uri": doc.uri, "version": doc.version, "range": [start, end]}
-    actions = []
-    selected = start < end
-    holes = ls.policy.holes(doc.text, start, end)
-    if holes:
-        where = "selection" if selected else "file"
-        actions.append(types.CodeAction(title=f"dgls: Fill {len(holes)} hole(s) in the {where}",
-                                        kind=types.CodeActionKind.RefactorRewrite,
-                                        data={**data, "action": ACTION_FILL_HOLES}))
-    if selected:
-        actions.append(types.CodeAction(title="dgls: Regenerate selection", kind=types.CodeActionKind.RefactorRewrite,
-                                        data={**data, "action": ACTION_REGENERATE}))
-    if not _client_resolves_edits(ls):  # the client would never ask for the edit: run it as a command instead
-        for action in actions:
-            action.command = types.Command(title=action.title, command=CMD_APPLY_ACTION,
-                                           arguments=[{**action.data, "title": action.title}])
-    return actions
-
-
-def _client_resolves_edits(ls: DglsServer) -> bool:
-    """Whether the client resolves a code action's ``edit`` lazily (codeAction/resolve)."""
-    cap = ls.client_capabilities.text_document
-    support = cap.code_action.resolve_support if cap and cap.code_action else None
-    return bool(support and "edit" in support.properties)
-
-
-@server.feature(types.CODE_ACTION_RESOLVE)
-async def resolve_code_action(ls: DglsServer, action: types.CodeAction) -> types.CodeAction:
-    """Run the model for a code action and attach its versioned edit."""
-    doc, edits = await _action_edits(ls, types.CODE_ACTION_RESOLVE, action.data, action.title)
-    action.edit = ls.documents.versioned_edit(doc, edits)
-    return action
-
-
-@server.command(CMD_APPLY_ACTION)
-async def apply_code_action(ls: DglsServer, *args: Any) -> dict[str, Any]:
-    """A code action run as a command: compute its edit, then workspace/applyEdit if the document is unchanged."""
-    (data,) = command_args(ls, CMD_APPLY_ACTION, args, [("action", dict)])
-    doc, edits = await _action_edits(ls, CMD_APPLY_ACTION, data, str(data.get("title") or "dgls"))
-    return await _apply_if_current(ls, doc, edits, str(data.get("title") or "dgls"))
-
-
-async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> tuple[Doc, list[Edit]]:
-    """The document and the edits of the code action described by `data` (what textDocument/codeAction gave)."""
-    data = data if isinstance(data, dict) else {}
-    uri, rng, kind = data.get("uri"), data.get("range"), data.get("action")
-    if not isinstance(uri, str) or kind not in (ACTION_FILL_HOLES, ACTION_REGENERATE) or not _is_range(rng):
-        raise JsonRpcInvalidParams(f"{method}: data must be what textDocument/codeAction gave "
-                                   f"(uri, range, action), got {data!r}")
-    doc = ls.documents.get(uri)
-    if doc is None:
-        raise RequestFailed(f"{uri} is not open")
-    if doc.version != data.get("version"):
-        raise RequestFailed(f"{uri} changed since the action was offered (version {data.get('version')} -> "
-                            f"{doc.version}); ask for code actions again")
-    engine = ls.ready_engine()
-    if engine is None:
-        raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
-    start, end = rng
-    spans = ls.policy.holes(doc.text, start, end) if kind == ACTION_FILL_HOLES else [(start, end)]
-    edits = await _edit_spans(ls, engine, doc, spans, title=title)
-    if not edits:
-        _show(ls, types.MessageType.Info, f"{title}: the model proposed nothing usable; nothing changed")
-    return doc, edits
-
-
-def _is_range(rng: Any) -> bool:
-    return isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng) and 0 <= rng[0] <= rng[1]
-
-
-async def _edit_spans(ls: DglsServer, engine: Engine, doc: Doc, spans: list[tuple[int, int]], *, title: str,
-                      instruction: str | None = None) -> list[Edit]:
-    """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses."""
-    try:
-        return await ls.policy.edit_spans(engine, doc.text, doc.language, spans, title=title,
-                                          instruction=instruction, progress=ls.progress_bars.work())
-    except Refused as exc:
-        raise RequestFailed(str(exc)) from None
-
-
-async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: str) -> dict[str, Any]:
-    """workspace/applyEdit the edits computed on `doc`, unless the document changed meanwhile (then say so)."""
-    now = ls.documents.get(doc.uri)
-    if now is None or now.version != doc.version:
-        reason = (f"{doc.uri} changed while the edit was computed (version {doc.version} -> "
-                  f"{now.version if now else 'closed'}); {label} not applied")
-        _show(ls, types.MessageType.Warning, f"dgls: {reason}")
-        return {"applied": False, "reason": reason}
-    if not edits:
-        return {"applied": False, "reason": "no edit"}
-    result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-        edit=ls.documents.versioned_edit(doc, edits), label=label))
-    return {"applied": result.applied, "reason": result.failure_reason}
-
-
 # --- commands -----------------------------------------------------------------------------------------
-
-
-@server.command(CMD_REWRITE)
-async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
-    """Rewrite a range following an instruction: arguments ``[uri, range, instruction]``.
-
-    The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
-    model ran; otherwise the user is told and nothing is applied.
-    """
-    uri, range, instruction = command_args(ls, CMD_REWRITE, args,
-                                           [("uri", str), ("range", types.Range), ("instruction", str)])
-    doc = ls.documents.get(uri)
-    if doc is None:
-        raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
-    start, end = ls.documents.offset(doc, range.start), ls.documents.offset(doc, range.end)
-    if start is None or end is None or start >= end:
-        raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
-                            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
-    engine = ls.ready_engine()
-    if engine is None:
-        raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")
-    edits = await _edit_spans(ls, engine, doc, [(start, end)], title="dgls: Rewrite", instruction=instruction)
-    if not edits:
-        _show(ls, types.MessageType.Info, "dgls: the model produced no rewrite for the selection")
-    return await _apply_if_current(ls, doc, edits, "dgls: Rewrite")
 
 
 @server.command(CMD_SHOW_CONFIG)
@@ -515,6 +384,8 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, a
         server.engine.shutdown()
     return code
 
+
+from dgls import code_actions  # noqa: E402, F401  (registers the code actions and dgls.rewrite on `server`)
 
 if __name__ == "__main__":
     sys.exit(serve())

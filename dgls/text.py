@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "Edit",
     "LineTable",
     "PositionEncoding",
     "PositionError",
-    "TextEdit",
     "Utf8Index",
     "apply_edits",
     "byte_offset",
@@ -238,19 +238,40 @@ def offset_from_line_col(text: str, line: int, col: int) -> int:
 
 
 @dataclass(frozen=True)
-class TextEdit:
-    """Replace ``text[start:end]`` (code-point offsets) with ``new_text``."""
+class Edit:
+    """Replace ``text[start:end]`` (code-point offsets) with ``new_text``: a middle placed in a document.
+
+    The one edit type of dgls. Post-processing fills in how the model rated it (``score``, mean ``confidence``,
+    ``syntax_ok``: None when not checked) and per token ``(start, end, confidence)`` spans of ``new_text``; an
+    edit that did not come from the model (the rest of a ghost text, a test's) keeps the defaults.
+    """
 
     start: int
     end: int
     new_text: str
+    score: float = 0.0
+    confidence: float = 1.0
+    syntax_ok: bool | None = None
+    tokens: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.start <= self.end:
             raise ValueError(f"edit range {self.start}..{self.end} is invalid: need 0 <= start <= end")
 
+    def unsure(self, threshold: float) -> list[tuple[int, int]]:
+        """The runs of tokens whose confidence is at most `threshold`, as code-point ranges of ``new_text``."""
+        runs: list[tuple[int, int]] = []
+        for start, end, confidence in self.tokens:
+            if confidence > threshold:
+                continue
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+        return runs
 
-def apply_edits(text: str, edits: Iterable[TextEdit]) -> str:
+
+def apply_edits(text: str, edits: Iterable[Edit]) -> str:
     """Apply non-overlapping edits, all given against the original ``text``, in any order.
 
     Edits that touch (one ends where the next starts) are fine; several insertions at one offset are
@@ -260,7 +281,7 @@ def apply_edits(text: str, edits: Iterable[TextEdit]) -> str:
     ordered = sorted(edits, key=lambda e: (e.start, e.end))  # stable: equal insertions keep their order
     parts: list[str] = []
     pos = 0
-    prev: TextEdit | None = None
+    prev: Edit | None = None
     for edit in ordered:
         if edit.end > len(text):
             raise ValueError(f"edit {edit.start}..{edit.end} is out of range: the text has {len(text)} characters")

@@ -9,6 +9,7 @@ import sys
 from dgls.ghost import Ghost
 from dgls.policy import InfillPolicy
 from dgls.settings import Settings
+from dgls.text import Edit
 
 TEXT = "def f(a):\n    return \n"
 AT = TEXT.index("return ") + len("return ")
@@ -60,7 +61,7 @@ def test_newest_wins_per_document():
 def test_typing_the_ghost_text_answers_without_the_model():
     host = Host()
     policy = InfillPolicy(host)
-    policy.ghosts.remember("u", Ghost(TEXT, AT, AT, "a + 1"))
+    policy.ghosts.remember("u", Ghost(TEXT, Edit(AT, AT, "a + 1")))
     typed = TEXT[:AT] + "a" + TEXT[AT:]
     found = asyncio.run(policy.complete("u", typed, "python", AT + 1, automatic=True, n_candidates=1))
     assert found is not None and found.request is None
@@ -71,7 +72,7 @@ def test_typing_the_ghost_text_answers_without_the_model():
 def test_no_ready_model_no_answer_and_nothing_in_flight():
     host = Host()
     policy = InfillPolicy(host)
-    policy.ghosts.remember("u", Ghost(TEXT, AT, AT, "a + 1"))
+    policy.ghosts.remember("u", Ghost(TEXT, Edit(AT, AT, "a + 1")))
     found = asyncio.run(policy.complete("u", TEXT, "python", AT, automatic=False, n_candidates=3))
     assert found is None  # Invoked: the ghost is not used, and there is no model
     assert host.asked_engine == 1 and policy.inflight == {}

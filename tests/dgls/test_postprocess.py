@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from dgls.context import SpanKind, build_request
 from dgls.languages import count_syntax_errors
 from dgls.postprocess import make_edits, shape_middle
-from dgls.text import TextEdit, apply_edits
+from dgls.text import Edit, apply_edits
 
 
 @dataclass
@@ -24,7 +24,7 @@ def at(text: str, marker: str = "|", **kw):
 
 
 def apply(text, edit):
-    return apply_edits(text, [TextEdit(edit[0], edit[1], edit[2])])
+    return apply_edits(text, [Edit(edit[0], edit[1], edit[2])])
 
 
 def test_rest_of_line_cut_at_first_newline():

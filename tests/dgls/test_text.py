@@ -3,10 +3,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dgls.text import (
+    Edit,
     LineTable,
     PositionEncoding,
     PositionError,
-    TextEdit,
     apply_edits,
     byte_offset,
     offset_at,
@@ -207,25 +207,25 @@ def test_offset_from_line_col_errors(text, line, col, message):
 
 def test_apply_edits_any_order():
     text = "hello world"
-    edits = [TextEdit(6, 11, "there"), TextEdit(0, 5, "HI"), TextEdit(5, 5, ",")]
+    edits = [Edit(6, 11, "there"), Edit(0, 5, "HI"), Edit(5, 5, ",")]
     assert apply_edits(text, edits) == "HI, there"
     assert apply_edits(text, list(reversed(edits))) == "HI, there"
 
 
 def test_apply_edits_touching_and_same_point_insertions():
-    assert apply_edits("abc", [TextEdit(1, 2, "X"), TextEdit(2, 3, "Y")]) == "aXY"
-    assert apply_edits("ab", [TextEdit(1, 1, "1"), TextEdit(1, 1, "2")]) == "a12b"
-    assert apply_edits("ab", [TextEdit(1, 2, "R"), TextEdit(1, 1, "I")]) == "aIR"  # insert before replace
+    assert apply_edits("abc", [Edit(1, 2, "X"), Edit(2, 3, "Y")]) == "aXY"
+    assert apply_edits("ab", [Edit(1, 1, "1"), Edit(1, 1, "2")]) == "a12b"
+    assert apply_edits("ab", [Edit(1, 2, "R"), Edit(1, 1, "I")]) == "aIR"  # insert before replace
     assert apply_edits("ab", []) == "ab"
-    assert apply_edits("", [TextEdit(0, 0, "x")]) == "x"
+    assert apply_edits("", [Edit(0, 0, "x")]) == "x"
 
 
 @pytest.mark.parametrize(
     "edits",
     [
-        [TextEdit(0, 3, "x"), TextEdit(2, 4, "y")],
-        [TextEdit(0, 4, "x"), TextEdit(2, 2, "y")],
-        [TextEdit(1, 3, "x"), TextEdit(1, 2, "y")],
+        [Edit(0, 3, "x"), Edit(2, 4, "y")],
+        [Edit(0, 4, "x"), Edit(2, 2, "y")],
+        [Edit(1, 3, "x"), Edit(1, 2, "y")],
     ],
 )
 def test_apply_edits_overlap_raises(edits):
@@ -235,14 +235,14 @@ def test_apply_edits_overlap_raises(edits):
 
 def test_apply_edits_out_of_range_raises():
     with pytest.raises(ValueError, match="out of range: the text has 3 characters"):
-        apply_edits("abc", [TextEdit(2, 4, "")])
+        apply_edits("abc", [Edit(2, 4, "")])
 
 
 def test_text_edit_validates_range():
     with pytest.raises(ValueError, match="need 0 <= start <= end"):
-        TextEdit(3, 2, "")
+        Edit(3, 2, "")
     with pytest.raises(ValueError):
-        TextEdit(-1, 2, "")
+        Edit(-1, 2, "")
 
 
 # --- properties ---------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def text_and_edits(draw):
     n = draw(st.integers(0, 4))
     cuts = sorted(draw(st.integers(0, len(text))) for _ in range(2 * n))
     news = draw(st.lists(st.sampled_from(["", "x", "\n", EMOJI]), min_size=n, max_size=n))
-    edits = [TextEdit(cuts[2 * i], cuts[2 * i + 1], news[i]) for i in range(n)]
+    edits = [Edit(cuts[2 * i], cuts[2 * i + 1], news[i]) for i in range(n)]
     return text, edits, draw(st.permutations(edits))
 
 
