@@ -94,9 +94,6 @@ REAL_PARAMS_B = 25.421  # §7, vision tower (transformers' default) included
 TINY_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=32, global_head_dim=32, num_experts=4, top_k_experts=2,
                  moe_intermediate_size=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64)
-TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                   num_attention_heads=1, num_key_value_heads=1, head_dim=16, position_embedding_size=16,
-                   patch_size=4)
 
 
 class BenchError(Exception):
@@ -137,6 +134,8 @@ def build_config(tiny: bool, experts: str | None = None, layers: int | None = No
     """The 26B-A4B DiffusionGemma config (or the tiny smoke-test one); `experts`: experts implementation;
     `layers`: the real widths with fewer layers (transformers makes the last one full attention)."""
     from transformers import DiffusionGemmaConfig
+
+    from dgls.model.train import TINY_VISION
 
     kw = {"experts_implementation": experts} if experts else {}
     if tiny:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = train.TrainConfig(**json.loads((args.run_dir / "run_config.json").read_text()))
     tok = load_tokenizer(cfg.tokenizer)
     held = split_files(load_manifest(cfg.corpus))[1]
-    batches = train.make_eval_batches(train.InfillSampler([read_source(f) for f in held], tok, cfg), tok, cfg)
+    batches = train.make_eval_batches(train.InfillExamples([read_source(f) for f in held], tok, cfg), tok, cfg)
     for folder in args.models:
         model = DiffusionGemmaForBlockDiffusion.from_pretrained(
             str(folder), experts_implementation=train.EXPERTS_IMPLEMENTATION, dtype=torch.float32

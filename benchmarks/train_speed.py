@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     train_files = split_files(load_manifest(args.corpus))[0]
     pick = random.Random(0).sample(train_files, min(300, len(train_files)))
     cfg = train.TrainConfig(max_prefix=args.max_prefix, max_suffix=32)
-    sampler = train.InfillSampler([read_source(f) for f in pick], tok, cfg)
+    sampler = train.InfillExamples([read_source(f) for f in pick], tok, cfg)
     rng = random.Random(0)
     n = max(args.steps, args.bf16_steps or 0) + 1
     batches = []

@@ -55,6 +55,8 @@ from .checkpoint import dgls_facts, set_generation_defaults, write_dgls_json
 from .data import build_corpus, load_manifest, read_source, split_files
 from .tokenizer import BOI, EOI, FILLER, IMAGE, check_special_tokens, load_tokenizer, train_tokenizer
 
+# The smallest vision tower DiffusionGemma accepts (a tower is mandatory, even for a text-only model): 7k params.
+# The one definition; the test fixtures and benchmarks/gpu_speed.py import it.
 TINY_VISION = dict(
     model_type="gemma4_vision",
     hidden_size=16,
@@ -220,13 +222,13 @@ class Batch:
 _WORD_CHAR = re.compile(r"\w")
 
 
-class InfillSampler:
+class InfillExamples:
     """Draws infill examples from source texts: a file weighted by size, then a middle of some kind."""
 
     def __init__(self, texts: Sequence[str], tok, cfg: TrainConfig):
         self.texts = [t for t in texts if t.strip()]
         if not self.texts:
-            raise ValueError("InfillSampler needs at least one non-empty text, found none")
+            raise ValueError("InfillExamples needs at least one non-empty text, found none")
         self.cum = []
         total = 0
         for t in self.texts:
@@ -454,13 +456,13 @@ def infill_loss(
     return loss, stats
 
 
-def make_eval_batches(sampler: InfillSampler, tok, cfg: TrainConfig, seed: int = 1234) -> list[Batch]:
+def make_eval_batches(examples: InfillExamples, tok, cfg: TrainConfig, seed: int = 1234) -> list[Batch]:
     """A fixed list of held-out batches (cycling the canvas lengths), identical for every evaluation."""
     rng = random.Random(seed)
     out = []
     for k in range(cfg.eval_batches):
         n = cfg.canvas_lengths[k % len(cfg.canvas_lengths)]
-        out.append(collate([sampler.sample(rng, n) for _ in range(cfg.batch)], n, tok))
+        out.append(collate([examples.sample(rng, n) for _ in range(cfg.batch)], n, tok))
     return out
 
 
@@ -725,8 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
-    train_sampler = InfillSampler(train_texts, tok, cfg)
-    eval_batches = make_eval_batches(InfillSampler(held_texts, tok, cfg), tok, cfg)
+    train_examples = InfillExamples(train_texts, tok, cfg)
+    eval_batches = make_eval_batches(InfillExamples(held_texts, tok, cfg), tok, cfg)
     amp, precision = autocast_for(cfg, device)
     log({"precision": precision, "init_from": cfg.init_from if step == 0 else None},
         f"precision {precision} device {device} threads {torch.get_num_threads()}")
@@ -752,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_reason = "stop_at"
             break
         n_free = rng.choice(cfg.canvas_lengths)
-        batch = collate([train_sampler.sample(rng, n_free) for _ in range(cfg.batch)], n_free, tok).to(device)
+        batch = collate([train_examples.sample(rng, n_free) for _ in range(cfg.batch)], n_free, tok).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
         ts = time.perf_counter()

@@ -12,37 +12,20 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|fim_pad|>", "<|mask|>", "<|image|>", "<|boi|>", "<|eoi|>"]
-TINY_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                   num_attention_heads=1, num_key_value_heads=1, head_dim=16, position_embedding_size=16,
-                   patch_size=4)
-
-
 def build_tokenizer(out: Path, vocab_size: int = 512) -> None:
-    """A byte-level BPE with the project's special tokens, trained on a few stdlib files."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The project's byte-level BPE (dgls.model.tokenizer), trained on a few stdlib files."""
+    from dgls.model.tokenizer import train_tokenizer
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [(stdlib / name).read_text(encoding="utf-8") for name in ("textwrap.py", "bisect.py", "heapq.py")]
-    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainer=trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    PreTrainedTokenizerFast(
-        tokenizer_file=str(out / "tokenizer.json"), pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-        unk_token="<unk>", mask_token="<|mask|>",
-        additional_special_tokens=["<|fim_pad|>", "<|image|>", "<|boi|>", "<|eoi|>"],
-        clean_up_tokenization_spaces=False).save_pretrained(out)
+    train_tokenizer(texts, out, vocab_size)
 
 
 def tiny_config(vocab_size: int, moe: bool = False, canvas_length: int = 32, sliding_window: int = 64):
     """A 2-layer DiffusionGemma config (1 sliding + 1 full layer)."""
     from transformers import DiffusionGemmaConfig
+
+    from dgls.model.train import TINY_VISION
 
     if moe:
         moe_kw = dict(num_experts=4, top_k_experts=2, moe_intermediate_size=32)

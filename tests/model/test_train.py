@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion, Dynamic
 
 from dgls.model import train
 from dgls.model.tokenizer import FILLER, train_tokenizer
-from dgls.model.train import InfillExample, InfillSampler, TrainConfig, collate, infill_loss
+from dgls.model.train import InfillExample, InfillExamples, TrainConfig, collate, infill_loss
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODULES = ["textwrap.py", "bisect.py", "colorsys.py", "keyword.py", "glob.py", "fnmatch.py", "heapq.py",
@@ -93,15 +93,15 @@ def test_padded_batch_matches_examples_run_alone(tok):
             assert diff < 1e-4, f"example {r}: max abs diff {diff}"
 
 
-def test_sampler_middles_fit_and_are_reproducible(tok, fake_stdlib):
+def test_examples_middles_fit_and_are_reproducible(tok, fake_stdlib):
     texts = [p.read_text() for p in sorted(fake_stdlib.glob("*.py"))]
     cfg = TrainConfig(max_prefix=64, max_suffix=16)
-    sampler = InfillSampler(texts, tok, cfg)
-    a = [sampler.sample(random.Random(7), 16) for _ in range(1)]
+    examples = InfillExamples(texts, tok, cfg)
+    a = [examples.sample(random.Random(7), 16) for _ in range(1)]
     rng1, rng2 = random.Random(3), random.Random(3)
-    s1 = [sampler.sample(rng1, 16) for _ in range(200)]
-    s2 = [sampler.sample(rng2, 16) for _ in range(200)]
-    assert s1 == s2 and a[0] == sampler.sample(random.Random(7), 16)
+    s1 = [examples.sample(rng1, 16) for _ in range(200)]
+    s2 = [examples.sample(rng2, 16) for _ in range(200)]
+    assert s1 == s2 and a[0] == examples.sample(random.Random(7), 16)
     kinds = {e.kind for e in s1}
     assert {"rest_of_line", "line", "lines", "span", "fill"} <= kinds, kinds
     assert all(len(e.middle) <= 16 and len(e.prefix) <= 63 and len(e.suffix) <= 16 for e in s1)
