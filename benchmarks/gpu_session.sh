@@ -22,7 +22,7 @@
 # DGLS_SESSION_BUDGET_S (default 450) is the whole run's budget in seconds; DGLS_WHEEL_PYTHON (default 3.12, the
 # GPU machine's Python) picks the wheels --fetch takes; DGLS_PYTHON (default python3) runs everything;
 # DGLS_WHEEL_DIR (default .whl) holds the wheels and COMMIT; DGLS_SESSION_SMOKE=1 checks this script on a CPU
-# (a few kernel tests, gpu_speed --tiny: not a result; tests/kernels/test_gpu_session.py runs it so in CI).
+# (a few kernel tests, gpu_speed --tiny: not a result; tests/benchmarks/test_gpu_session.py runs it so in CI).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${DGLS_PYTHON:-python3}
@@ -44,9 +44,9 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 device_setup benchmarks/gpu_session.sh
 
-# --- the kernel tests on the GPU (the build test compiles for other GPUs on the CPU; the script tests are CPU-only)
-tests=(tests/kernels --ignore tests/kernels/test_kernel_build.py --ignore tests/kernels/test_gpu_speed_script.py
-       --ignore tests/kernels/test_gpu_session.py)
+# --- the kernel tests on the GPU (the tests of the benchmark scripts, kernel_build's included, are in
+# tests/benchmarks: CPU-only)
+tests=(tests/kernels)
 [[ $SMOKE == 1 ]] && tests=(tests/kernels/test_registry.py)
 # Most of this step is Triton compiling each kernel specialization the tests launch (tens of them): pytest-xdist,
 # which the GPU image has, spreads that over 8 processes (the compiled kernels are cached on disk for what follows)

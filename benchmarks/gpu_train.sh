@@ -23,7 +23,7 @@
 # heads, KV heads, head dim; about 22 M parameters, 44 MB in bf16, which with dgls-tiny stays within the 64 MB
 # the shipped models may take) and DGLS_TRAIN_BATCH (default 64) set the recipe. DGLS_TRAIN_SMOKE=1 checks the
 # script on a CPU (a tiny model, the stdlib only, seconds of training: not a result;
-# tests/model/test_gpu_train.py runs it so in CI).
+# tests/benchmarks/test_gpu_train.py runs it so in CI).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${DGLS_PYTHON:-python3}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest.importorskip("triton", reason="the script runs the Triton kernels (pip install -e '.[test]')")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_speed.py"
 
 

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("triton", reason="the script runs the Triton kernels (pip install -e '.[test]')")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_build.py"
 KERNELS = {"row_stats_partial_kernel", "row_stats_merge_kernel", "topk_soft_embedding_kernel",
            "moe_gate_up_kernel", "moe_down_kernel"}

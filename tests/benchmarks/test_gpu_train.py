@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_gpu_train_script_builds_trains_and_brings_back_a_loadable_model(tmp_path):
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-    wheels, out = tmp_path / "whl", tmp_path / "out"
-    wheels.mkdir()
-    out.mkdir()
-    (wheels / "COMMIT").write_text("abc1234\n")  # what --fetch records; no wheels: this venv has them installed
-    env = {**os.environ, "OUT": str(out), "DGLS_PYTHON": sys.executable, "DGLS_WHEEL_DIR": str(wheels),
-           "DGLS_TRAIN_SMOKE": "1", "DGLS_TRAIN_BUDGET_S": "300", "DGLS_TRAIN_SIZE": "32 2 64 2 1 16",
-           "DGLS_TRAIN_BATCH": "4"}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train.sh")], cwd=ROOT, env=env,
+def test_gpu_train_script_builds_trains_and_brings_back_a_loadable_model(tmp_path, device_script_run):
+    root, out = device_script_run.root, device_script_run.out
+    env = {**device_script_run.env, "DGLS_TRAIN_SMOKE": "1", "DGLS_TRAIN_BUDGET_S": "300",
+           "DGLS_TRAIN_SIZE": "32 2 64 2 1 16", "DGLS_TRAIN_BATCH": "4"}
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_train.sh")], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = (out / "session.txt").read_text()
@@ -43,7 +33,7 @@ def test_gpu_train_script_builds_trains_and_brings_back_a_loadable_model(tmp_pat
     for f in out.glob("model*.safetensors"):
         (model / f.name).write_bytes(f.read_bytes())
     summary = json.loads((model / "corpus_summary.json").read_text())
-    held = {x for x in (ROOT / "model" / "corpus_heldout.txt").read_text().splitlines() if x and x[0] != "#"}
+    held = {x for x in (root / "model" / "corpus_heldout.txt").read_text().splitlines() if x and x[0] != "#"}
     trained_on = {p.split(":", 1)[1] for p in summary["train_packages"] + summary["heldout_packages"]}
     assert summary["files"]["train"] > 100 and "json" in trained_on
     assert not trained_on & held  # the shipped model's held-out packages stay unseen
@@ -54,5 +44,4 @@ def test_gpu_train_script_builds_trains_and_brings_back_a_loadable_model(tmp_pat
 
     loaded = load_model(model, device="cpu")
     assert loaded.model.config.get_text_config().hidden_size == 32
-    after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert after == status, "the training script must leave the tree as it was"
+    assert device_script_run.tree_as_it_was(), "the training script must leave the tree as it was"
