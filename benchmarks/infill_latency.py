@@ -27,6 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
 from provenance import cpu_name, git_commit, percentile  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # Files the requests are cut from: the dgls sources themselves (never in the training corpus) and the example.
 SOURCES = [ROOT / "dgls" / "engine.py", ROOT / "dgls" / "cli.py", ROOT / "model" / "sampler.py",
@@ -107,7 +109,7 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="dgls-tiny")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--canvases", default="16,32,64")
     p.add_argument("--threads", type=int, default=2)

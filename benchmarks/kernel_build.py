@@ -60,6 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_speed import REAL_TEXT  # noqa: E402
 from provenance import git_commit  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # SM counts of the GPUs of each target (A100; A10, RTX 3090; L4, L40S; H100 PCIe, H100 SXM and H200)
 SMS = {80: (108,), 86: (72, 82), 89: (58, 142), 90: (114, 132)}
@@ -135,7 +137,7 @@ def workloads(fp8: bool):
 
     V, H = REAL_TEXT["vocab_size"], REAL_TEXT["hidden_size"]
     E, I, K = REAL_TEXT["num_experts"], REAL_TEXT["moe_intermediate_size"], REAL_TEXT["top_k_experts"]  # noqa: E741
-    tiny_v = json.loads((ROOT / "model" / "checkpoints" / "dgls-tiny" / "config.json").read_text())
+    tiny_v = json.loads((ROOT / "model" / "checkpoints" / DEFAULT_MODEL / "config.json").read_text())
     tiny_v = tiny_v["text_config"]["vocab_size"]
     g = torch.Generator().manual_seed(0)
 

@@ -32,6 +32,8 @@ from pygls.lsp.client import LanguageClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
 from provenance import cpu_name, git_commit, percentile  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "dgls" / "actions.py"
 DEFAULT_FUNCTION = "find_holes"
@@ -212,7 +214,7 @@ def table(s: dict, res: dict, args) -> str:
 def main() -> None:
     """Run the session and print (and optionally append) the table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dgls-tiny")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="max denoising steps (default: the checkpoint's)")
     p.add_argument("--debounce-ms", type=int, default=75)

@@ -38,8 +38,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
 from provenance import cpu_name, git_commit  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "model" / "checkpoints" / "dgls-tiny"
+CHECKPOINT = ROOT / "model" / "checkpoints" / DEFAULT_MODEL
 KINDS = ("rest_of_line", "single_line", "multi_line")
 
 

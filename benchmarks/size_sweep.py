@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import ROOT, cpu_name, git_commit  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 SIZES = {  # name: (hidden, layers, intermediate, heads, kv_heads, head_dim)
     "192x4": (192, 4, 768, 3, 1, 64),
     "256x5": (256, 5, 1024, 4, 2, 64),
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=",".join(SIZES))
     ap.add_argument("--learn-sizes", default="192x4,256x5,384x6", help="sizes to train (a subset of --sizes)")
     ap.add_argument("--corpus", required=True)
-    ap.add_argument("--tokenizer", default=str(ROOT / "model" / "checkpoints" / "dgls-tiny"))
+    ap.add_argument("--tokenizer", default=str(ROOT / "model" / "checkpoints" / DEFAULT_MODEL))
     ap.add_argument("--minutes", type=float, default=0.0, help="training minutes per size (0: latency only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dgls-sweep")

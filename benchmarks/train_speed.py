@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import ROOT, cpu_name, git_commit  # noqa: E402
 from size_sweep import SIZES  # noqa: E402
 
+from dgls.model import DEFAULT_MODEL  # noqa: E402
+
 PHASES = ("train.encoder", "train.encoder_lm_head", "train.self_conditioning_pass", "train.decoder_pass")
 
 
@@ -86,7 +88,7 @@ def measure(size: str, batches, tok, steps: int, precision: str, threads: int) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", required=True)
-    ap.add_argument("--tokenizer", default=str(ROOT / "model" / "checkpoints" / "dgls-tiny"))
+    ap.add_argument("--tokenizer", default=str(ROOT / "model" / "checkpoints" / DEFAULT_MODEL))
     ap.add_argument("--sizes", default="256x5")
     ap.add_argument("--steps", type=int, default=6, help="timed fp32 steps per size")
     ap.add_argument("--bf16-steps", type=int, default=None, help="timed bf16 steps (default: --steps)")

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from dgls import __version__
-from dgls.settings import EXPERTS
+from dgls.context import MAX_CANVAS
+from dgls.model import DEFAULT_MODEL
+from dgls.settings import EXPERTS, Settings
 
 log = logging.getLogger("dgls")
 
@@ -22,7 +24,7 @@ class UsageError(Exception):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="dgls-tiny", help="checkpoint folder, embedded name or cached HF id")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, embedded name or cached HF id")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dtype", default=None, help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, ...")
     g.add_argument("--experts", choices=EXPERTS, default="auto",
@@ -32,7 +34,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=None, help="max denoising steps per block")
     g.add_argument("--entropy-bound", type=float, default=None, help="entropy bound of the acceptance rule")
     g.add_argument("--blocks", type=int, default=1, help="max canvases for one middle (block by block)")
-    g.add_argument("--max-canvas", type=int, default=64, help="largest canvas in tokens")
+    g.add_argument("--max-canvas", type=int, default=MAX_CANVAS, help="largest canvas in tokens")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,16 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 def _engine(args):
     from dgls.engine import Engine, EngineOptions
 
-    sampler: dict[str, Any] = {}
-    if args.steps is not None:
-        sampler["max_steps"] = args.steps
-    if args.entropy_bound is not None:
-        sampler["entropy_bound"] = args.entropy_bound
     if args.blocks < 1 or args.max_canvas < 16:
         raise UsageError(f"--blocks must be >= 1 and --max-canvas >= 16, got {args.blocks} and {args.max_canvas}")
-    engine = Engine(EngineOptions(model=args.model, device=args.device, dtype=args.dtype, experts=args.experts,
-                                  allow_download=args.allow_download, sampler=sampler, max_blocks=args.blocks,
-                                  max_canvas=args.max_canvas))
+    settings = Settings(model=args.model, device=args.device, dtype=args.dtype, experts=args.experts,
+                        steps=args.steps, entropy_bound=args.entropy_bound, max_canvas=args.max_canvas)
+    engine = Engine(EngineOptions.from_settings(settings, allow_download=args.allow_download, max_blocks=args.blocks))
     from dgls.engine import EngineError
 
     try:
@@ -136,9 +133,9 @@ def read_source(path: str) -> str:
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _suggestions(completion) -> list[dict[str, Any]]:
+def _candidates(completion) -> list[dict[str, Any]]:
     return [{"text": s.text, "score": round(s.score, 4), "confidence": round(s.confidence, 4)}
-            for s in completion.suggestions]
+            for s in completion.candidates]
 
 
 def cmd_infill(args) -> int:
@@ -168,24 +165,24 @@ def cmd_infill(args) -> int:
         raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
     done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
     engine.shutdown()
-    edits = make_edits(text, request, done.suggestions)  # what an editor would be offered: the server's checks
+    edits = make_edits(text, request, done.candidates)  # what an editor would be offered: the server's checks
     if not args.json:
         if args.raw:
             sys.stdout.write(done.text + "\n")
         elif edits:
             sys.stdout.write(edits[0].new_text + "\n")
         else:
-            n = len(done.suggestions)
+            n = len(done.candidates)
             print(f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
                   f"nothing here (more with --candidates; --raw prints the model's best anyway)", file=sys.stderr)
         return 0
-    best = done.suggestions[0] if done.suggestions else None
+    best = done.candidates[0] if done.candidates else None
 
     def lc(offset: int) -> list[int]:  # 1-based [line, column], as --line/--col take them
         line, col = position_at(text, offset)
         return [line + 1, col + 1]
 
-    print(json.dumps({"text": done.text, "candidates": _suggestions(done),
+    print(json.dumps({"text": done.text, "candidates": _candidates(done),
                       "edits": [{"text": e.new_text, "range": {"start": lc(e.start), "end": lc(e.end)},
                                  "syntax_ok": e.syntax_ok, "score": round(e.score, 4)} for e in edits],
                       "confidence": round(best.confidence, 4) if best else None, "nfe": done.nfe,
@@ -237,7 +234,7 @@ def cmd_jsonl(args) -> int:
                                    seed=req.get("seed", args.seed), min_tokens=req.get("min_tokens", args.min_tokens))
             out: dict[str, Any] = {"middle": done.text, "nfe": done.nfe, "ms": round(done.ms, 2),
                                    "blocks": done.blocks, "span": request.span.value,
-                                   "prefix_cache": done.prefix_cache, "candidates": _suggestions(done)}
+                                   "prefix_cache": done.prefix_cache, "candidates": _candidates(done)}
         except (UsageError, ContextError) as exc:
             failures += 1
             print(f"dgls: line {n}: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 CANVAS_STEP = 16  # canvas lengths are multiples of this many tokens
+MAX_CANVAS = 64  # the largest canvas in tokens unless the settings say otherwise
 _SYNTAX_SLACK = 0.25  # a window may shrink by this fraction of itself to end on a statement boundary
 
 
@@ -95,7 +96,8 @@ class ContextError(ValueError):
 # --- the request --------------------------------------------------------------------------------------
 
 
-def _estimate_tokens(s: str) -> int:
+def estimate_tokens(s: str) -> int:
+    """A token count for `s` without a tokenizer: about 3 characters a token."""
     return len(s) // 3 + 1
 
 
@@ -107,7 +109,7 @@ def build_request(
     selection: tuple[int, int] | None = None,
     budget: ContextBudget = ContextBudget(),  # noqa: B008 (frozen, so a shared default is safe)
     count_tokens: Callable[[str], int] | None = None,
-    max_canvas: int = 64,
+    max_canvas: int = MAX_CANVAS,
 ) -> InfillRequest:
     """Build the infill request for a cursor at code-point ``offset`` (or a selection) in ``text``.
 
@@ -131,7 +133,7 @@ def build_request(
             )
         if sel_start == sel_end:
             selection = None
-    count = count_tokens or _estimate_tokens
+    count = count_tokens or estimate_tokens
     language = (language or "").strip().lower() or "text"
     spec = language_spec(language)
     lines = LineTable(text)

@@ -17,9 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dgls.context import ContextBudget, InfillRequest, SpanKind, build_request
+from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
+from dgls.model import DEFAULT_MODEL
+from dgls.settings import Settings
+
+if TYPE_CHECKING:  # the model layer imports torch: not at dgls.engine's import
+    from dgls.model.infill import Candidate
 
 log = logging.getLogger("dgls.engine")
 
@@ -60,28 +65,23 @@ class EngineError(Exception):
 class EngineOptions:
     """What the engine loads and how it samples; `sampler` overrides the checkpoint's defaults."""
 
-    model: str = "dgls-tiny"
+    model: str = DEFAULT_MODEL
     device: str | None = None
     dtype: str | None = None
     experts: str = "auto"  # "auto" or "fp8": how the MoE experts run (dgls.model.loading.load_model)
     allow_download: bool = False
     sampler: Mapping[str, Any] = field(default_factory=dict)
     budget: ContextBudget = ContextBudget()
-    max_canvas: int = 64
+    max_canvas: int = MAX_CANVAS
     max_blocks: int = 1
     cache_size: int = 64
 
-
-@dataclass
-class Suggestion:
-    """One middle, ready for an editor."""
-
-    text: str
-    score: float
-    confidence: float  # mean per-token confidence of the kept tokens (1.0 for an empty middle)
-    n_free: int
-    ended: bool
-    tokens: tuple[tuple[int, int, float], ...] = ()  # per token: (start, end) code points of `text`, confidence
+    @classmethod
+    def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
+        """The options a user's settings ask for (`extra`: what only the command line sets, e.g. max_blocks)."""
+        s = settings
+        return cls(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts, sampler=s.sampler_overrides(),
+                   budget=s.context_budget, max_canvas=s.max_canvas, **extra)
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Completion:
     """The answer to one request."""
 
     request: InfillRequest
-    suggestions: list[Suggestion]
+    candidates: list[Candidate]  # best first
     nfe: int
     ms: float
     blocks: int = 0
@@ -100,22 +100,7 @@ class Completion:
     @property
     def text(self) -> str:
         """The best middle ('' when there is none)."""
-        return self.suggestions[0].text if self.suggestions else ""
-
-
-def token_spans(decode: Callable[[list[int]], str], ids: list[int],
-                confidence: list[float]) -> tuple[tuple[int, int, float], ...]:
-    """Where each token of a middle lies in its decoded text: ``(start, end, confidence)``, code points.
-
-    Decoded cumulatively (a token may hold part of a character, or decode to nothing on its own), so the last
-    end is the length of the whole middle; ends never go backwards.
-    """
-    spans, start = [], 0
-    for k, c in enumerate(confidence[: len(ids)]):
-        end = max(start, len(decode(ids[: k + 1])))
-        spans.append((start, end, float(c)))
-        start = end
-    return tuple(spans)
+        return self.candidates[0].text if self.candidates else ""
 
 
 class Engine:
@@ -193,7 +178,7 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` under the model's tokenizer (an estimate before the model is loaded)."""
         if self._infiller is None:
-            return len(text) // 3 + 1
+            return estimate_tokens(text)
         return self._infiller.count_tokens(text)
 
     def build_request(self, text: str, offset: int, *, language: str | None = None,
@@ -241,7 +226,7 @@ class Engine:
                 self._results.move_to_end(key)
         if hit is not None:
             fut = Future()
-            fut.set_result(Completion(request=request, suggestions=hit.suggestions, nfe=0, ms=0.0, cached=True))
+            fut.set_result(Completion(request=request, candidates=hit.candidates, nfe=0, ms=0.0, cached=True))
             return fut
         check = cancel.is_set if cancel is not None else None
         return self._pool.submit(self._run, request, key, lengths, n_candidates, seed, check, on_step, min_tokens)
@@ -274,14 +259,10 @@ class Engine:
         res = inf.infill(request.prefix, request.suffix, lengths=lengths, n_candidates=n_candidates,
                          max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step,
                          min_tokens=min_tokens)
-        suggestions = [Suggestion(text=c.text, score=c.score, n_free=c.n_free, ended=c.ended,
-                                  confidence=sum(c.confidence) / len(c.confidence) if c.confidence else 1.0,
-                                  tokens=token_spans(inf.tokenizer.decode, c.token_ids, c.confidence))
-                       for c in res.candidates]
-        if any(math.isnan(s.score) for s in suggestions):  # NaN logits: broken weights or an overflowing dtype
+        if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(f"the model produced NaN scores ({self.info.get('model')}, "
                               f"{self.info.get('dtype')}): its weights may be corrupt or the dtype overflows")
-        done = Completion(request=request, suggestions=suggestions, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
+        done = Completion(request=request, candidates=res.candidates, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
                           encode_ms=res.encode_ms, prefix_cache=res.prefix_cache)
         with self._lock:
             self._results[key] = done

@@ -211,7 +211,7 @@ class InfillPolicy:
             self.usage["modelCalls"] += 1
             self.usage["nfe"] += done.nfe
         log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
-                 request.span.value, len(done.suggestions), done.nfe, ms, done.ms, done.prefix_cache,
+                 request.span.value, len(done.candidates), done.nfe, ms, done.ms, done.prefix_cache,
                  ", result cache" if done.cached else "")
         return done
 
@@ -253,7 +253,7 @@ class InfillPolicy:
             self.release(uri, cancel)
         if done is None:
             return None
-        edits = make_edits(text, request, done.suggestions)
+        edits = make_edits(text, request, done.candidates)
         if edits:
             best = edits[0]
             self.ghosts.remember(uri, Ghost(text, Edit(best.start, best.end, best.new_text)))
@@ -291,7 +291,7 @@ class InfillPolicy:
                     request = with_instruction(request, text, instruction)
                 done = await self.run(engine, request, cancel=cancel, on_step=progress.on_step(i, len(spans)))
                 if done is not None:
-                    found = make_edits(text, request, done.suggestions)
+                    found = make_edits(text, request, done.candidates)
                     if found:
                         edits.append(found[0])
         finally:

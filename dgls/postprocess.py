@@ -30,7 +30,7 @@ CLOSERS = ")]}\"'`"
 
 
 class Suggested(Protocol):
-    """What the engine's suggestions carry that ranking uses."""
+    """What ranking uses of a candidate middle (:class:`dgls.model.infill.Candidate` has it)."""
 
     text: str
     score: float
@@ -98,10 +98,10 @@ def _tokens_in(new_text: str, s: Suggested) -> tuple[tuple[int, int, float], ...
     return tuple(out)
 
 
-def make_edits(text: str, request: InfillRequest, suggestions: Iterable[Suggested]) -> list[Edit]:
-    """Edits for the engine's suggestions on `text`, best first; candidates that break the parse are dropped."""
+def make_edits(text: str, request: InfillRequest, candidates: Iterable[Suggested]) -> list[Edit]:
+    """Edits for the engine's candidates on `text`, best first; candidates that break the parse are dropped."""
     shaped: dict[tuple[int, int, str], Suggested] = {}
-    for s in suggestions:
+    for s in candidates:
         edit = shape_middle(text, request, s.text)
         if edit is not None and edit not in shaped:
             shaped[edit] = s

@@ -34,7 +34,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from dgls import __version__
-from dgls.context import ContextBudget, InfillRequest
+from dgls.context import InfillRequest
 from dgls.documents import Doc, Documents
 from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
 from dgls.policy import InfillPolicy
@@ -82,11 +82,7 @@ class DglsServer(HardenedServer):
 
     def engine_options(self) -> EngineOptions:
         """Engine options from the settings."""
-        s = self.settings
-        return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts,
-                             sampler=s.sampler_overrides(),
-                             budget=ContextBudget(s.context_budget.prefix_tokens, s.context_budget.suffix_tokens),
-                             max_canvas=s.max_canvas)
+        return EngineOptions.from_settings(self.settings)
 
     def start_engine(self) -> None:
         """(Re)create the engine from the settings and load the model in the background."""

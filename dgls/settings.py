@@ -18,19 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from dgls.model import EXPERTS  # torch-free: the model package's __init__ only
+from dgls.context import MAX_CANVAS, ContextBudget
+from dgls.model import DEFAULT_MODEL, EXPERTS  # torch-free: the model package's __init__ only
 
-__all__ = ["ContextBudgetSettings", "LanguageSettings", "Settings", "parse_settings"]
+__all__ = ["LanguageSettings", "Settings", "parse_settings"]
 
 SECTION = "dgls"
-
-
-@dataclass(frozen=True)
-class ContextBudgetSettings:
-    """Tokens of prefix and suffix the model sees around the middle."""
-
-    prefix_tokens: int = 1024
-    suffix_tokens: int = 256
 
 
 @dataclass(frozen=True)
@@ -64,15 +57,15 @@ class LanguageSettings:
 class Settings:
     """Everything a user can set, fully defaulted."""
 
-    model: str = "dgls-tiny"  # embedded model name, checkpoint folder or cached Hugging Face id
+    model: str = DEFAULT_MODEL  # embedded model name, checkpoint folder or cached Hugging Face id
     device: str | None = None  # None: auto (CUDA when available)
     dtype: str | None = None  # None: auto (bfloat16 on CUDA, float32 on CPU)
     experts: str = "auto"  # MoE models: "auto" (the model's dtype) or "fp8" (FP8 experts, GPU 8.9+)
-    max_canvas: int = 64  # largest canvas in tokens
+    max_canvas: int = MAX_CANVAS  # largest canvas in tokens
     steps: int | None = None  # max denoising steps per block; None: the checkpoint's default
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
     debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
-    context_budget: ContextBudgetSettings = ContextBudgetSettings()
+    context_budget: ContextBudget = ContextBudget()  # tokens of prefix and suffix around the middle
     candidates: int = 3  # candidates for an Invoked trigger (one batched pass)
     languages: LanguageSettings = LanguageSettings()
     hole_markers: tuple[str, ...] = ("...",)  # a line holding only one of these is a hole for "Fill holes"
@@ -205,7 +198,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "completion_in_strings": _bool,
         "low_confidence": _number(0.0, maximum=1.0),
     },
-    ContextBudgetSettings: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
+    ContextBudget: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},
 }
 

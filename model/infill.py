@@ -20,15 +20,37 @@ from dgls.model.sampler import CancelCheck, SamplerConfig, denoise
 
 @dataclass
 class Candidate:
-    """One filled middle."""
+    """One filled middle: its text and tokens, and how sure the model was of them."""
 
     text: str
     token_ids: list[int]  # the middle's tokens, filler and end tokens removed
     raw_ids: list[int]  # every free slot's argmax, all blocks, as the sampler returned them
-    confidence: list[float]  # per kept token, probability of the chosen token at temperature 1
+    token_confidence: list[float]  # per kept token, probability of the chosen token at temperature 1
     score: float  # mean log-probability over all free slots of the row (filler included)
     n_free: int  # free slots of the canvas row that produced it (per block)
     ended: bool  # the model ended the middle (filler or EOS) before its canvas ran out
+    tokens: tuple[tuple[int, int, float], ...] = ()  # per kept token: (start, end) code points of `text`, confidence
+
+    @property
+    def confidence(self) -> float:
+        """Mean per-token confidence of the kept tokens (1.0 for an empty middle)."""
+        c = self.token_confidence
+        return sum(c) / len(c) if c else 1.0
+
+
+def token_spans(decode: Callable[[list[int]], str], ids: list[int],
+                confidence: list[float]) -> tuple[tuple[int, int, float], ...]:
+    """Where each token of a middle lies in its decoded text: ``(start, end, confidence)``, code points.
+
+    Decoded cumulatively (a token may hold part of a character, or decode to nothing on its own), so the last
+    end is the length of the whole middle; ends never go backwards.
+    """
+    spans, start = [], 0
+    for k, c in enumerate(confidence[: len(ids)]):
+        end = max(start, len(decode(ids[: k + 1])))
+        spans.append((start, end, float(c)))
+        start = end
+    return tuple(spans)
 
 
 @dataclass
@@ -158,6 +180,7 @@ class Infiller:
             if text in seen:
                 continue
             seen.add(text)
-            out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], confidence=confs[i], score=scores[i],
-                                 n_free=rows[i], ended=ended[i]))
+            out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], token_confidence=confs[i],
+                                 score=scores[i], n_free=rows[i], ended=ended[i],
+                                 tokens=token_spans(self.tokenizer.decode, pieces[i], confs[i])))
         return out

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dgls.model import DEFAULT_MODEL
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "editors" / "tools"))
@@ -124,7 +126,7 @@ def main() -> None:
     ap.add_argument("--file", default="examples/fib.py", help="file to open (relative to the repository)")
     ap.add_argument("--line", type=int, default=7, help="1-based line; Insert mode starts at its end")
     ap.add_argument("--type", default="# ", help="text typed in Insert mode before waiting for ghost text")
-    ap.add_argument("--model", default="dgls-tiny")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--out", default=str(HERE / "screenshot.png"))
     ap.add_argument("--status-out", default=str(HERE / "screenshot-status.png"))
     ap.add_argument("--keep", help="also write the raw ANSI captures to this folder")

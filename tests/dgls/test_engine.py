@@ -31,7 +31,7 @@ def test_completion_of_a_request(engine):
     request = engine.build_request(SOURCE, CURSOR, language="python")
     assert request.suffix.startswith("\n\nprint(add(1, 2))")
     done = engine.complete(request, seed=1)
-    assert done.nfe >= 1 and not done.cached and done.suggestions
+    assert done.nfe >= 1 and not done.cached and done.candidates
     assert engine.lengths_for(request) == (16,)  # filler model: one row, the longest wanted length up to 16
     again = engine.complete(request, seed=1)
     assert again.cached and again.nfe == 0 and again.text == done.text
@@ -76,7 +76,7 @@ def test_shutdown_lets_go_of_the_model_even_while_the_engine_is_referenced(tiny_
     eng = Engine(EngineOptions(model=str(tiny_checkpoint), device="cpu", sampler={"max_steps": 2}))
     eng.wait_ready(timeout=120)
     request = eng.build_request(SOURCE, CURSOR, language="python")
-    assert eng.complete(request).suggestions is not None
+    assert eng.complete(request).candidates is not None
     model = weakref.ref(eng._infiller.model)
     eng.shutdown()
     gc.collect()

@@ -120,7 +120,7 @@ def test_token_confidence_follows_the_middle_onto_the_edit():
 
 
 def test_token_spans_decode_cumulatively():
-    from dgls.engine import token_spans
+    from dgls.model.infill import token_spans
 
     pieces = {1: "ab", 2: "\xc3", 3: "\xa9", 4: "c"}  # 2 and 3: one character in two byte tokens
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dgls.settings import ContextBudgetSettings, LanguageSettings, Settings, parse_settings
+from dgls.context import ContextBudget
+from dgls.settings import LanguageSettings, Settings, parse_settings
 
 
 def test_defaults_for_nothing():
@@ -35,7 +36,7 @@ def test_raw_dict_with_unknown_keys_and_nesting():
     assert settings == Settings(
         model="/models/dg", device="cpu", dtype=None, experts="fp8", max_canvas=32, steps=6, entropy_bound=0.5,
         debounce_ms=20,
-        context_budget=ContextBudgetSettings(prefix_tokens=300, suffix_tokens=40), candidates=2,
+        context_budget=ContextBudget(prefix_tokens=300, suffix_tokens=40), candidates=2,
         languages=LanguageSettings(enable=("python", "go"), disable=("go",)), hole_markers=("...", "pass"),
         completion_in_strings=True,
     )
@@ -55,7 +56,7 @@ def test_invalid_values_fall_back_with_one_message_each():
     settings, problems = parse_settings(raw)
     assert settings.candidates == 2  # the valid key still applies
     assert settings.steps is None and settings.max_canvas == 64 and settings.debounce_ms == 75
-    assert settings.languages == LanguageSettings() and settings.context_budget == ContextBudgetSettings()
+    assert settings.languages == LanguageSettings() and settings.context_budget == ContextBudget()
     assert not settings.completion_in_strings and settings.entropy_bound is None
     assert len(problems) == 8
     by_key = {p.split(":")[0]: p for p in problems}

@@ -12,6 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def model_path(tiny_checkpoint) -> str:
     """The model the e2e servers load: the embedded one if present, else the tiny random checkpoint."""
+    from dgls.model import DEFAULT_MODEL
     from dgls.model.loading import embedded_models
 
-    return "dgls-tiny" if "dgls-tiny" in embedded_models() else str(tiny_checkpoint)
+    return DEFAULT_MODEL if DEFAULT_MODEL in embedded_models() else str(tiny_checkpoint)

@@ -12,7 +12,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 from pytest_lsp.client import make_test_lsp_client
 
-from dgls.text import PositionEncoding, TextEdit, apply_edits, offset_at
+from dgls.text import Edit, PositionEncoding, apply_edits, offset_at
 
 SERVER = [sys.executable, "-m", "dgls.cli", "--stdio", "-v"]
 STATUS = "dgls/status"
@@ -127,7 +127,7 @@ def offset(text: str, pos: types.Position) -> int:
 
 def apply(text: str, edits: list[types.TextEdit]) -> str:
     """Apply LSP text edits to `text` as a client does."""
-    return apply_edits(text, [TextEdit(offset(text, e.range.start), offset(text, e.range.end), e.new_text)
+    return apply_edits(text, [Edit(offset(text, e.range.start), offset(text, e.range.end), e.new_text)
                               for e in edits])
 
 

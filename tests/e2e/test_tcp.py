@@ -12,7 +12,7 @@ from e2e_helpers import capabilities, wait_for
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from dgls.text import PositionEncoding, TextEdit, apply_edits, offset_at
+from dgls.text import Edit, PositionEncoding, apply_edits, offset_at
 
 TEXT = "Crème brûlée, très bon 😀 and\n\nFin.\n"
 
@@ -62,7 +62,7 @@ async def test_tcp_on_loopback_with_utf8_positions(model_path):
             assert item.range.start == cursor == item.range.end  # in UTF-8 units, as negotiated
             at = offset_at(TEXT, cursor.line, cursor.character, PositionEncoding.UTF8)
             assert at == len(line0)
-            after = apply_edits(TEXT, [TextEdit(at, at, item.insert_text)])
+            after = apply_edits(TEXT, [Edit(at, at, item.insert_text)])
             assert after == line0 + item.insert_text + TEXT[len(line0):]
 
         await client.shutdown_async(None)
