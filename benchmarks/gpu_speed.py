@@ -11,7 +11,7 @@ Paths (each row of every table is measured on each of them):
 * ``transformers``: the model as transformers 5.23 runs it (its default experts implementation, ``grouped_mm``
   on a GPU), with the sampler's torch statistics (``DGLS_KERNELS=0``);
 * ``dgls: sampler``: the fused sampler-statistics kernel (``dgls.kernels.canvas_sampler``) in the same loop;
-* ``dgls: sampler + MoE bf16``: also the experts of every layer on ``dgls.kernels.moe`` (``patch_moe_experts``);
+* ``dgls: sampler + MoE bf16``: also the experts of every layer on ``dgls.kernels.moe`` (``dgls.model.experts``);
 * ``dgls: sampler + MoE fp8``: the same with the experts quantized once to float8_e4m3fn, per-output-channel
   scales (the bf16 experts stay in memory; the FP8 copy is dropped after its rows).
 
@@ -491,10 +491,10 @@ def on_path(model, path: Variant, moe_forced: bool):
     """Patch the experts for `path` (and undo it after); the sampler switch is run_denoise's `kernels`."""
     patch = None
     if path.moe:
-        from dgls.kernels import moe
+        from dgls.model.experts import patch_moe_experts
 
         os.environ.pop("DGLS_KERNELS", None)  # the registry must see the kernel as it is
-        patch = moe.patch_moe_experts(model, fp8=path.moe == "fp8", require_usable=not moe_forced)
+        patch = patch_moe_experts(model, fp8=path.moe == "fp8", require_usable=not moe_forced)
     try:
         yield
     finally:

@@ -41,7 +41,7 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
                "self-conditioning softmax(logits) @ E as a top-k gather"),
     KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref",
                "the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; "
-               "patched in by patch_moe_experts, not by default)"),
+               "a model's experts modules are put on it by dgls.model.experts)"),
 )}
 
 

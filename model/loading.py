@@ -21,6 +21,7 @@ import torch
 
 from dgls.model import EXPERTS
 from dgls.model.checkpoint import ModelLoadError, ModelSpec, check_generation_config, read_spec
+from dgls.model.experts import check_fp8_experts, experts_on_kernel, patch_moe_experts
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
@@ -259,11 +260,39 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     config, numel = check_checkpoint(path)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    text_cfg = config.get("text_config") or {}
-    zero_width = int(text_cfg.get("moe_intermediate_size") or 0) == 0
+    zero_width = int((config.get("text_config") or {}).get("moe_intermediate_size") or 0) == 0
     fp8 = experts == "fp8" and not zero_width
     if fp8:
-        _check_fp8_experts(dev)
+        check_fp8_experts(dev)
+    _check_memory(path, config, numel, dev, dt, fp8)
+    check_generation_config(path)
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise ModelLoadError(f"checkpoint {path} has no tokenizer: expected tokenizer.json or tokenizer_config.json")
+
+    implementation = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
+    tokenizer, model = _from_pretrained(path, dt, implementation)
+    n_params = sum(p.numel() for p in model.parameters())
+    try:
+        if fp8:  # on the CPU until now: the experts go to the GPU as FP8 only, then the rest follows
+            patch_moe_experts(model, fp8=True, release=True, device=dev)
+        model.to(dev).eval()
+    except torch.cuda.OutOfMemoryError:
+        del model  # here, not in a helper: this frame must not keep the model alive in the error's traceback
+        raise ModelLoadError(f"model {path} ran out of memory on {dev} while moving there (another process may hold "
+                             "memory on it)") from None
+    spec = read_spec(path, config, tokenizer)
+    if fp8:
+        path_name = "dgls moe_experts kernel (FP8 e4m3 weights, per-channel scales)"
+    else:
+        path_name = experts_on_kernel(model, dev, implementation, zero_width)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
+                       n_params=n_params, experts=path_name)
+
+
+def _check_memory(path: Path, config: dict[str, Any], numel: int, dev: torch.device, dt: torch.dtype,
+                  fp8: bool) -> None:
+    """Refuse a model whose weights do not fit `dev` (or, for CUDA, this machine's RAM, which they pass through)."""
+    text_cfg = config.get("text_config") or {}
     size = torch.empty((), dtype=dt).element_size()
     expert_numel = count_weights(path, _is_expert_weight) if fp8 else 0
     need = (numel - expert_numel) * size + expert_numel  # FP8 experts: 1 byte each (scales: 1/H of that)
@@ -280,14 +309,13 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
             raise ModelLoadError(f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
                                  f"RAM in {str(dt)[6:]} but this machine has {host_have / 2**30:.1f} GiB of RAM "
                                  "and swap")
-    check_generation_config(path)
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-        raise ModelLoadError(f"checkpoint {path} has no tokenizer: expected tokenizer.json or tokenizer_config.json")
 
+
+def _from_pretrained(path: Path, dt: torch.dtype, implementation: str) -> tuple[Any, Any]:
+    """Tokenizer and model from the folder through transformers (local files, safetensors, no remote code)."""
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
-    implementation = "eager" if (zero_width or dev.type == "cpu") else "grouped_mm"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the loader's chatter and progress bars go nowhere useful in an editor
     hf_logging.disable_progress_bar()
@@ -303,54 +331,4 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
-    n_params = sum(p.numel() for p in model.parameters())
-    try:
-        if fp8:  # on the CPU until now: the experts go to the GPU as FP8 only, then the rest follows
-            from dgls.kernels.moe import patch_moe_experts
-
-            patch_moe_experts(model, fp8=True, release=True, device=dev)
-        model.to(dev).eval()
-    except torch.cuda.OutOfMemoryError:
-        del model
-        raise ModelLoadError(f"model {path} ran out of memory on {dev} while moving there (another process may hold "
-                             "memory on it)") from None
-    spec = read_spec(path, config, tokenizer)
-    if fp8:
-        path_name = "dgls moe_experts kernel (FP8 e4m3 weights, per-channel scales)"
-    else:
-        path_name = _experts_path(model, dev, implementation, zero_width)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
-                       n_params=n_params, experts=path_name)
-
-
-def _check_fp8_experts(dev: torch.device) -> None:
-    """FP8 experts run only on the dgls kernel: a CUDA GPU of compute capability 8.9+ whose self-check passed."""
-    if dev.type != "cuda":
-        raise ModelLoadError(f"FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU; the device is {dev} "
-                             "(use experts 'auto' here)")
-    from dgls import kernels
-    from dgls.kernels.moe import fp8_supported
-
-    status = kernels.status("moe_experts")
-    if not status.usable:
-        raise ModelLoadError(f"FP8 experts need the dgls MoE kernel, which is not usable here: {status.why}")
-    if not fp8_supported(dev):
-        major, minor = torch.cuda.get_device_capability(dev)
-        raise ModelLoadError(f"FP8 experts need a GPU of compute capability 8.9 or newer (Ada, Hopper); {dev} is "
-                             f"{major}.{minor}")
-
-
-def _experts_path(model: Any, dev: torch.device, implementation: str, zero_width: bool) -> str:
-    """Put the MoE experts on the dgls grouped-GEMM kernel where it is usable (CUDA, self-check passed)."""
-    if zero_width:
-        return "dense (no experts)"
-    if dev.type == "cuda":
-        from dgls import kernels
-
-        if kernels.usable("moe_experts"):
-            from dgls.kernels.moe import patch_moe_experts
-
-            patch_moe_experts(model)
-            return "dgls moe_experts kernel (bf16 grouped GEMM)"
-        return f"transformers {implementation} ({kernels.status('moe_experts').why})"
-    return f"transformers {implementation}"
+    return tokenizer, model

@@ -10,8 +10,9 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     DiffusionGemmaTextRouter,
 )
 
-from dgls.kernels.moe import fp8_supported, moe_down, moe_experts, moe_gate_up, moe_routing, patch_moe_experts
+from dgls.kernels.moe import fp8_supported, moe_down, moe_experts, moe_gate_up, moe_routing
 from dgls.kernels.moe_ref import FP8Experts, gelu_tanh, moe_experts_ref, quantize_experts_fp8
+from dgls.model.experts import patch_moe_experts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
