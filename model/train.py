@@ -651,6 +651,130 @@ def export_model(src: Path, dest: Path, save_dtype: str = "bfloat16") -> Path:
     return dest
 
 
+class _RunError(Exception):
+    """A run cannot start as asked; main prints ``error: <message>`` and exits with 2."""
+
+
+class _RunLog:
+    """``log.jsonl`` of a run (every record), and the console (the lines worth reading)."""
+
+    def __init__(self, path: Path):
+        self.file = path.open("a")
+
+    def __call__(self, rec: dict, line: str | None = None) -> None:
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        if line:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        """Close the log file."""
+        self.file.close()
+
+
+class _LossWindow:
+    """Sums over the steps since the last console line: mean losses, tokens per second."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new window."""
+        self.loss = self.mid = self.fill = self.ar = self.t = 0.0
+        self.n = self.tokens = self.canvas = 0
+
+    def add(self, s: dict[str, float], dt: float) -> None:
+        """One step's stats (from :func:`infill_loss`) and its seconds."""
+        self.loss += s["loss"]
+        self.mid += s["ce_middle"]
+        self.fill += s["ce_filler"]
+        self.ar += s["ce_ar"]
+        self.n += 1
+        self.tokens += s["tokens"]
+        self.canvas += int(s["n_free"])
+        self.t += dt
+
+    def line(self, step: int, steps: int, lr: float, minutes: float) -> str:
+        """The console line of the window."""
+        n = self.n
+        return (f"step {step}/{steps} loss {self.loss / n:.3f} middle {self.mid / n:.3f} "
+                f"filler {self.fill / n:.3f} ar {self.ar / n:.3f} lr {lr:.2e} "
+                f"tok/s {self.tokens / self.t:.0f} (free {self.canvas / self.t:.0f}) elapsed {minutes:.1f}m")
+
+
+def _load_corpus(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """Train and held-out source texts: from the corpus manifest, or a corpus built now."""
+    manifest = Path(cfg.corpus) / "manifest.jsonl"
+    if manifest.is_file():
+        files = load_manifest(manifest)
+    else:
+        files = build_corpus(cfg.corpus, cfg.site_packages, cfg.heldout_fraction,
+                             stdlib=Path(cfg.stdlib) if cfg.stdlib else None)
+    train_files, held_files = split_files(files)
+    if not train_files or not held_files:
+        raise _RunError(f"corpus {cfg.corpus} needs train and held-out files, found {len(train_files)} and "
+                        f"{len(held_files)}")
+    return [read_source(f) for f in train_files], [read_source(f) for f in held_files]
+
+
+def _tokenizer(cfg: TrainConfig, run_dir: Path, train_texts: Sequence[str]):
+    """The run's tokenizer: the one in ``cfg.tokenizer`` (or the run folder), else one trained on the texts."""
+    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        tok = load_tokenizer(tok_dir)
+        check_special_tokens(tok)
+    else:
+        tok = train_tokenizer(train_texts, tok_dir, cfg.vocab_size)
+    cfg.tokenizer = str(tok_dir)
+    return tok
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+
+
+def _restore(cfg: TrainConfig, resume: bool, state_path: Path, model, opt, rng: random.Random, gen,
+             device: torch.device) -> tuple[int, float]:
+    """Resume from ``train_state.pt`` or warm-start from ``--init-from``; returns (step, elapsed seconds)."""
+    if resume and not state_path.is_file() and not cfg.init_from:
+        raise _RunError(f"--resume expects {state_path}, which does not exist (or give --init-from)")
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain data only, no code
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        rng.setstate(st["rng"])
+        gen.set_state(st["gen"])
+        return st["step"], st["elapsed"]
+    if cfg.init_from:
+        err = _warm_start(model, Path(cfg.init_from))
+        if err:
+            raise _RunError(err)
+    return 0, 0.0
+
+
+def _train_step(model, opt, batch: Batch, gen, noise_low: int, cfg: TrainConfig,
+                amp: contextlib.AbstractContextManager) -> tuple[dict[str, float], torch.Tensor, float]:
+    """One optimizer step on `batch`: (loss stats, gradient norm before clipping, seconds)."""
+    ts = time.perf_counter()
+    with amp:
+        loss, s = infill_loss(model, batch, gen, noise_low, cfg.noise_t_min, cfg.sc_prob, cfg.ar_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return s, gnorm, time.perf_counter() - ts
+
+
+def _eval_line(ev: dict[str, float]) -> str:
+    return f"eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f} filler {ev['eval_ce_filler']:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume) a run; returns a process exit code."""
     cfg, resume = parse_args(argv)
@@ -666,65 +790,29 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     out = Path(cfg.out) if cfg.out else run_dir / "model"
     cfg.out = str(out)
-    log_f = (run_dir / "log.jsonl").open("a")
-
-    def log(rec: dict, line: str | None = None) -> None:
-        log_f.write(json.dumps(rec) + "\n")
-        log_f.flush()
-        if line:
-            print(line, flush=True)
-
-    # corpus and tokenizer
-    manifest = Path(cfg.corpus) / "manifest.jsonl"
-    if manifest.is_file():
-        files = load_manifest(manifest)
-    else:
-        files = build_corpus(cfg.corpus, cfg.site_packages, cfg.heldout_fraction,
-                             stdlib=Path(cfg.stdlib) if cfg.stdlib else None)
-    train_files, held_files = split_files(files)
-    if not train_files or not held_files:
-        print(f"error: corpus {cfg.corpus} needs train and held-out files, found {len(train_files)} and "
-              f"{len(held_files)}", file=sys.stderr)
+    log = _RunLog(run_dir / "log.jsonl")
+    try:
+        return _run(cfg, resume, device, run_dir, out, log)
+    except _RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    train_texts = [read_source(f) for f in train_files]
-    held_texts = [read_source(f) for f in held_files]
-    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        tok = load_tokenizer(tok_dir)
-        check_special_tokens(tok)
-    else:
-        tok = train_tokenizer(train_texts, tok_dir, cfg.vocab_size)
-    cfg.tokenizer = str(tok_dir)
-    noise_low = noise_low_id(tok)
+    finally:
+        log.close()
 
+
+def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, out: Path, log: _RunLog) -> int:
+    """The run itself: corpus, tokenizer, model, first evaluation, the steps, the shipped folder."""
+    train_texts, held_texts = _load_corpus(cfg)
+    tok = _tokenizer(cfg, run_dir, train_texts)
+    noise_low = noise_low_id(tok)
     model = DiffusionGemmaForBlockDiffusion(build_model_config(cfg, tok)).to(device)
     model.train()
     n_params = count_params(model)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )
+    opt = _optimizer(model, cfg)
     rng = random.Random(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    step, elapsed = 0, 0.0
     state_path = run_dir / "train_state.pt"
-    if resume and not state_path.is_file() and not cfg.init_from:
-        print(f"error: --resume expects {state_path}, which does not exist (or give --init-from)", file=sys.stderr)
-        return 2
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain data only, no code
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        rng.setstate(st["rng"])
-        gen.set_state(st["gen"])
-    elif cfg.init_from:
-        err = _warm_start(model, Path(cfg.init_from))
-        if err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    step, elapsed = _restore(cfg, resume, state_path, model, opt, rng, gen, device)
     (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
     train_examples = InfillExamples(train_texts, tok, cfg)
@@ -732,18 +820,22 @@ def main(argv: list[str] | None = None) -> int:
     amp, precision = autocast_for(cfg, device)
     log({"precision": precision, "init_from": cfg.init_from if step == 0 else None},
         f"precision {precision} device {device} threads {torch.get_num_threads()}")
-    with amp:
-        ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
+
+    def evaluate_now() -> dict[str, float]:
+        with amp:
+            return evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
+
+    ev = evaluate_now()
     first_eval = ev if step == 0 else None
-    log({"step": step, **ev}, f"step {step} params {n_params:,} train_files {len(train_files)} "
-        f"heldout_files {len(held_files)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}")
+    log({"step": step, **ev}, f"step {step} params {n_params:,} train_files {len(train_texts)} "
+        f"heldout_files {len(held_texts)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}")
     if first_eval:
         (run_dir / "eval_init.json").write_text(json.dumps(first_eval) + "\n")
     elif (run_dir / "eval_init.json").is_file():
         first_eval = json.loads((run_dir / "eval_init.json").read_text())
 
     t_start = time.perf_counter() - elapsed
-    window = {"loss": 0.0, "mid": 0.0, "fill": 0.0, "ar": 0.0, "n": 0, "tokens": 0, "canvas": 0, "t": 0.0}
+    window = _LossWindow()
     stop_reason = "steps"
     while step < cfg.steps:
         elapsed = time.perf_counter() - t_start
@@ -757,47 +849,27 @@ def main(argv: list[str] | None = None) -> int:
         batch = collate([train_examples.sample(rng, n_free) for _ in range(cfg.batch)], n_free, tok).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
-        ts = time.perf_counter()
-        with amp:
-            loss, s = infill_loss(model, batch, gen, noise_low, cfg.noise_t_min, cfg.sc_prob, cfg.ar_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        s, gnorm, dt = _train_step(model, opt, batch, gen, noise_low, cfg, amp)
         step += 1
-        dt = time.perf_counter() - ts
-        for k, v in (("loss", s["loss"]), ("mid", s["ce_middle"]), ("fill", s["ce_filler"]), ("ar", s["ce_ar"])):
-            window[k] += v
-        window["n"] += 1
-        window["tokens"] += s["tokens"]
-        window["canvas"] += int(s["n_free"])
-        window["t"] += dt
+        window.add(s, dt)
         rec = {"step": step, "lr": opt.param_groups[0]["lr"], "gnorm": gnorm.item(), "n_free": n_free,
                "step_s": dt, **s}
         if step % cfg.log_every == 0:
-            n = window["n"]
-            line = (f"step {step}/{cfg.steps} loss {window['loss'] / n:.3f} middle {window['mid'] / n:.3f} "
-                    f"filler {window['fill'] / n:.3f} ar {window['ar'] / n:.3f} lr {rec['lr']:.2e} "
-                    f"tok/s {window['tokens'] / window['t']:.0f} "
-                    f"(free {window['canvas'] / window['t']:.0f}) elapsed {(time.perf_counter() - t_start) / 60:.1f}m")
-            window = dict.fromkeys(window, 0) | {"t": 0.0, "loss": 0.0, "mid": 0.0, "fill": 0.0, "ar": 0.0}
+            line = window.line(step, cfg.steps, rec["lr"], (time.perf_counter() - t_start) / 60)
+            window.reset()
             log(rec, line)
         else:
             log(rec)
         if step % cfg.eval_every == 0 and step < cfg.steps:
-            with amp:
-                ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
-            log({"step": step, **ev}, f"step {step} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f} "
-                f"filler {ev['eval_ce_filler']:.3f}")
+            ev = evaluate_now()
+            log({"step": step, **ev}, f"step {step} {_eval_line(ev)}")
         if step % cfg.save_every == 0:
             _save_state(state_path, model, opt, step, rng, gen, time.perf_counter() - t_start)
             save_model_folder(model, tok, cfg, out, {"step": step, "partial": True})
 
     elapsed = time.perf_counter() - t_start
-    with amp:
-        ev = evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
-    log({"step": step, **ev}, f"step {step} final eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f} "
-        f"filler {ev['eval_ce_filler']:.3f} ({stop_reason}, {elapsed / 60:.1f} min)")
+    ev = evaluate_now()
+    log({"step": step, **ev}, f"step {step} final {_eval_line(ev)} ({stop_reason}, {elapsed / 60:.1f} min)")
     _save_state(state_path, model, opt, step, rng, gen, elapsed)
     summary = {
         "params": n_params,
@@ -807,8 +879,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "threads": cfg.threads,
         "precision": precision,
-        "train_files": len(train_files),
-        "heldout_files": len(held_files),
+        "train_files": len(train_texts),
+        "heldout_files": len(held_texts),
         "eval_init": first_eval,
         "eval_final": ev,
         "torch": torch.__version__,
@@ -818,7 +890,6 @@ def main(argv: list[str] | None = None) -> int:
         evals = [line for line in f if '"eval_ce"' in line]
     (out / "eval_log.jsonl").write_text("".join(evals))
     print("SUMMARY " + json.dumps(summary), flush=True)
-    log_f.close()
     return 0
 
 
