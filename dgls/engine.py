@@ -57,6 +57,55 @@ def release_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+class TokenCounter:
+    """Token ids and counts for the caller's thread, on a tokenizer of its own.
+
+    The context budget counts tokens line by line on the server's event loop while the worker runs the model;
+    sharing the model's tokenizer object between the two threads is not safe (a fast tokenizer's settings are
+    mutable state), so this one holds an independent copy of the same tokenizer. Lines repeat from one keystroke
+    to the next, so their counts are kept (least recently used first out); a request's prefix and suffix are
+    tokenized once, here, and the worker runs on those ids.
+    """
+
+    def __init__(self, tokenizer: Any, max_lines: int = 8192) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._max_lines = max_lines
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        return self._tokenizer.encode(text, add_special_tokens=False).ids if text else []
+
+    def count(self, text: str) -> int:
+        """Number of tokens of `text` (remembered for the most recent texts)."""
+        n = self._counts.get(text)
+        if n is not None:
+            self._counts.move_to_end(text)
+            return n
+        n = self._counts[text] = len(self.ids(text))
+        if len(self._counts) > self._max_lines:
+            self._counts.popitem(last=False)
+        return n
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request as the worker runs it: the request's tokens and how to sample them."""
+
+    request: InfillRequest
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    key: tuple  # the result cache's key
+    lengths: tuple[int, ...]
+    n_candidates: int
+    seed: int | None
+    cancel: Callable[[], bool] | None
+    on_step: Callable[[int, int], None] | None
+    min_tokens: int
+
+
 class EngineError(Exception):
     """The engine cannot serve: the model failed to load or is not loaded yet."""
 
@@ -110,6 +159,7 @@ class Engine:
         self.options = options or EngineOptions()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-model")
         self._infiller = None
+        self._counter: TokenCounter | None = None
         self._loading: Future | None = None
         self._results: OrderedDict[tuple, Completion] = OrderedDict()
         self._lock = threading.Lock()
@@ -153,6 +203,7 @@ class Engine:
         with self._lock:
             if self.state == "stopped":  # shut down while loading: do not pin the weights
                 return
+            self._counter = TokenCounter(loaded.tokenizer)
             self._infiller, self._sampler, self.info, self.state = Infiller(loaded), sampler, info, "ready"
         log.info("model ready: %s", self.info)
 
@@ -177,9 +228,8 @@ class Engine:
     # -- requests --------------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` under the model's tokenizer (an estimate before the model is loaded)."""
-        if self._infiller is None:
-            return estimate_tokens(text)
-        return self._infiller.count_tokens(text)
+        counter = self._counter
+        return estimate_tokens(text) if counter is None else counter.count(text)
 
     def build_request(self, text: str, offset: int, *, language: str | None = None,
                       selection: tuple[int, int] | None = None) -> InfillRequest:
@@ -229,17 +279,24 @@ class Engine:
             fut.set_result(Completion(request=request, candidates=hit.candidates, nfe=0, ms=0.0, cached=True))
             return fut
         check = cancel.is_set if cancel is not None else None
-        return self._pool.submit(self._run, request, key, lengths, n_candidates, seed, check, on_step, min_tokens)
+        counter = self._counter
+        if counter is None:  # shut down meanwhile
+            fut = Future()
+            fut.set_exception(EngineError("the engine was shut down"))
+            return fut
+        call = _Call(request, counter.ids(request.prefix), counter.ids(request.suffix), key, lengths, n_candidates,
+                     seed, check, on_step, min_tokens)  # the ids: the one tokenization of this request
+        return self._pool.submit(self._run, call)
 
     def complete(self, request: InfillRequest, **kw) -> Completion:
         """Blocking :meth:`submit`."""
         return self.submit(request, **kw).result()
 
-    def _run(self, request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens) -> Completion:
+    def _run(self, call: _Call) -> Completion:
         from dgls.model.sampler import Cancelled  # the model layer imports torch: not at dgls.engine's import
 
         try:
-            return self._infill(request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens)
+            return self._infill(call)
         except Cancelled as exc:
             # the traceback's frames hold the request's tensors (encoder cache, canvas, logits: megabytes), and the
             # future keeps the exception for as long as anyone holds the future: raise it without those frames
@@ -247,25 +304,25 @@ class Engine:
         finally:
             release_freed_memory()
 
-    def _infill(self, request, key, lengths, n_candidates, seed, cancel, on_step, min_tokens) -> Completion:
-        inf = self._infiller
-        if inf is None or (cancel is not None and cancel()):  # shut down or cancelled while queued: no model call
+    def _infill(self, call: _Call) -> Completion:
+        inf, request, lengths = self._infiller, call.request, call.lengths
+        if inf is None or (call.cancel is not None and call.cancel()):  # shut down or cancelled while queued
             from dgls.model.sampler import Cancelled
 
             raise Cancelled(0)
         max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
-        res = inf.infill(request.prefix, request.suffix, lengths=lengths, n_candidates=n_candidates,
-                         max_blocks=max_blocks, sampler=self._sampler, seed=seed, cancel=cancel, on_step=on_step,
-                         min_tokens=min_tokens)
+        res = inf.infill_ids(call.prefix_ids, call.suffix_ids, lengths=lengths, n_candidates=call.n_candidates,
+                             max_blocks=max_blocks, sampler=self._sampler, seed=call.seed, cancel=call.cancel,
+                             on_step=call.on_step, min_tokens=call.min_tokens)
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(f"the model produced NaN scores ({self.info.get('model')}, "
                               f"{self.info.get('dtype')}): its weights may be corrupt or the dtype overflows")
         done = Completion(request=request, candidates=res.candidates, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
                           encode_ms=res.encode_ms, prefix_cache=res.prefix_cache)
         with self._lock:
-            self._results[key] = done
+            self._results[call.key] = done
             while len(self._results) > self.options.cache_size:
                 self._results.popitem(last=False)
         return done

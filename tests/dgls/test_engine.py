@@ -99,3 +99,47 @@ def test_a_cancelled_request_keeps_none_of_the_models_frames(engine):
         tb = tb.tb_next
     assert files and files[-1].endswith(os.path.join("dgls", "engine.py"))
     assert not [f for f in files if os.sep + "model" + os.sep in f or os.sep + "torch" + os.sep in f], files
+
+
+# --- tokenized once per request, on the caller's own tokenizer ------------------------------------------------
+
+SNIPPETS = ["", "x", "def f(a):\n    return a\n", "\t\tindented\ttabs", "naïve = 'ü' + \"€\"  # 😀", "\n\n\n", "  "]
+
+
+def test_counter_tokenizes_as_the_model_does(engine):
+    from dgls.engine import TokenCounter
+
+    counter = TokenCounter(engine._infiller.tokenizer)
+    for text in SNIPPETS:
+        assert counter.ids(text) == engine._infiller.tokenize(text), text
+        assert counter.count(text) == len(engine._infiller.tokenize(text))
+
+
+def test_counter_remembers_lines(engine, monkeypatch):
+    from dgls.engine import TokenCounter
+
+    counter = TokenCounter(engine._infiller.tokenizer)
+    calls = []
+    real = counter.ids
+    monkeypatch.setattr(counter, "ids", lambda text: calls.append(text) or real(text))
+    assert counter.count("x = 1\n") == counter.count("x = 1\n")
+    assert calls == ["x = 1\n"]  # the second count came from memory
+
+
+def test_the_worker_does_not_tokenize_again(engine, monkeypatch):
+    """The request's prefix and suffix are tokenized once, in submit; the worker runs on those ids."""
+    request = engine.build_request(SOURCE, CURSOR, language="python")
+    want = engine.complete(request, seed=7)
+
+    class DecodeOnly:  # the model's tokenizer, minus encoding
+        def __init__(self, tokenizer):
+            self.decode = tokenizer.decode
+
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("the model's tokenizer encoded text on the worker")
+
+    engine._results.clear()
+    monkeypatch.setattr(engine._infiller, "tokenizer", DecodeOnly(engine._infiller.tokenizer))
+    assert engine.count_tokens("def f():\n") > 0  # the caller's tokenizer is its own
+    got = engine.complete(engine.build_request(SOURCE, CURSOR, language="python"), seed=7)
+    assert not got.cached and got.text == want.text
