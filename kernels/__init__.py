@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class KernelInfo:
-    """One registered kernel: where it lives and what it replaces."""
+    """One registered kernel: where it lives and where its reference lives."""
 
     name: str
     module: str  # defines the kernel wrapper and ``self_check(device) -> str | None``
     reference: str  # the pure-torch reference module the tests and benchmarks use
-    replaces: str
 
 
 @dataclass(frozen=True)
@@ -35,13 +34,13 @@ class KernelStatus:
 
 
 KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
-    KernelInfo("canvas_sampler", "dgls.kernels.canvas_sampler", "dgls.kernels.canvas_sampler_ref",
-               "per-slot entropy, argmax, confidence and sample: one pass over V instead of five (N, V) tensors"),
-    KernelInfo("soft_embedding", "dgls.kernels.soft_embedding", "dgls.kernels.soft_embedding_ref",
-               "self-conditioning softmax(logits) @ E as a top-k gather"),
-    KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref",
-               "the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; "
-               "a model's experts modules are put on it by dgls.model.experts)"),
+    # per-slot entropy, argmax, confidence and sample: one pass over V instead of five (N, V) tensors
+    KernelInfo("canvas_sampler", "dgls.kernels.canvas_sampler", "dgls.kernels.canvas_sampler_ref"),
+    # self-conditioning softmax(logits) @ E as a top-k gather
+    KernelInfo("soft_embedding", "dgls.kernels.soft_embedding", "dgls.kernels.soft_embedding_ref"),
+    # the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; a
+    # model's experts modules are put on it by dgls.model.experts)
+    KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref"),
 )}
 
 

@@ -60,8 +60,7 @@ class ModelSpec:
     filler_id: int | None  # token the model emits for unused middle slots (None: the model has none)
     noise_low: int  # uniform noise is drawn from [noise_low, vocab_size)
     vocab_size: int
-    canvas_length: int  # the model's native canvas (block) length
-    canvas_lengths: tuple[int, ...]  # middle lengths the model was trained on, ascending
+    canvas_lengths: tuple[int, ...]  # middle lengths the model was trained on, ascending (else its canvas_length)
     max_prefix_tokens: int | None = None  # longest prefix / suffix windows the model was trained on
     max_suffix_tokens: int | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -169,4 +168,4 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
                      bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
                      noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
                      max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
-                     vocab_size=vocab, canvas_length=canvas_length, canvas_lengths=lengths, sampler=sampler)
+                     vocab_size=vocab, canvas_lengths=lengths, sampler=sampler)

@@ -27,9 +27,8 @@ def experts_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 class MoEPatch:
     """The experts modules whose forward runs on the kernel; :meth:`undo` restores transformers'."""
 
-    def __init__(self, modules: list[torch.nn.Module], fp8: bool, released: bool = False):
+    def __init__(self, modules: list[torch.nn.Module], released: bool = False):
         self.modules = modules
-        self.fp8 = fp8
         self.released = released
 
     def undo(self) -> None:
@@ -92,7 +91,7 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
                     setattr(m, name, torch.nn.Parameter(w.new_empty(w.shape[0], 0, w.shape[2]), requires_grad=False))
     for m in mods:
         m.forward = functools.partial(_patched_forward, m, moe_experts)
-    return MoEPatch(mods, fp8, released=release)
+    return MoEPatch(mods, released=release)
 
 
 def _patched_forward(m: torch.nn.Module, moe_experts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,

@@ -53,7 +53,7 @@ from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, 
 
 from .checkpoint import dgls_facts, set_generation_defaults, write_dgls_json
 from .data import build_corpus, load_manifest, read_source, split_files
-from .tokenizer import BOI, EOI, FILLER, IMAGE, check_special_tokens, load_tokenizer, train_tokenizer
+from .tokenizer import BOI, EOI, IMAGE, check_special_tokens, filler_token_id, load_tokenizer, train_tokenizer
 
 # The smallest vision tower DiffusionGemma accepts (a tower is mandatory, even for a text-only model): 7k params.
 # The one definition; the test fixtures and benchmarks/gpu_speed.py import it.
@@ -337,7 +337,7 @@ class InfillExamples:
 
 def collate(examples: Sequence[InfillExample], n_free: int, tok) -> Batch:
     """Pad examples into a :class:`Batch` (layout: ``[<bos>+prefix]`` | ``[middle|filler*|suffix|pad*]``)."""
-    bos, pad, filler = tok.bos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids(FILLER)
+    bos, pad, filler = tok.bos_token_id, tok.pad_token_id, filler_token_id(tok)
     B = len(examples)
     for ex in examples:
         if len(ex.middle) > n_free:
@@ -507,7 +507,7 @@ def save_model_folder(model, tok, cfg: TrainConfig, out: str | os.PathLike, summ
         out,
         sc_raw_logits=True,
         noise_low=noise_low_id(tok),
-        filler_token_id=tok.convert_tokens_to_ids(FILLER),
+        filler_token_id=filler_token_id(tok),
         canvas_lengths=list(cfg.canvas_lengths),
         max_prefix_tokens=cfg.max_prefix,
         max_suffix_tokens=cfg.max_suffix,
