@@ -614,7 +614,8 @@ def ints(text: str) -> list[int]:
     return [int(c) for c in text.split(",") if c.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked: a BenchError names the first option that cannot work here."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=16, help="measured denoising steps per canvas and path")
     p.add_argument("--warmup", type=int, default=3)
@@ -636,9 +637,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="also write the table (gpu_speed.md) and the raw rows (gpu_speed.json) into this folder")
     p.add_argument("--write", action="store_true", help="append the tables to benchmarks/RESULTS.md")
-    args = p.parse_args(argv)
-    budget = Budget(args.budget_s)
-    wall0 = budget.t0
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> torch.device:
+    """The device the run uses, after every option was checked against it (BenchError otherwise)."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
@@ -654,22 +657,13 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError("--tiny and CPU runs check the script; their numbers do not go into RESULTS.md")
     if args.moe_interpret and (not args.tiny or device.type != "cpu"):
         raise BenchError("--moe-interpret is for the --tiny --device cpu smoke test only")
-    if args.moe_interpret:
-        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels module defines its kernels (imported below)
-    canvases, prefixes, infill_steps = ints(args.canvases), ints(args.prefixes), ints(args.infill_steps)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(0)
+    return device
 
-    from dgls import kernels
-    from dgls.model.backend import DiffusionGemmaDenoiser, encode
-    from dgls.model.canvas import Canvas
 
-    bw = copy_bandwidth(device, 2**31 if device.type == "cuda" else 2**26)
-    print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
-    t0 = time.perf_counter()
-    model = build_model(build_config(args.tiny, args.experts, args.layers), device, dtype)
-    params = sum(p.numel() for _, p in unique_params(model).values())
-    print(f"model: {params / 1e9:.3f} B params built in {time.perf_counter() - t0:.1f} s", flush=True)
+def prefill(model, prefixes: list[int], device: torch.device) -> tuple[dict, dict, dict[int, float]]:
+    """Random prefixes of each length, their caches (encoded once, reused by every row) and the ms it took."""
+    from dgls.model.backend import encode
+
     V = model.config.get_text_config(decoder=True).vocab_size
     gen = torch.Generator(device=device).manual_seed(0)
     prefix_ids = {P: torch.randint(0, V, (1, P), device=device, generator=gen) for P in prefixes}
@@ -680,38 +674,139 @@ def main(argv: list[str] | None = None) -> int:
         caches[P] = encode(model, prefix_ids[P])
         sync(device)
         prefill_ms[P] = (time.perf_counter() - t0) * 1e3
+    return prefix_ids, caches, prefill_ms
+
+
+def kernel_report(moe_interpret: bool) -> tuple[bool, bool, str]:
+    """(sampler kernels usable, MoE kernel usable or forced, the registry in words)."""
+    from dgls import kernels
 
     os.environ.pop("DGLS_KERNELS", None)
     kernels_ok = kernels.usable("canvas_sampler") and kernels.usable("soft_embedding")
-    moe_ok = kernels.usable("moe_experts") or args.moe_interpret
+    moe_ok = kernels.usable("moe_experts") or moe_interpret
     kernel_status = "; ".join(f"{s.name}: {'usable' if s.usable else 'not usable'} ({s.why})"
                               for s in kernels.registry())
-    if args.moe_interpret:
+    if moe_interpret:
         kernel_status += "; moe_experts forced on Triton's interpreter (--moe-interpret smoke test)"
-    print(kernel_status, flush=True)
+    return kernels_ok, moe_ok, kernel_status
 
-    rows, infill_rows, micro_rows = [], [], []
-    info = machine(device)
-    info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
 
-    def save() -> tuple[str, str]:
+class Results:
+    """The rows measured so far, and the report made of them."""
+
+    def __init__(self, info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], kernel_status: str,
+                 budget: Budget):
+        self.info, self.args, self.params, self.bw = info, args, params, bw
+        self.prefill_ms, self.kernel_status, self.budget = prefill_ms, kernel_status, budget
+        self.rows: list[dict] = []
+        self.infill: list[dict] = []
+        self.micro: list[dict] = []
+
+    def save(self) -> tuple[str, str]:
         """The report and the raw rows so far; with --out, also written there (after every row: a run cut short
         keeps the rows it has)."""
-        wall_s = time.perf_counter() - wall0
-        text = report(info, args, params, bw, prefill_ms, rows, infill_rows, micro_rows, kernel_status, wall_s)
-        raw = json.dumps({"bench": "gpu_speed", **info, "bandwidth_gbps": bw, "prefill_ms": prefill_ms,
-                          "rows": rows, "infill": infill_rows, "micro": micro_rows, "wall_s": wall_s,
-                          "interrupted": budget.interrupted})
-        if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "gpu_speed.md").write_text(text)
-            (args.out / "gpu_speed.json").write_text(raw + "\n")
+        wall_s = time.perf_counter() - self.budget.t0
+        text = report(self.info, self.args, self.params, self.bw, self.prefill_ms, self.rows, self.infill,
+                      self.micro, self.kernel_status, wall_s)
+        raw = json.dumps({"bench": "gpu_speed", **self.info, "bandwidth_gbps": self.bw, "prefill_ms": self.prefill_ms,
+                          "rows": self.rows, "infill": self.infill, "micro": self.micro, "wall_s": wall_s,
+                          "interrupted": self.budget.interrupted})
+        out = self.args.out
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gpu_speed.md").write_text(text)
+            (out / "gpu_speed.json").write_text(raw + "\n")
         return text, raw
 
-    def done(row: dict | list) -> None:
-        print(f"[{budget.elapsed():.0f} s] {json.dumps(row)}", flush=True)
-        save()
+    def done(self, row: dict | list) -> None:
+        """Print a finished row (or rows) and save."""
+        print(f"[{self.budget.elapsed():.0f} s] {json.dumps(row)}", flush=True)
+        self.save()
 
+
+def step_row(model, cache, P: int, C: int, path: Variant, name: str, args, bw: float, device: torch.device,
+             ar_runs: dict[tuple, list[float]]) -> dict:
+    """One canvas row: the decoder pass alone, the whole denoising step, and AR decoding of as many tokens."""
+    from dgls.model.backend import DiffusionGemmaDenoiser
+    from dgls.model.canvas import Canvas
+
+    V = model.config.get_text_config(decoder=True).vocab_size
+    row = not_run_row(model, bw, P, C, path, name)  # bytes and floors; the timings follow
+    key = (path.moe, P, C)
+    if key not in ar_runs:
+        ar_runs[key] = run_ar(model, cache, C)
+    ar_ms = percentile(ar_runs[key], 50)
+    den = DiffusionGemmaDenoiser(model, cache)
+    canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None), device=device)
+    sc = torch.randn(1, C, V, device=device)
+    with torch.no_grad():
+        if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
+            raise BenchError(f"{name}: the random-weight model produced non-finite logits; the "
+                             "timings would be meaningless (check the init in materialize())")
+        fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device, reps=args.steps, warmup=args.warmup)
+    ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
+    p50 = percentile(ms, 50)
+    gbps = row["gb"] / (p50 / 1e3)
+    row.update(p20=percentile(ms, 20), p50=p50, p80=percentile(ms, 80), fwd_p50=percentile(fwd, 50),
+               sampler_ms=p50 - percentile(fwd, 50), gbps=gbps, pct_bw=100 * gbps / bw, tok_s=C / (sum(ms) / 1e3),
+               ar_ms=ar_ms, ar_total=ar_ms * C, steps_in_ar=ar_ms * C / p50)
+    return row
+
+
+def run_path(model, P: int, path: Variant, args, bw: float, device: torch.device, cache, prefix: torch.Tensor,
+             res: Results, ar_runs: dict[tuple, list[float]]) -> None:
+    """Every canvas row and every infill row of one path at prefix length P."""
+    from dgls import kernels
+
+    budget = res.budget
+    name = path.name
+    if path.sampler and not kernels.usable("canvas_sampler"):
+        name += " (sampler kernel not usable: torch statistics)"
+    with on_path(model, path, args.moe_interpret):
+        for C in ints(args.canvases):
+            if why := budget.spent():
+                res.rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({why})"))
+                continue
+            with budget.guard():
+                res.rows.append(step_row(model, cache, P, C, path, name, args, bw, device, ar_runs))
+                res.done(res.rows[-1])
+        for n in ints(args.infill_steps):
+            if why := budget.spent():
+                res.infill.append(not_run_infill(P, n, f"{name}: skipped ({why})"))
+                continue
+            os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
+            with budget.guard():
+                inf = run_infill(model, prefix, args.infill_canvas, args.infill_suffix, n)
+                res.infill.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
+                                   "min": min(inf), "max": max(inf)})
+                res.done(res.infill[-1])
+            os.environ.pop("DGLS_KERNELS", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every path at every prefix and canvas, then the kernel micro-benchmarks; print (and write) the report."""
+    args = parse_args(argv)
+    budget = Budget(args.budget_s)
+    device = check_args(args)
+    if args.moe_interpret:
+        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels module defines its kernels (imported below)
+    canvases, prefixes, infill_steps = ints(args.canvases), ints(args.prefixes), ints(args.infill_steps)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+
+    bw = copy_bandwidth(device, 2**31 if device.type == "cuda" else 2**26)
+    print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
+    t0 = time.perf_counter()
+    model = build_model(build_config(args.tiny, args.experts, args.layers), device, dtype)
+    params = sum(p.numel() for _, p in unique_params(model).values())
+    print(f"model: {params / 1e9:.3f} B params built in {time.perf_counter() - t0:.1f} s", flush=True)
+    prefix_ids, caches, prefill_ms = prefill(model, prefixes, device)
+    kernels_ok, moe_ok, kernel_status = kernel_report(args.moe_interpret)
+    print(kernel_status, flush=True)
+
+    info = machine(device)
+    info["experts"] = getattr(model.config, "_experts_implementation", None) or args.experts or "default"
+    res = Results(info, args, params, bw, prefill_ms, kernel_status, budget)
     ar_runs: dict[tuple, list[float]] = {}  # AR does not use the sampler: one run per experts path
     reasons = {path: skip_reason(path, model, device, args.moe_interpret) for path in PATHS}
     for path, why in reasons.items():
@@ -720,67 +815,22 @@ def main(argv: list[str] | None = None) -> int:
     # prefix-major: if the budget runs out, every path has its rows at the first prefix
     for P in prefixes:
         for path in PATHS:
-            why = reasons[path] or budget.spent()
-            if why:
+            if why := reasons[path] or budget.spent():
                 skipped = f"{path.name}: skipped ({why})"
-                rows += [not_run_row(model, bw, P, C, path, skipped) for C in canvases]
-                infill_rows += [not_run_infill(P, n, skipped) for n in infill_steps]
+                res.rows += [not_run_row(model, bw, P, C, path, skipped) for C in canvases]
+                res.infill += [not_run_infill(P, n, skipped) for n in infill_steps]
                 continue
-            name = path.name
-            if path.sampler and not kernels.usable("canvas_sampler"):
-                name += " (sampler kernel not usable: torch statistics)"
-            with on_path(model, path, args.moe_interpret):
-                cache = caches[P]
-                for C in canvases:
-                    if why := budget.spent():
-                        rows.append(not_run_row(model, bw, P, C, path, f"{name}: skipped ({why})"))
-                        continue
-                    with budget.guard():
-                        row = not_run_row(model, bw, P, C, path, name)  # bytes and floors; the timings follow
-                        key = (path.moe, P, C)
-                        if key not in ar_runs:
-                            ar_runs[key] = run_ar(model, cache, C)
-                        ar_ms = percentile(ar_runs[key], 50)
-                        den = DiffusionGemmaDenoiser(model, cache)
-                        canvas = Canvas.build([C], [], den.prefix_len, lambda s, den=den: den.noise(s, None),
-                                              device=device)
-                        sc = torch.randn(1, C, V, device=device)
-                        with torch.no_grad():
-                            if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
-                                raise BenchError(f"{name}: the random-weight model produced non-finite logits; the "
-                                                 "timings would be meaningless (check the init in materialize())")
-                            fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device,
-                                        reps=args.steps, warmup=args.warmup)
-                        ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
-                        p50 = percentile(ms, 50)
-                        gbps = row["gb"] / (p50 / 1e3)
-                        row.update(p20=percentile(ms, 20), p50=p50, p80=percentile(ms, 80),
-                                   fwd_p50=percentile(fwd, 50), sampler_ms=p50 - percentile(fwd, 50), gbps=gbps,
-                                   pct_bw=100 * gbps / bw, tok_s=C / (sum(ms) / 1e3), ar_ms=ar_ms,
-                                   ar_total=ar_ms * C, steps_in_ar=ar_ms * C / p50)
-                        rows.append(row)
-                        done(rows[-1])
-                for n in infill_steps:
-                    if why := budget.spent():
-                        infill_rows.append(not_run_infill(P, n, f"{name}: skipped ({why})"))
-                        continue
-                    os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
-                    with budget.guard():
-                        inf = run_infill(model, prefix_ids[P], args.infill_canvas, args.infill_suffix, n)
-                        infill_rows.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
-                                            "min": min(inf), "max": max(inf)})
-                        done(infill_rows[-1])
-                    os.environ.pop("DGLS_KERNELS", None)
+            run_path(model, P, path, args, bw, device, caches[P], prefix_ids[P], res, ar_runs)
     for C in canvases:
         if why := budget.spent():
             print(f"kernel micro-benchmarks at C={C}: skipped ({why})", flush=True)
             continue
         reps = 20 if device.type == "cuda" else 3  # a CPU run checks the script: every op runs, no more
         with budget.guard():
-            micro_rows += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
-            done(micro_rows[-5:])
+            res.micro += micro(model, C, device, kernels_ok, reps) + micro_moe(model, C, device, moe_ok, reps)
+            res.done(res.micro[-5:])
 
-    text, raw = save()
+    text, raw = res.save()
     print(text)
     if device.type != "cuda":
         print("(a CPU run checks this script; these numbers are not results)")
