@@ -57,7 +57,7 @@ def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.C
     if not _client_resolves_edits(ls):  # the client would never ask for the edit: run it as a command instead
         for action in actions:
             action.command = types.Command(title=action.title, command=CMD_APPLY_ACTION,
-                                           arguments=[{**action.data, "title": action.title}])
+                                           arguments=[{**(action.data or {}), "title": action.title}])
     return actions
 
 

@@ -24,7 +24,7 @@ from dgls.model import DEFAULT_MODEL
 from dgls.settings import Settings
 
 if TYPE_CHECKING:  # the model layer imports torch: not at dgls.engine's import
-    from dgls.model.infill import Candidate
+    from dgls.model.infill import Candidate, Infiller
 
 log = logging.getLogger("dgls.engine")
 
@@ -158,7 +158,7 @@ class Engine:
     def __init__(self, options: EngineOptions | None = None):
         self.options = options or EngineOptions()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-model")
-        self._infiller = None
+        self._infiller: Infiller | None = None
         self._counter: TokenCounter | None = None
         self._loading: Future | None = None
         self._results: OrderedDict[tuple, Completion] = OrderedDict()

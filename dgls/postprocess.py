@@ -32,9 +32,17 @@ CLOSERS = ")]}\"'`"
 class Suggested(Protocol):
     """What ranking uses of a candidate middle (:class:`dgls.model.infill.Candidate` has it)."""
 
-    text: str
-    score: float
-    confidence: float
+    @property
+    def text(self) -> str:
+        """The middle as decoded."""
+
+    @property
+    def score(self) -> float:
+        """The model's score of it (mean log-probability)."""
+
+    @property
+    def confidence(self) -> float:
+        """Mean per-token confidence, 0..1."""
     # and optionally ``tokens``: per token ``(start, end, confidence)``, code points of `text`
 
 

@@ -105,7 +105,7 @@ class DglsProtocol(LanguageServerProtocol):
         return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None},
                                          _ignored_notification_type())
 
-    def reply_error(self, msg_id: int | str | None, code: int, message: str) -> None:
+    def reply_error(self, msg_id: float | str | None, code: int, message: str) -> None:
         """Send a JSON-RPC error response; a null id is written out (pygls would drop the field)."""
         self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
 

@@ -151,6 +151,8 @@ class HardenedServer(LanguageServer):
     client said ``shutdown``.
     """
 
+    protocol: DglsProtocol  # what protocol_cls makes
+
     def __init__(self, name: str, version: str) -> None:
         super().__init__(name, version, protocol_cls=DglsProtocol)
 
