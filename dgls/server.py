@@ -34,9 +34,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from dgls import __version__
-from dgls.context import InfillRequest
 from dgls.documents import Doc, Documents
-from dgls.engine import Completion, Engine, EngineOptions, release_freed_memory
+from dgls.engine import Engine, EngineOptions, release_freed_memory
 from dgls.policy import InfillPolicy
 from dgls.postprocess import from_word_start
 from dgls.progress import ProgressBars
@@ -229,11 +228,6 @@ def document_hash(ls: DglsServer, params: Any) -> dict[str, Any]:
 
 
 # --- completion -------------------------------------------------------------------------------------------
-
-
-async def _run(ls: DglsServer, engine: Engine, request: InfillRequest, **options: Any) -> Completion | None:
-    """One cancellable engine call on the server's policy (see :meth:`dgls.policy.InfillPolicy.run`)."""
-    return await ls.policy.run(engine, request, **options)
 
 
 def _cursor(ls: DglsServer, uri: str, pos: types.Position) -> tuple[Doc, int] | None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dgls import server as dgls_server
 from dgls.engine import Engine, EngineOptions
 from dgls.server import CMD_REWRITE, CMD_SHOW_CONFIG, DglsServer
-from dgls.server import _run as server_run
 
 Handle = Callable[[dict], None]
 
@@ -101,8 +100,8 @@ def test_a_superseded_request_leaves_no_reference_cycle(tiny_checkpoint):
         answers = []
         for _ in range(8):  # whether the cycle forms depends on timing: several requests
             cancel = threading.Event()  # a newer keystroke sets it after the first step
-            answers.append(await server_run(srv, engine, request, cancel=cancel,
-                                            on_step=lambda step, total, cancel=cancel: cancel.set()))
+            answers.append(await srv.policy.run(engine, request, cancel=cancel,
+                                                on_step=lambda step, total, cancel=cancel: cancel.set()))
         return answers
 
     gc.collect()
