@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -800,32 +801,59 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
 
 
+@dataclass
+class _Session:
+    """What one training session works with, once set up."""
+
+    cfg: TrainConfig
+    device: torch.device
+    run_dir: Path
+    out: Path
+    log: _RunLog
+    tok: Any
+    model: Any  # DiffusionGemmaForBlockDiffusion
+    opt: torch.optim.Optimizer
+    rng: random.Random
+    gen: torch.Generator
+    amp: contextlib.AbstractContextManager
+    noise_low: int
+    eval_batches: list[Batch]
+
+    @property
+    def state_path(self) -> Path:
+        """Where the resumable state goes."""
+        return self.run_dir / "train_state.pt"
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out CE of the model now (:func:`evaluate` under the run's autocast)."""
+        with self.amp:
+            return evaluate(self.model, self.eval_batches, self.noise_low, self.cfg.noise_t_min, self.device)
+
+    def save(self, step: int, elapsed: float) -> None:
+        """The resumable state (``train_state.pt``)."""
+        _save_state(self.state_path, self.model, self.opt, step, self.rng, self.gen, elapsed)
+
+
 def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, out: Path, log: _RunLog) -> int:
     """The run itself: corpus, tokenizer, model, first evaluation, the steps, the shipped folder."""
     train_texts, held_texts = _load_corpus(cfg)
     tok = _tokenizer(cfg, run_dir, train_texts)
-    noise_low = noise_low_id(tok)
     model = DiffusionGemmaForBlockDiffusion(build_model_config(cfg, tok)).to(device)
     model.train()
     n_params = count_params(model)
     opt = _optimizer(model, cfg)
     rng = random.Random(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    state_path = run_dir / "train_state.pt"
-    step, elapsed = _restore(cfg, resume, state_path, model, opt, rng, gen, device)
+    step, elapsed = _restore(cfg, resume, run_dir / "train_state.pt", model, opt, rng, gen, device)
     (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
     train_examples = InfillExamples(train_texts, tok, cfg)
     eval_batches = make_eval_batches(InfillExamples(held_texts, tok, cfg), tok, cfg)
     amp, precision = autocast_for(cfg, device)
+    run = _Session(cfg, device, run_dir, out, log, tok, model, opt, rng, gen, amp, noise_low_id(tok), eval_batches)
     log({"precision": precision, "init_from": cfg.init_from if step == 0 else None},
         f"precision {precision} device {device} threads {torch.get_num_threads()}")
-
-    def evaluate_now() -> dict[str, float]:
-        with amp:
-            return evaluate(model, eval_batches, noise_low, cfg.noise_t_min, device)
-
-    ev = evaluate_now()
+    ev = run.evaluate()
     first_eval = ev if step == 0 else None
     log({"step": step, **ev}, f"step {step} params {n_params:,} train_files {len(train_texts)} "
         f"heldout_files {len(held_texts)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}")
@@ -835,42 +863,11 @@ def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, ou
         first_eval = json.loads((run_dir / "eval_init.json").read_text())
 
     t_start = time.perf_counter() - elapsed
-    window = _LossWindow()
-    stop_reason = "steps"
-    while step < cfg.steps:
-        elapsed = time.perf_counter() - t_start
-        if cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes:
-            stop_reason = "max_minutes"
-            break
-        if cfg.stop_at is not None and step >= cfg.stop_at:
-            stop_reason = "stop_at"
-            break
-        n_free = rng.choice(cfg.canvas_lengths)
-        batch = collate([train_examples.sample(rng, n_free) for _ in range(cfg.batch)], n_free, tok).to(device)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
-        s, gnorm, dt = _train_step(model, opt, batch, gen, noise_low, cfg, amp)
-        step += 1
-        window.add(s, dt)
-        rec = {"step": step, "lr": opt.param_groups[0]["lr"], "gnorm": gnorm.item(), "n_free": n_free,
-               "step_s": dt, **s}
-        if step % cfg.log_every == 0:
-            line = window.line(step, cfg.steps, rec["lr"], (time.perf_counter() - t_start) / 60)
-            window.reset()
-            log(rec, line)
-        else:
-            log(rec)
-        if step % cfg.eval_every == 0 and step < cfg.steps:
-            ev = evaluate_now()
-            log({"step": step, **ev}, f"step {step} {_eval_line(ev)}")
-        if step % cfg.save_every == 0:
-            _save_state(state_path, model, opt, step, rng, gen, time.perf_counter() - t_start)
-            save_model_folder(model, tok, cfg, out, {"step": step, "partial": True})
-
+    step, stop_reason = _train_loop(run, train_examples, step, t_start)
     elapsed = time.perf_counter() - t_start
-    ev = evaluate_now()
+    ev = run.evaluate()
     log({"step": step, **ev}, f"step {step} final {_eval_line(ev)} ({stop_reason}, {elapsed / 60:.1f} min)")
-    _save_state(state_path, model, opt, step, rng, gen, elapsed)
+    run.save(step, elapsed)
     summary = {
         "params": n_params,
         "steps": step,
@@ -891,6 +888,43 @@ def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, ou
     (out / "eval_log.jsonl").write_text("".join(evals))
     print("SUMMARY " + json.dumps(summary), flush=True)
     return 0
+
+
+def _train_loop(run: _Session, examples: InfillExamples, step: int, t_start: float) -> tuple[int, str]:
+    """Optimizer steps until ``cfg.steps``, ``max_minutes`` or ``stop_at``; logs, evaluates and saves on the way.
+
+    Returns the step reached and why the loop stopped.
+    """
+    cfg, log = run.cfg, run.log
+    window = _LossWindow()
+    while step < cfg.steps:
+        elapsed = time.perf_counter() - t_start
+        if cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes:
+            return step, "max_minutes"
+        if cfg.stop_at is not None and step >= cfg.stop_at:
+            return step, "stop_at"
+        n_free = run.rng.choice(cfg.canvas_lengths)
+        batch = collate([examples.sample(run.rng, n_free) for _ in range(cfg.batch)], n_free, run.tok).to(run.device)
+        for g in run.opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(cfg, step, elapsed)
+        s, gnorm, dt = _train_step(run.model, run.opt, batch, run.gen, run.noise_low, cfg, run.amp)
+        step += 1
+        window.add(s, dt)
+        rec = {"step": step, "lr": run.opt.param_groups[0]["lr"], "gnorm": gnorm.item(), "n_free": n_free,
+               "step_s": dt, **s}
+        if step % cfg.log_every == 0:
+            line = window.line(step, cfg.steps, rec["lr"], (time.perf_counter() - t_start) / 60)
+            window.reset()
+            log(rec, line)
+        else:
+            log(rec)
+        if step % cfg.eval_every == 0 and step < cfg.steps:
+            ev = run.evaluate()
+            log({"step": step, **ev}, f"step {step} {_eval_line(ev)}")
+        if step % cfg.save_every == 0:
+            run.save(step, time.perf_counter() - t_start)
+            save_model_folder(run.model, run.tok, cfg, run.out, {"step": step, "partial": True})
+    return step, "steps"
 
 
 if __name__ == "__main__":
