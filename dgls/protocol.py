@@ -164,7 +164,7 @@ def _structure_problem(exc: BaseException) -> str:
     try:
         from cattrs import transform_error
 
-        return "; ".join(transform_error(exc, path="$"))  # type: ignore[arg-type]
+        return "; ".join(transform_error(exc, path="$"))
     except Exception:  # not a cattrs error: its own message
         return f"{type(exc).__name__}: {exc}"
 

@@ -205,7 +205,7 @@ class HardenedServer(LanguageServer):
             busy = True
             log.info("TCP client connected from %s", peer)
             self.protocol.authenticated, self.protocol.refused = False, False
-            self.protocol.set_writer(writer)  # type: ignore[arg-type]
+            self.protocol.set_writer(writer)
             from pygls.io_ import run_async
 
             try:

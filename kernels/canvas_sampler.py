@@ -218,6 +218,7 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
         if t is not None and (t.shape != (N,) or not t.is_contiguous() or t.device != device):
             raise ValueError(f"out.{name} must be a contiguous ({N},) tensor on {device}, got {tuple(t.shape)}")
     sample = seed is not None
+    drawn = out.sample if sample and out.sample is not None else out.argmax  # not sampling: the argmax, twice
     kw = {} if INTERPRET else {"num_warps": 8 if block_v >= 2048 else 4}
     # The Gumbel noise counters row * V + v are int32: launch at most _MAX_COUNTERS // V rows at a time, each
     # launch with its own Philox key (seed), so every (row, token) still gets its own uniform.
@@ -233,7 +234,7 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
             *part_f, *part_i, SOFTCAP=bool(cap), SAMPLE=sample, BLOCK_V=block_v, **kw)
         _row_stats_merge_kernel[(n,)](
             *part_f, *part_i, splits, out.entropy[r0:r1], out.argmax[r0:r1], out.logp_max[r0:r1],
-            (out.sample if sample else out.argmax)[r0:r1], SAMPLE=sample,
+            drawn[r0:r1], SAMPLE=sample,
             BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out if sample else out._replace(sample=None)
 
@@ -252,6 +253,7 @@ def self_check(device: str | torch.device = "cuda") -> str | None:
         ref = row_stats_ref(x, 0.7, cap=30.0)
         d_h = float((got.entropy.cpu() - ref.entropy).abs().max())
         d_lp = float((got.logp_max.cpu() - ref.logp_max).abs().max())
+        assert got.sample is not None  # a seed was given
         argmax, sample = got.argmax.cpu(), got.sample.cpu()
         if not (d_h <= 1e-4 and d_lp <= 1e-4):  # NaN fails too
             problems.append(f"canvas_sampler {dtype}: max |dH| {d_h:.3g}, max |d logp| {d_lp:.3g} (tolerance 1e-4)")

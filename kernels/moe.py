@@ -37,7 +37,7 @@ On the GPU the dot products run in bf16 (fp32 accumulation) when x is bf16, in I
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import triton
@@ -203,7 +203,7 @@ def _blocks(S: int, E: int, N: int, block_m: int | None, block_n: int | None,
 
 def _launch_kw(x: torch.Tensor) -> dict:
     fp32 = x.dtype == torch.float32
-    kw = {"UPCAST": INTERPRET, "PRECISION": "ieee" if fp32 else "tf32"}
+    kw: dict[str, Any] = {"UPCAST": INTERPRET, "PRECISION": "ieee" if fp32 else "tf32"}
     if not INTERPRET:
         kw.update(num_warps=4, num_stages=3)
     return kw
@@ -358,7 +358,7 @@ def self_check(device: str | torch.device = "cuda") -> str | None:
         weights = quantize_experts_fp8(gus, ds) if fp8 else None
         ref = moe_experts_ref(xs, ids, w, weights or gus, None if fp8 else ds).float()
         d = torch.device(device)
-        if fp8:
+        if weights is not None:
             got = moe_experts(xs.to(d), ids.to(d), w.to(d), FP8Experts(*(t.to(d) for t in weights)))
         else:
             got = moe_experts(xs.to(d), ids.to(d), w.to(d), gus.to(d), ds.to(d))

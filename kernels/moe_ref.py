@@ -79,6 +79,8 @@ def moe_experts_ref(x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: t
     if isinstance(gate_up_proj, FP8Experts):
         w_gu, w_d = dequantize_fp8(gate_up_proj.gate_up, gate_up_proj.gate_up_scale), \
             dequantize_fp8(gate_up_proj.down, gate_up_proj.down_scale)
+    elif down_proj is None:
+        raise ValueError("down_proj is required unless gate_up_proj holds FP8 experts")
     else:
         w_gu, w_d = gate_up_proj, down_proj
     E, I2, H = w_gu.shape

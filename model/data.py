@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude-packages", type=Path, default=None,
                     help=f"leave out the top-level packages listed in this file (e.g. {HELDOUT_FILE.name})")
     args = ap.parse_args(argv)
-    exclude = frozenset()
+    exclude: frozenset[str] = frozenset()
     if args.exclude_packages is not None:
         exclude = frozenset(x.split("#")[0].strip() for x in args.exclude_packages.read_text().splitlines()) - {""}
     if args.packages_dir is not None and not args.packages_dir.is_dir():

@@ -8,6 +8,7 @@ the model's dtype or on FP8 copies of the weights. :func:`dgls.model.loading.loa
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import torch
 
@@ -78,12 +79,12 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
         for m in mods:
             key = (id(m.gate_up_proj), id(m.down_proj))
             if key not in shared:
-                w_gu, w_d = m.gate_up_proj, m.down_proj
+                w_gu, w_d = cast(torch.Tensor, m.gate_up_proj), cast(torch.Tensor, m.down_proj)
                 with torch.no_grad():
                     if device is not None:
                         w_gu, w_d = w_gu.to(device), w_d.to(device)
                     shared[key] = quantize_experts_fp8(w_gu, w_d)
-            m.dgls_fp8 = shared[key]
+            setattr(m, "dgls_fp8", shared[key])  # noqa: B010 (a plain attribute; Module's typing allows tensors only)
         if release:
             for m in mods:  # tied modules hold the same tensors: every module lets go of them
                 for name in ("gate_up_proj", "down_proj"):

@@ -6,6 +6,7 @@ requests that share a prefix skip the encoder (hit) or encode only the new token
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ class Infiller:
         encode_ms = (time.perf_counter() - t0) * 1e3
         cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
 
-        filler = {self.spec.filler_id} - {None}
+        filler = set() if self.spec.filler_id is None else {self.spec.filler_id}
         noise_low = 0 if cfg.compat_generate else self.spec.noise_low  # generate() draws from the whole vocabulary
         raw: list[list[int]] = [[] for _ in range(B)]
         pieces: list[list[int]] = [[] for _ in range(B)]
@@ -138,9 +139,8 @@ class Infiller:
         nfe, blocks, step_ms = 0, 0, []
         while blocks < max_blocks and not all(ended):
             denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
-            canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len,
-                                  lambda shape, d=denoiser: d.noise(shape, generator),
-                                  pad_id=self.spec.pad_id or 0, device=device)
+            canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len, functools.partial(denoiser.noise,
+                                  generator=generator), pad_id=self.spec.pad_id or 0, device=device)
             res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step,
                           min_tokens=min_tokens if blocks == 0 else 0, end_ids=sorted(self._end_ids | filler))
             nfe += res.steps

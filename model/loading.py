@@ -19,14 +19,13 @@ from typing import Any
 
 import torch
 
-from dgls.model import EXPERTS
+from dgls.model import DEFAULT_MODEL, EXPERTS
 from dgls.model.checkpoint import ModelLoadError, ModelSpec, check_generation_config, read_spec
 from dgls.model.experts import check_fp8_experts, experts_on_kernel, patch_moe_experts
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
-DEFAULT_MODEL = "dgls-tiny"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -186,7 +185,7 @@ def count_weights(path: Path, where: Callable[[str], bool] = lambda name: True) 
 
 def pick_device(device: str | None) -> torch.device:
     """Auto device: CUDA when available, else CPU; an explicit choice is checked."""
-    if device in (None, "", "auto"):
+    if device is None or device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)

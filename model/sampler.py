@@ -167,6 +167,7 @@ def fused_row_stats(logits: torch.Tensor, t: torch.Tensor, generator: torch.Gene
     gen_device = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=gen_device))
     st = row_stats(logits.reshape(B * C, V), float(t), seed=seed)
+    assert st.sample is not None  # a seed was given
     return st.entropy.view(B, C), st.argmax.view(B, C), st.logp_max.view(B, C), st.sample.view(B, C)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -71,7 +72,7 @@ def load_tokenizer(folder: str | os.PathLike) -> PreTrainedTokenizerFast:
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"tokenizer expected at {folder}: no tokenizer.json")
-    return AutoTokenizer.from_pretrained(str(folder))
+    return cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(str(folder)))
 
 
 def check_special_tokens(tok) -> dict[str, int]:

@@ -176,7 +176,7 @@ def build_model_config(cfg: TrainConfig, tok) -> DiffusionGemmaConfig:
         image_token_id=tok.convert_tokens_to_ids(IMAGE),
         boi_token_id=tok.convert_tokens_to_ids(BOI),
         eoi_token_id=tok.convert_tokens_to_ids(EOI),
-        attn_implementation="sdpa",
+        attn_implementation="sdpa",  # type: ignore[call-arg]  # PretrainedConfig takes these through **kwargs
         experts_implementation=EXPERTS_IMPLEMENTATION,
         **ids,
     )
@@ -691,7 +691,7 @@ class _LossWindow:
         self.fill += s["ce_filler"]
         self.ar += s["ce_ar"]
         self.n += 1
-        self.tokens += s["tokens"]
+        self.tokens += int(s["tokens"])
         self.canvas += int(s["n_free"])
         self.t += dt
 
@@ -838,7 +838,8 @@ def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, ou
     """The run itself: corpus, tokenizer, model, first evaluation, the steps, the shipped folder."""
     train_texts, held_texts = _load_corpus(cfg)
     tok = _tokenizer(cfg, run_dir, train_texts)
-    model = DiffusionGemmaForBlockDiffusion(build_model_config(cfg, tok)).to(device)
+    model = DiffusionGemmaForBlockDiffusion(build_model_config(cfg, tok))
+    model.to(device)  # type: ignore[arg-type]  # transformers types `to` through a decorator that loses it
     model.train()
     n_params = count_params(model)
     opt = _optimizer(model, cfg)
