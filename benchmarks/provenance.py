@@ -1,4 +1,7 @@
-"""What every benchmark records: percentiles, the CPU, the commit. Imported by the scripts beside it."""
+"""What every benchmark records: percentiles, the CPU, the commit, a process's memory and open files.
+
+Imported by the scripts beside it (and by the soak test, through soak_session.py).
+"""
 
 from __future__ import annotations
 
@@ -47,3 +50,16 @@ def git_commit() -> str:
     except OSError:
         return "unknown"
     return (commit or "unknown") + (" (uncommitted changes)" if dirty else "")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process in KiB (VmRSS in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors of a process (entries of /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))

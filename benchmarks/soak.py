@@ -30,12 +30,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts share provenance.py and soak_session.py
+from provenance import cpu_name, git_commit  # noqa: E402
 from soak_session import Session, SoakConfig, SoakReport  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts share provenance.py
-from provenance import cpu_name, git_commit  # noqa: E402
+from dgls.model import DEFAULT_MODEL  # noqa: E402
 
 
 def free_port() -> int:
@@ -75,7 +75,7 @@ def machine() -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="dgls-tiny")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--changes", type=int, default=2000, help="didChange notifications per client")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--tcp-clients", type=int, default=2)

@@ -28,19 +28,6 @@ def frame(body: bytes | dict | list | str) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process in KiB (VmRSS in /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def open_fds(pid: int) -> int:
-    """Open file descriptors of a process (entries of /proc/PID/fd)."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `predicate` (cheap, thread-safe) until truthy; AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout

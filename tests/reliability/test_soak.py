@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import pytest
-from soak_session import SoakConfig, SoakReport, run_sessions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the soak session lives beside soak.py
+from soak_session import SoakConfig, SoakReport, run_sessions  # noqa: E402
 
 CHANGES = 120
 RSS_GROWTH_KIB = 48 * 1024  # after warm-up; the caches are bounded (64 results, one ghost per document)

@@ -24,14 +24,18 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lsp_driver import REPO, open_fds, rss_kb
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 from pygls.lsp.client import LanguageClient
 
 from dgls.text import PositionEncoding, position_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share provenance.py
+from provenance import ROOT as REPO  # noqa: E402
+from provenance import open_fds, rss_kb  # noqa: E402
 
 CODE = '''def mean(values):
     """Arithmetic mean; é and 😀 are fine in docstrings."""
