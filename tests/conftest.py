@@ -74,3 +74,18 @@ def tiny_loaded(tiny_checkpoint):
     from dgls.model.loading import load_model
 
     return load_model(tiny_checkpoint, device="cpu")
+
+
+# The fast tier, `pytest -m "not slow"`, leaves out what starts servers, editors, the CLI or benchmark scripts, and
+# the kernels at the real model's sizes; the full suite (CI) runs everything.
+SLOW_PATHS = ("e2e/", "editors/", "benchmarks/", "reliability/test_faults.py", "reliability/test_jsonrpc_fuzz.py",
+              "reliability/test_leaks.py", "reliability/test_security.py", "reliability/test_soak.py",
+              "dgls/test_cli.py", "kernels/test_real_sizes.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(tests_dir).as_posix()
+        if where.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
