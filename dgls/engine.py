@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dgls.context import ContextBudget, InfillRequest, SpanKind, build_request
+from dgls.model.remote import RemoteError, RemoteOptions
 
 log = logging.getLogger("dgls.engine")
 
@@ -70,6 +71,7 @@ class EngineOptions:
     max_canvas: int = 64
     max_blocks: int = 1
     cache_size: int = 64
+    remote: RemoteOptions | None = None  # a vLLM server denoises instead of an in-process model (model unused)
 
 
 @dataclass
@@ -153,6 +155,8 @@ class Engine:
 
         t0 = time.perf_counter()
         o = self.options
+        if o.remote is not None:
+            return self._load_remote(o.remote, t0)
         try:
             loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download,
                                 experts=o.experts)
@@ -171,6 +175,33 @@ class Engine:
             self._infiller, self._sampler, self.info, self.state = Infiller(loaded), sampler, info, "ready"
         log.info("model ready: %s", self.info)
 
+    def _load_remote(self, remote: RemoteOptions, t0: float) -> None:
+        """Connect to a vLLM server: only the served checkpoint's tokenizer and layout facts load here."""
+        from dgls.model.loading import ModelLoadError
+        from dgls.model.remote import load_vllm
+
+        try:
+            infiller = load_vllm(remote, dict(self.options.sampler))
+        except ModelLoadError as exc:
+            self.state, self.error = "error", str(exc)
+            log.info("backend failed to start: %s", exc)
+            return
+        info = {"model": remote.model or "(the server's default)", "device": f"vllm {infiller.url}", "dtype": None,
+                "backend": "vllm", "tokenizer": infiller.tokenizer_path, "filler": infiller.spec.filler_id is not None,
+                "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+                "languages": None if infiller.spec.languages is None else list(infiller.spec.languages)}
+        with self._lock:
+            if self.state == "stopped":
+                infiller.close()
+                return
+            self._infiller, self._sampler, self.info, self.state = infiller, infiller.spec.sampler, info, "ready"
+        log.info("backend ready: %s", self.info)
+
+    def backend_status(self) -> dict[str, Any] | None:
+        """The vLLM connection for ``dgls/status`` (None for the in-process model)."""
+        status = getattr(self._infiller, "status", None)
+        return status() if status is not None else None
+
     def shutdown(self) -> None:
         """Stop the worker (pending requests are cancelled) and let go of the model.
 
@@ -181,7 +212,10 @@ class Engine:
         with self._lock:
             self.state = "stopped"
             self._results.clear()
-            self._infiller = None
+            infiller, self._infiller = self._infiller, None
+        close = getattr(infiller, "close", None)
+        if close is not None:  # the vLLM client: its connections and loop thread
+            close()
 
     @property
     def languages(self) -> tuple[str, ...] | None:
@@ -259,6 +293,8 @@ class Engine:
             # the traceback's frames hold the request's tensors (encoder cache, canvas, logits: megabytes), and the
             # future keeps the exception for as long as anyone holds the future: raise it without those frames
             raise exc.with_traceback(None) from None
+        except RemoteError as exc:  # the vLLM server failed: the reason, without the HTTP client's frames
+            raise EngineError(str(exc)) from None
         finally:
             release_freed_memory()
 

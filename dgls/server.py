@@ -64,7 +64,8 @@ class DglsServer(HardenedServer):
 
     def __init__(self) -> None:
         super().__init__("dgls", __version__)
-        self.settings = Settings()
+        self.defaults = Settings()  # what the command line set; the client's settings overlay these
+        self.settings = self.defaults
         self.engine: Engine | None = None
         self.initialized = False
         self.documents = Documents(lambda: self.open_workspace)
@@ -84,7 +85,7 @@ class DglsServer(HardenedServer):
         return EngineOptions(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts,
                              sampler=s.sampler_overrides(),
                              budget=ContextBudget(s.context_budget.prefix_tokens, s.context_budget.suffix_tokens),
-                             max_canvas=s.max_canvas)
+                             max_canvas=s.max_canvas, remote=s.remote_options())
 
     def start_engine(self) -> None:
         """(Re)create the engine from the settings and load the model in the background."""
@@ -121,6 +122,9 @@ class DglsServer(HardenedServer):
             out.update(device=e.info.get("device"), dtype=e.info.get("dtype"), loadMs=e.info.get("load_ms"))
         if e is not None and e.error:
             out["error"] = e.error
+        backend = e.backend_status() if e is not None else None
+        if backend is not None:
+            out["backend"] = backend
         out.update(self.stats)
         return out
 
@@ -166,7 +170,7 @@ def _show(ls: DglsServer, kind: types.MessageType, message: str) -> None:
 def on_initialize(ls: DglsServer, params: types.InitializeParams) -> None:
     """Read initializationOptions and start loading the model in the background."""
     ls.use_lsp_line_rules()  # pygls made the workspace just before; documents come after this
-    ls.settings, problems = parse_settings(params.initialization_options)
+    ls.settings, problems = parse_settings(params.initialization_options, base=ls.defaults)
     ls.pending_problems = problems  # shown once the client is initialized
     ls.start_engine()
 
@@ -502,13 +506,16 @@ def usage_stats(ls: DglsServer) -> dict[str, int]:
 
 
 def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False,
-          token: str | None = None) -> int:
+          token: str | None = None, defaults: Settings | None = None) -> int:
     """Run the server until the client says exit; returns the process exit code.
 
     TCP listens on loopback; another `host` needs `allow_remote` (anyone who reaches the port can read the
     documents sent to it and ask for edits). With a `token`, a TCP client's first message must be
-    ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed.
+    ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed. `defaults`
+    are the settings the client's overlay (the command line's backend).
     """
+    if defaults is not None:
+        server.defaults = server.settings = defaults
     code = run(server, transport, host=host, port=port, allow_remote=allow_remote, token=token)
     server.policy.cancel_all()  # the client is gone: stop the worker at its next step
     if server.engine is not None:
