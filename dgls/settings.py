@@ -233,6 +233,8 @@ def _env_name(value: Any) -> Any:
     return value.strip()
 
 
+_NOT_SHOWN = {"api_key_env"}  # a user may paste the key where its variable's name belongs: never echo it
+
 # field name -> validator; nested dataclasses are recursed into. The one table of what each key accepts.
 _CHECKS: dict[type, dict[str, Any]] = {
     Settings: {
@@ -268,7 +270,8 @@ def _parse(cls: type, raw: Mapping[str, Any], base: Any, path: str, problems: li
             try:
                 changes[f.name] = _CHECKS[cls][f.name](value)
             except ValueError as exc:
-                problems.append(f"{where}: {exc}, got {_describe(value)}; keeping {_show(current)}")
+                found = "a value not shown (it may be the key itself)" if f.name in _NOT_SHOWN else _describe(value)
+                problems.append(f"{where}: {exc}, got {found}; keeping {_show(current)}")
         elif isinstance(value, Mapping) or _empty_list(value):
             changes[f.name] = _parse(type(current), _object(value), current, f"{where}.", problems)
         else:
