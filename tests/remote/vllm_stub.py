@@ -61,7 +61,8 @@ class Answer:
     canvas: list[int]  # the whole answer canvas, junk tail included
     first_pin: int  # where the client must cut (the canvas length when nothing is pinned)
     middle: str  # the free slots up to the first end token, filler and specials dropped, decoded
-    ms: float
+    ms: float  # the model's time (encode + denoise)
+    steps: int  # denoising steps run
 
 
 @dataclass
@@ -118,10 +119,10 @@ class StubVllm:
                                       self.loaded.spec.vocab_size)
         script = self.faults.pop(0)[len("script:"):] if self.faults and self.faults[0].startswith("script:") else None
         t0 = time.perf_counter()
-        canvas, logprobs, first_pin = self.denoise(prompt, xargs, script)
+        canvas, logprobs, first_pin, steps = self.denoise(prompt, xargs, script)
         tok = self.loaded.tokenizer
         answer = Answer(body=body, canvas=canvas, first_pin=first_pin, middle=self.cut(canvas[:first_pin]),
-                        ms=(time.perf_counter() - t0) * 1e3)
+                        ms=(time.perf_counter() - t0) * 1e3, steps=steps)
         self.answers.append(answer)
         return {"id": f"cmpl-stub-{len(self.answers)}", "object": "text_completion", "created": int(time.time()),
                 "model": self.served_name,
@@ -133,8 +134,10 @@ class StubVllm:
                 "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(canvas),
                           "total_tokens": len(prompt) + len(canvas)}}
 
-    def denoise(self, prompt: list[int], xargs: dict[str, Any], script: str | None) -> tuple[list[int], list[float], int]:
-        """Run dgls's sampler on the seed canvas; the argmax canvas with junk from the first pin on."""
+    def denoise(self, prompt: list[int], xargs: dict[str, Any],
+                script: str | None) -> tuple[list[int], list[float], int, int]:
+        """Run dgls's sampler on the seed canvas: the argmax canvas with junk from the first pin on, its
+        log-probabilities, the first pinned position and the steps run."""
         spec, model = self.loaded.spec, self.loaded.model
         seed = xargs["diffusion_seed_canvas"]
         C, pins = len(seed), sorted(set(xargs.get("diffusion_pinned", [])))
@@ -161,7 +164,7 @@ class StubVllm:
         for k in range(first_pin, C):  # the pins are not applied to vLLM's answer: junk where they were
             ids[k] = junk.choice(visible)
             logprobs[k] = -junk.uniform(0.0, 9.0)
-        return ids, logprobs, first_pin
+        return ids, logprobs, first_pin, res.steps
 
     def cut(self, free: list[int]) -> str:
         """The middle in the free slots: up to the first end token, filler and specials dropped."""
