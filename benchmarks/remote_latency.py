@@ -101,7 +101,8 @@ def main() -> int:
     print(row("vllm backend -> stub server (Engine.complete)", remote_ms))
     print(row("  of which the server's model time", server_ms))
     print(row("  remote overhead (total - server model time)", overhead_ms))
-    print(f"steps: in-process mean {statistics.mean(local_nfe):.1f}, stub server mean {statistics.mean(server_steps):.1f}")
+    print(f"steps: in-process mean {statistics.mean(local_nfe):.1f}, "
+          f"stub server mean {statistics.mean(server_steps):.1f}")
     summary = {"requests": args.requests, "canvas": args.canvas, "threads": threads, "commit": git_commit(),
                "local_p50": percentile(local_ms, 50), "local_p95": percentile(local_ms, 95),
                "remote_p50": percentile(remote_ms, 50), "remote_p95": percentile(remote_ms, 95),

@@ -169,7 +169,7 @@ def read_canvas(payload: Any, n_free: int) -> tuple[list[int], list[float]]:
 
 
 def error_message(status: int, text: str) -> str:
-    """vLLM's own message from an error body (``{"error": {"message": ...}}``), else the start of the body."""
+    """The server's own message from an error body (``{"error": {"message": ...}}``), else the start of the body."""
     try:
         message = json.loads(text)["error"]["message"]
         if isinstance(message, str) and message.strip():
@@ -276,8 +276,11 @@ class VllmClient:
 
 
 def _reason(exc: BaseException) -> str:
-    """A transport error in a few words: the operating system's reason where there is one (connection refused,
-    name not known), else httpx's message, else the exception's type."""
+    """A transport error in a few words.
+
+    The operating system's reason where there is one (connection refused, name not known), else httpx's message,
+    else the exception's type.
+    """
     chain, cause = [], exc
     while cause is not None and len(chain) < 10:
         chain.append(cause)

@@ -23,8 +23,9 @@ def test_backend_settings_parse_with_unknown_keys_ignored():
         "timeoutMs": 3000, "colour": "blue"}}}
     settings, problems = parse_settings(raw)
     assert problems == []
-    assert settings.backend == BackendSettings(kind="vllm", url="http://gpu-box:8000", model="google/diffusiongemma-26b",
-                                               api_key_env="TEAM_KEY", timeout_ms=3000)
+    assert settings.backend == BackendSettings(kind="vllm", url="http://gpu-box:8000",
+                                               model="google/diffusiongemma-26b", api_key_env="TEAM_KEY",
+                                               timeout_ms=3000)
     remote = settings.remote_options()
     assert remote.tokenizer == "/ckpt/diffusiongemma-26b"  # no backend.tokenizer: the model setting's folder
     assert remote.timeout_s == 3.0 and remote.api_key_env == "TEAM_KEY"
