@@ -187,3 +187,19 @@ async def test_a_server_that_goes_away_and_comes_back(client, server):
                             what="a status with the connection back")
     assert status.backend.url == URL and status.backend.unencrypted is False
     doc.close()
+
+
+async def test_a_newer_keystroke_supersedes_the_request_in_flight(client, server):
+    doc = Doc(client, "file:///remote/supersede.txt", f"supersede\n{TEXT}", language="plaintext")
+    server.faults += ["slow:20", "script:Water the plants."]
+    n, gone = len(server.requests), len(server.disconnects)
+    older = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(doc, cursor(doc)),
+                                         msg_id="remote-old-1")
+    await wait_for(lambda: len(server.requests) > n, timeout=30, what="the first request at the vLLM server")
+    doc.edit(0, 0, "s")  # the user typed on
+    newer = await complete(client, doc)
+    old_items = (await asyncio.wait_for(asyncio.wrap_future(older), timeout=10)).items
+    assert list(old_items) == []  # superseded: an empty answer, not an error
+    assert len(server.disconnects) > gone  # and its HTTP request was closed, so vLLM stops working on it
+    assert [i.insert_text for i in newer] == ["Water the plants."]
+    doc.close()
