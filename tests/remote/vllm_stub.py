@@ -224,6 +224,9 @@ def _handler(stub: StubVllm) -> type[BaseHTTPRequestHandler]:
 
         def setup(self) -> None:
             super().setup()
+            # headers and body go out in two writes: without this, Nagle holds the body until the client's delayed
+            # ACK (40 ms on Linux); asyncio servers (uvicorn, under vLLM) set it by default
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stub.connections.add(self.connection)
 
         def finish(self) -> None:
