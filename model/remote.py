@@ -19,6 +19,9 @@ are read; the rest of the middle is cut as in-process (end token, filler, specia
 ranked the same way (:func:`rank_candidates`). Per-request sampler settings other than the step cap live in the
 served checkpoint's generation_config.json (vLLM rejects them per request), and NFE is not reported.
 
+At first contact a probe line is tokenized here and by the server (vLLM's ``/tokenize``): a local tokenizer that
+is not the served model's fails every request with that reason rather than sending ids the model reads as noise.
+
 Failures (connection refused, DNS, timeout, HTTP 4xx/5xx, a broken or malformed answer) raise
 :class:`RemoteError` with the reason; after a failure of the connection or the server, requests fail at once
 until a backoff delay (doubling, capped) has passed, then the next one tries again. A cancel closes the HTTP
@@ -45,6 +48,9 @@ from urllib.parse import urlsplit
 log = logging.getLogger("dgls.model.remote")
 
 COMPLETIONS = "/v1/completions"
+TOKENIZE = "/tokenize"
+# tokenized here and on the server at first contact: a tokenizer that is not the served model's gives garbage
+TOKENIZER_PROBE = "def probe(x):\n    return x.strip()  # dgls: café, naïve ✓\n"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 POLL_S = 0.01  # how often a waiting request looks at its cancel check
@@ -52,6 +58,10 @@ POLL_S = 0.01  # how often a waiting request looks at its cancel check
 
 class RemoteError(Exception):
     """The vLLM server could not answer a request; the message says why (never holds the API key)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refusal, when there was one
 
 
 class _ServerDown(RemoteError):
@@ -201,13 +211,14 @@ class VllmClient:
 
         self._http = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
 
-    def post_all(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None) -> list[Any]:
-        """POST every body concurrently; their decoded JSON answers in order. Cancelled closes them at once."""
+    def post_all(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None,
+                 path: str = COMPLETIONS) -> list[Any]:
+        """POST every body to `path` concurrently; the decoded JSON answers in order. Cancelled closes them at once."""
         from dgls.model.sampler import Cancelled
 
         if not self._loop.is_running():
             raise RemoteError(f"the client for {self.url} is closed")
-        fut = asyncio.run_coroutine_threadsafe(self._post_all(bodies), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._post_all(bodies, path), self._loop)
         while True:
             try:
                 return fut.result(timeout=POLL_S)
@@ -219,10 +230,10 @@ class VllmClient:
                     fut.cancel()
                     raise RemoteError(f"the client for {self.url} was closed") from None
 
-    async def _post_all(self, bodies: list[dict[str, Any]]) -> list[Any]:
-        tasks = [asyncio.ensure_future(self._post(body)) for body in bodies]
+    async def _post_all(self, bodies: list[dict[str, Any]], path: str) -> list[Any]:
+        tasks = [asyncio.ensure_future(self._post(body, path)) for body in bodies]
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 if task.exception() is not None:
                     raise task.exception()
@@ -231,17 +242,17 @@ class VllmClient:
             for task in tasks:
                 task.cancel()
 
-    async def _post(self, body: dict[str, Any]) -> Any:
+    async def _post(self, body: dict[str, Any], path: str) -> Any:
         try:
-            return await asyncio.wait_for(self._exchange(body), self.timeout_s)
+            return await asyncio.wait_for(self._exchange(body, path), self.timeout_s)
         except asyncio.TimeoutError:
             raise _ServerDown(f"no complete answer from {self.url} within {self.timeout_s:g} s") from None
 
-    async def _exchange(self, body: dict[str, Any]) -> Any:
+    async def _exchange(self, body: dict[str, Any], path: str) -> Any:
         import httpx
 
         try:
-            response = await self._http.post(COMPLETIONS, json=body)
+            response = await self._http.post(path, json=body)
         except httpx.TimeoutException:
             raise _ServerDown(f"no complete answer from {self.url} within {self.timeout_s:g} s") from None
         except httpx.ConnectError as exc:
@@ -254,7 +265,11 @@ class VllmClient:
                               f"{error_message(response.status_code, response.text)}")
         if response.status_code >= 400:
             raise RemoteError(f"vLLM at {self.url} refused the request (HTTP {response.status_code}): "
-                              f"{error_message(response.status_code, response.text)}")
+                              f"{error_message(response.status_code, response.text)}", response.status_code)
+        if response.status_code >= 300:
+            raise RemoteError(f"{self.url} redirects (HTTP {response.status_code}) to "
+                              f"{response.headers.get('location', 'nowhere')}; dgls does not follow redirects: set "
+                              "backend.url to the vLLM server itself")
         try:
             return response.json()
         except ValueError:
@@ -338,6 +353,7 @@ class VllmInfiller:
         self.tokenizer_path = tokenizer_path
         self.client = VllmClient(self.url, _api_key(options.api_key_env), options.timeout_s)
         self.backoff = Backoff()
+        self.tokenizer_check: str | None = None  # None until first contact; then "same", "unchecked" or the mismatch
         self._end_ids = {i for i in (spec.eos_id,) if i is not None}
         self._drop_ids = {spec.eos_id, spec.pad_id, spec.bos_id, spec.filler_id} - {None}
 
@@ -410,11 +426,19 @@ class VllmInfiller:
         """Uniform noise ids over ``[noise_low, vocab)``, the model's training noise."""
         return [rng.randrange(self.spec.noise_low, self.spec.vocab_size) for _ in range(n)]
 
-    def _post(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None) -> list[Any]:
-        """Send the requests unless the server is in its backoff delay; keep the backoff up to date."""
+    def _post(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None,
+              path: str = COMPLETIONS) -> list[Any]:
+        """Send the requests unless the server is in its backoff delay; keep the backoff up to date.
+
+        The first contact also checks that the local tokenizer is the served model's (:meth:`_check_tokenizer`).
+        """
         self.backoff.check()
+        if path == COMPLETIONS and self.tokenizer_check is None:
+            self._check_tokenizer(cancel)
+        if self.tokenizer_check not in (None, "same", "unchecked"):
+            raise RemoteError(self.tokenizer_check)
         try:
-            answers = self.client.post_all(bodies, cancel)
+            answers = self.client.post_all(bodies, cancel, path)
         except _ServerDown as exc:
             first = not self.backoff.down
             self.backoff.failed(str(exc))
@@ -425,6 +449,33 @@ class VllmInfiller:
             log.warning("vLLM server at %s answers again", self.url)
         self.backoff.succeeded()
         return answers
+
+    def _check_tokenizer(self, cancel: Callable[[], bool] | None) -> None:
+        """Tokenize a probe here and on the server (vLLM's ``/tokenize``); a mismatch fails every request.
+
+        A server without ``/tokenize`` (404) is left unchecked, with a log line.
+        """
+        body: dict[str, Any] = {"prompt": TOKENIZER_PROBE, "add_special_tokens": False}
+        if self.options.model:
+            body["model"] = self.options.model
+        try:
+            (answer,) = self._post([body], cancel, TOKENIZE)
+        except RemoteError as exc:
+            if exc.status != 404:
+                raise
+            self.tokenizer_check = "unchecked"
+            log.info("%s has no %s: the tokenizer at %s is not checked against the served model's", self.url,
+                     TOKENIZE, self.tokenizer_path)
+            return
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if tokens == self.tokenize(TOKENIZER_PROBE):
+            self.tokenizer_check = "same"
+            return
+        self.tokenizer_check = (f"the tokenizer at {self.tokenizer_path} is not the one {self.url} serves "
+                                f"{self.options.model or 'its model'} with (they split a test line differently); "
+                                "set backend.tokenizer to the served checkpoint's folder")
+        log.warning("%s", self.tokenizer_check)
+        raise RemoteError(self.tokenizer_check)
 
     def close(self) -> None:
         """Close the HTTP client."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dgls.engine import Engine, EngineError, EngineOptions
-from dgls.model.remote import RemoteError, RemoteOptions, load_vllm
+from dgls.model.remote import TOKENIZER_PROBE, RemoteError, RemoteOptions, load_vllm
 from dgls.model.sampler import Cancelled
 
 PREFIX = "def add(a, b):\n    return "
@@ -68,6 +68,7 @@ def test_min_tokens_drops_empty_middles(stub, infiller):
     ("fields", "malformed answer"),
     ("truncated", "broke before the answer was complete"),
     ("disconnect", "broke before the answer was complete"),
+    ("status:307", "does not follow redirects"),
 ])
 def test_a_fault_is_a_remote_error_with_the_reason(stub, infiller, fault, reason):
     stub.faults.append(fault)
@@ -168,3 +169,24 @@ def test_a_tokenizer_that_cannot_be_found_fails_the_load_with_the_reason(stub):
     engine = Engine(EngineOptions(remote=RemoteOptions(url=stub.url, tokenizer="/nonexistent/tokenizer")))
     with pytest.raises(EngineError, match="model not found: /nonexistent/tokenizer"):
         engine.wait_ready(60)
+
+
+def test_a_tokenizer_that_is_not_the_served_models_fails_every_request(stub, infiller):
+    stub.foreign_tokenizer = True
+    for _ in range(2):
+        with pytest.raises(RemoteError, match="is not the one .* serves dgls-tiny with"):
+            infiller.infill(PREFIX, SUFFIX, lengths=(16,))
+    assert stub.requests == [] and len(stub.tokenize_requests) == 1  # checked once, nothing denoised
+
+
+def test_the_tokenizer_is_checked_once_and_a_server_without_tokenize_is_served_unchecked(stub, infiller):
+    infiller.infill(PREFIX, SUFFIX, lengths=(16,))
+    infiller.infill(PREFIX + "x", SUFFIX, lengths=(16,))
+    assert infiller.tokenizer_check == "same" and len(stub.tokenize_requests) == 1
+    assert stub.tokenize_requests[0]["body"] == {"prompt": TOKENIZER_PROBE, "add_special_tokens": False,
+                                                 "model": "dgls-tiny"}
+    stub.tokenize_route = False
+    other = load_vllm(RemoteOptions(url=stub.url, tokenizer="dgls-tiny"))
+    other.infill(PREFIX, SUFFIX, lengths=(16,))
+    other.close()
+    assert other.tokenizer_check == "unchecked" and len(stub.requests) == 3

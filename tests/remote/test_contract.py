@@ -103,3 +103,15 @@ def test_the_stand_in_server_answers_in_vllms_response_models(stub, vllm_check, 
     item = {"error_body": answer.json()} if fault else {"response": answer.json()}
     assert (answer.status_code == 400) == bool(fault)
     assert vllm_check([item]) == [{"ok": True}]
+
+
+def test_the_tokenizer_check_speaks_vllms_tokenize_models(stub, vllm_check):
+    import httpx
+
+    inf = load_vllm(RemoteOptions(url=stub.url, model="dgls-tiny", tokenizer="dgls-tiny"))
+    inf.infill(PREFIX, SUFFIX)
+    inf.close()
+    (sent,) = stub.tokenize_requests
+    answer = httpx.post(stub.url + "/tokenize", json=sent["body"], timeout=60).json()
+    assert vllm_check([{"tokenize_body": sent["body"]}, {"tokenize_response": answer}]) == [{"ok": True}] * 2
+    assert vllm_check([{"tokenize_body": {"add_special_tokens": False}}])[0]["ok"] is False  # the check can fail

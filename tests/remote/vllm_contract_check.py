@@ -9,10 +9,13 @@ Reads JSON lines on stdin, writes one JSON line per input line:
   "logprobs": ..., "skip_special_tokens": ..., "prompt": ...}`` or ``{"ok": false, "error": "..."}``.
 - ``{"response": {...}}`` / ``{"error_body": {...}}``: an answer of the test server, validated by vLLM's
   ``CompletionResponse`` / ``ErrorResponse``.
+- ``{"tokenize_body": {...}}`` / ``{"tokenize_response": {...}}``: dgls's tokenizer check (``/tokenize``) and the
+  test server's answer, validated by ``TokenizeCompletionRequest`` / ``TokenizeResponse``.
 
-Only ``vllm.entrypoints.openai.completion.protocol``, ``vllm.entrypoints.serve.engine.protocol`` and
-``vllm.utils.diffusion`` are imported (with what they import: vllm's config package, torch, transformers, pydantic);
-no engine, no model, no GPU. ``.ci/run`` installs that venv (``.ci/vllm-contract-requirements.txt``).
+Only ``vllm.entrypoints.openai.completion.protocol``, ``vllm.entrypoints.serve.engine.protocol``,
+``vllm.entrypoints.serve.tokenize.protocol`` and ``vllm.utils.diffusion`` are imported (with what they import:
+vllm's config package, torch, transformers, pydantic); no engine, no model, no GPU. ``.ci/run`` installs that
+venv (``.ci/vllm-contract-requirements.txt``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.entrypoints.serve.tokenize.protocol import TokenizeCompletionRequest, TokenizeResponse
 from vllm.utils.diffusion import validate_diffusion_sampling_params
 
 
@@ -42,6 +46,12 @@ def check(item: dict) -> dict:
             return check_body(item)
         if "response" in item:
             CompletionResponse.model_validate(item["response"])
+            return {"ok": True}
+        if "tokenize_body" in item:
+            TokenizeCompletionRequest.model_validate(item["tokenize_body"])
+            return {"ok": True}
+        if "tokenize_response" in item:
+            TokenizeResponse.model_validate(item["tokenize_response"])
             return {"ok": True}
         ErrorResponse.model_validate(item["error_body"])
         return {"ok": True}
