@@ -6,7 +6,8 @@ argmax canvas with a log-probability per position. As in vLLM, the pins are *not
 position from the first pinned one on holds junk (random ids, decodable to visible text), so a client that does
 not cut there shows it. Like vLLM it renoises from the whole vocabulary.
 
-Requests are checked as vLLM checks them (``vllm_xargs`` rules, the fields vLLM rejects for diffusion, the
+``/tokenize`` answers with the model's tokenizer (dgls checks its own against it at first contact). Requests are
+checked as vLLM checks them (``vllm_xargs`` rules, the fields vLLM rejects for diffusion, the
 served model name, the API key) and refused with vLLM's error body. Faults, one per request from
 :attr:`StubVllm.faults` (FIFO; none: a normal answer):
 
@@ -75,10 +76,13 @@ class StubVllm:
     port: int = 0
     faults: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"headers": {...}, "body": ...} as received
+    tokenize_requests: list[dict[str, Any]] = field(default_factory=list)  # the same for /tokenize
     answers: list[Answer] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)  # time.monotonic() when a waiting client went away
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     connections: set[socket.socket] = field(default_factory=set)  # open client connections (keep-alive)
+    tokenize_route: bool = True  # answer vLLM's /tokenize (False: 404, as a server without it)
+    foreign_tokenizer: bool = False  # /tokenize answers as another model's tokenizer would
 
     @property
     def url(self) -> str:
@@ -113,6 +117,12 @@ class StubVllm:
     stop = go_away
 
     # -- one request -------------------------------------------------------------------------------------------
+    def tokenize(self, body: Any) -> dict[str, Any]:
+        """vLLM's /tokenize answer for `body` (``prompt``, ``add_special_tokens``)."""
+        tokens = self.loaded.tokenizer(body["prompt"], add_special_tokens=body.get("add_special_tokens", True))
+        ids = [t + 1 if self.foreign_tokenizer else t for t in tokens["input_ids"]]
+        return {"count": len(ids), "max_model_len": 4096, "tokens": ids}
+
     def complete(self, body: Any) -> dict[str, Any]:
         """The /v1/completions answer for `body`, computed by the model (Refusal for what vLLM refuses)."""
         prompt, xargs = check_request(body, self.served_name, self.loaded.spec.canvas_length,
@@ -248,11 +258,15 @@ def _handler(stub: StubVllm) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw)
             except ValueError:
                 body = None
-            stub.requests.append({"headers": dict(self.headers), "body": body})
+            received = {"headers": dict(self.headers), "body": body}
             if stub.api_key is not None and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
                 return self.send_json(401, {"error": "Unauthorized"})
+            if self.path == "/tokenize" and stub.tokenize_route:
+                stub.tokenize_requests.append(received)
+                return self.send_json(200, stub.tokenize(body))
             if self.path != "/v1/completions":
                 return self.send_json(404, error_body(404, f"no route {self.path}"))
+            stub.requests.append(received)
             fault = stub.faults.pop(0) if stub.faults and not stub.faults[0].startswith("script:") else ""
             if fault.startswith("slow:") and not self.wait(float(fault[5:])):
                 return None
@@ -314,8 +328,17 @@ def _handler(stub: StubVllm) -> type[BaseHTTPRequestHandler]:
 
 
 def load_stub_model(name: str = "dgls-tiny") -> LoadedModel:
-    """The model the stub serves, on the CPU."""
-    return load_model(name, device="cpu")
+    """The model the stub serves, on the CPU, warmed up.
+
+    The first forward pass of a process costs seconds (lazy initialisation in torch); run it here so that the
+    clients' timeouts meet the steady state, as they would meet a vLLM server that has been up for a while.
+    """
+    loaded = load_model(name, device="cpu")
+    spec = loaded.spec
+    seed = [spec.noise_low] * 8
+    StubVllm(loaded).denoise([spec.bos_id, spec.noise_low], {"diffusion_seed_canvas": seed, "diffusion_pinned": [7],
+                                                          "diffusion_max_steps": 2}, None)
+    return loaded
 
 
 def main() -> None:
