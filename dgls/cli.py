@@ -43,7 +43,7 @@ def _add_backend_args(p: argparse.ArgumentParser, sub: bool = False) -> None:
     g.add_argument("--backend-url", metavar="URL", help="the vLLM server, e.g. http://gpu-box:8000", **keep)
     g.add_argument("--backend-model", metavar="NAME", help="the served model name (default: the server's)", **keep)
     g.add_argument("--tokenizer", metavar="PATH", help="the served checkpoint's tokenizer: folder, embedded name or "
-                   "cached HF id (default: --model)", **keep)
+                   "cached HF id (default: the model setting, --model for dgls infill)", **keep)
     g.add_argument("--backend-api-key-env", metavar="VAR", help="environment variable holding the API key", **keep)
     g.add_argument("--backend-timeout-ms", type=int, metavar="MS", help="limit per request (default 10000)", **keep)
 
