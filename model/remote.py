@@ -345,8 +345,9 @@ class Backoff:
 class VllmInfiller:
     """Fills middles on a vLLM server; the tokenizer and the post-processing stay on this machine."""
 
-    def __init__(self, options: RemoteOptions, tokenizer: Any, spec: Any, tokenizer_path: str):
+    def __init__(self, options: RemoteOptions, tokenizer: Any, spec: Any, tokenizer_path: str, served_canvas: int):
         self.options = options
+        self.served_canvas = served_canvas  # the server's canvas: a request's canvas is at most this long
         self.url = check_url(options.url)
         self.tokenizer = tokenizer
         self.spec = spec
@@ -397,7 +398,7 @@ class VllmInfiller:
                              f"n_candidates={n_candidates}")
         max_steps = (sampler or self.spec.sampler).max_steps
         prompt = [self.spec.bos_id, *prefix_ids]
-        canvases = [layout(n, suffix_ids, self.spec.canvas_length) for n in lengths for _ in range(n_candidates)]
+        canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(n_candidates)]
         rng = random.Random(seed)
         bodies = [completion_body(prompt, c, self._noise(rng, c.n_free), model=self.options.model,
                                   max_steps=max_steps) for c in canvases]
@@ -514,12 +515,23 @@ def load_vllm(options: RemoteOptions, sampler_overrides: dict[str, Any] | None =
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"tokenizer of the served model expected at {path}: {exc}") from None
-    spec = read_spec(path, _read_json(path / "config.json"), tokenizer)
+    config = _read_json(path / "config.json")
+    spec = read_spec(path, config, tokenizer)
     if sampler_overrides:
         spec = _with_sampler(spec, sampler_overrides)
     if is_unencrypted(url):
         log.warning("backend %s: plain http to a host that is not loopback: the code sent to it is unencrypted", url)
-    return VllmInfiller(options, tokenizer, spec, str(path))
+    return VllmInfiller(options, tokenizer, spec, str(path), served_canvas(config))
+
+
+def served_canvas(config: dict[str, Any]) -> int:
+    """The canvas the server denoises: the checkpoint's ``canvas_length`` (vLLM's default too), else 256.
+
+    A server started with ``--diffusion-config '{"canvas_length": N}'`` may serve a shorter one; then its refusal
+    (HTTP 400, "no larger than the served canvas") names the problem.
+    """
+    value = config.get("canvas_length", 256)
+    return int(value) if isinstance(value, int) and value > 0 else 256
 
 
 def _with_sampler(spec: Any, overrides: dict[str, Any]) -> Any:
