@@ -235,8 +235,9 @@ class VllmClient:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if task.exception() is not None:
-                    raise task.exception()
+                failure = task.exception()
+                if failure is not None:
+                    raise failure
             return [task.result() for task in tasks]
         finally:
             for task in tasks:
@@ -296,10 +297,11 @@ def _reason(exc: BaseException) -> str:
     The operating system's reason where there is one (connection refused, name not known), else httpx's message,
     else the exception's type.
     """
-    chain, cause = [], exc
-    while cause is not None and len(chain) < 10:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 10:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
     for cause in chain:
         if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
             return os.strerror(cause.errno).lower()
