@@ -50,7 +50,7 @@ def _add_backend_args(p: argparse.ArgumentParser, sub: bool = False) -> None:
 
 def backend_settings(args, model: str | None = None) -> Settings:
     """The command line's backend as settings (validated as a client's would be; UsageError if invalid)."""
-    raw = {"backend": {key: value for key, value in (
+    raw: dict[str, Any] = {"backend": {key: value for key, value in (
         ("kind", getattr(args, "backend", None)), ("url", getattr(args, "backend_url", None)),
         ("model", getattr(args, "backend_model", None)), ("tokenizer", getattr(args, "tokenizer", None)),
         ("apiKeyEnv", getattr(args, "backend_api_key_env", None)),
