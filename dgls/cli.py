@@ -7,13 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dgls import __version__
 from dgls.context import MAX_CANVAS
 from dgls.model import DEFAULT_MODEL
-from dgls.settings import EXPERTS, Settings
+from dgls.settings import EXPERTS, Settings, parse_settings
 
 log = logging.getLogger("dgls")
 
@@ -37,6 +38,37 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-canvas", type=int, default=MAX_CANVAS, help="largest canvas in tokens")
 
 
+def _add_backend_args(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    """Where the model runs (also on the main parser, for the server; a subcommand keeps the main's values)."""
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if sub else {"default": None}
+    g = p.add_argument_group("backend (a vLLM server instead of the in-process model; README: Serving a team)")
+    g.add_argument("--backend", choices=("local", "vllm"), help="where denoising runs (default local)", **keep)
+    g.add_argument("--backend-url", metavar="URL", help="the vLLM server, e.g. http://gpu-box:8000", **keep)
+    g.add_argument("--backend-model", metavar="NAME", help="the served model name (default: the server's)", **keep)
+    g.add_argument("--tokenizer", metavar="PATH", help="the served checkpoint's tokenizer: folder, embedded name or "
+                   "cached HF id (default: the model setting, --model for dgls infill)", **keep)
+    g.add_argument("--backend-api-key-env", metavar="VAR", help="environment variable holding the API key", **keep)
+    g.add_argument("--backend-timeout-ms", type=int, metavar="MS", help="limit per request (default 10000)", **keep)
+
+
+def backend_settings(args, model: str | None = None) -> Settings:
+    """The command line's backend as settings (validated as a client's would be; UsageError if invalid)."""
+    raw: dict[str, Any] = {"backend": {key: value for key, value in (
+        ("kind", getattr(args, "backend", None)), ("url", getattr(args, "backend_url", None)),
+        ("model", getattr(args, "backend_model", None)), ("tokenizer", getattr(args, "tokenizer", None)),
+        ("apiKeyEnv", getattr(args, "backend_api_key_env", None)),
+        ("timeoutMs", getattr(args, "backend_timeout_ms", None))) if value is not None}}
+    if model is not None:
+        raw["model"] = model
+    settings, problems = parse_settings(raw)
+    if problems:
+        raise UsageError("; ".join(problems))
+    if settings.backend.kind == "local" and raw["backend"].keys() - {"kind"}:
+        raise UsageError("--backend-url, --backend-model, --tokenizer and the other --backend-* options need "
+                         "--backend vllm")
+    return settings
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="dgls", description=__doc__)
@@ -51,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
                    help="TCP: require the token in this file (or in $DGLS_TOKEN) as initializationOptions.token")
     p.add_argument("--log-file", default=None, help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    _add_backend_args(p)
     sub = p.add_subparsers(dest="command", metavar="{infill,doctor,train}")
 
     i = sub.add_parser("infill", help="fill the middle at a position of a file (or JSON lines on stdin)")
@@ -69,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--min-tokens", type=int, default=1,
                    help="the middle is at least this many tokens (default 1: an explicit request wants something)")
     _add_model_args(i)
+    _add_backend_args(i, sub=True)
 
     d = sub.add_parser("doctor", help="versions, device, model and kernels")
     d.add_argument("--load", action="store_true", help="also load the model and run one infill")
@@ -107,8 +141,9 @@ def _engine(args):
 
     if args.blocks < 1 or args.max_canvas < 16:
         raise UsageError(f"--blocks must be >= 1 and --max-canvas >= 16, got {args.blocks} and {args.max_canvas}")
-    settings = Settings(model=args.model, device=args.device, dtype=args.dtype, experts=args.experts,
-                        steps=args.steps, entropy_bound=args.entropy_bound, max_canvas=args.max_canvas)
+    settings = replace(backend_settings(args, model=args.model), device=args.device, dtype=args.dtype,
+                       experts=args.experts, steps=args.steps, entropy_bound=args.entropy_bound,
+                       max_canvas=args.max_canvas)
     engine = Engine(EngineOptions.from_settings(settings, allow_download=args.allow_download, max_blocks=args.blocks))
     from dgls.engine import EngineError
 
@@ -141,6 +176,7 @@ def _candidates(completion) -> list[dict[str, Any]]:
 def cmd_infill(args) -> int:
     """`dgls infill FILE --line N --col M`: print the middle."""
     from dgls.context import ContextError
+    from dgls.engine import EngineError
     from dgls.languages import language_for_path
     from dgls.postprocess import make_edits
     from dgls.text import PositionError, offset_from_line_col, position_at
@@ -163,8 +199,12 @@ def cmd_infill(args) -> int:
         raise UsageError(f"{args.file}: {exc}") from None
     if args.candidates < 1:
         raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
-    done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
-    engine.shutdown()
+    try:
+        done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
+    except EngineError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        engine.shutdown()
     edits = make_edits(text, request, done.candidates)  # what an editor would be offered: the server's checks
     if not args.json:
         if args.raw:
@@ -216,6 +256,7 @@ def _jsonl_request(raw: str) -> dict[str, Any]:
 def cmd_jsonl(args) -> int:
     """`dgls infill --jsonl`: one request per input line, one JSON line out per request, model loaded once."""
     from dgls.context import ContextError
+    from dgls.engine import EngineError
 
     if args.file:
         raise UsageError("--jsonl reads requests from stdin; do not pass a FILE")
@@ -235,7 +276,7 @@ def cmd_jsonl(args) -> int:
             out: dict[str, Any] = {"middle": done.text, "nfe": done.nfe, "ms": round(done.ms, 2),
                                    "blocks": done.blocks, "span": request.span.value,
                                    "prefix_cache": done.prefix_cache, "candidates": _candidates(done)}
-        except (UsageError, ContextError) as exc:
+        except (UsageError, ContextError, EngineError) as exc:
             failures += 1
             print(f"dgls: line {n}: {exc}", file=sys.stderr)
             out = {"error": str(exc), "line": n}
@@ -314,7 +355,7 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise UsageError(f"the language server is not available in this build ({exc})") from None
     return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port,
-                 allow_remote=args.allow_remote, token=_token(args))
+                 allow_remote=args.allow_remote, token=_token(args), defaults=backend_settings(args))
 
 
 def _token(args) -> str | None:

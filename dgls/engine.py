@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
 from dgls.model import DEFAULT_MODEL
+from dgls.model.remote import RemoteError, RemoteOptions
 from dgls.settings import Settings
 
 if TYPE_CHECKING:  # the model layer imports torch: not at dgls.engine's import
     from dgls.model.infill import Candidate, Infiller
+    from dgls.model.remote import VllmInfiller
 
 log = logging.getLogger("dgls.engine")
 
@@ -124,13 +126,14 @@ class EngineOptions:
     max_canvas: int = MAX_CANVAS
     max_blocks: int = 1
     cache_size: int = 64
+    remote: RemoteOptions | None = None  # a vLLM server denoises instead of an in-process model (model unused)
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
         """The options a user's settings ask for (`extra`: what only the command line sets, e.g. max_blocks)."""
         s = settings
         return cls(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts, sampler=s.sampler_overrides(),
-                   budget=s.context_budget, max_canvas=s.max_canvas, **extra)
+                   budget=s.context_budget, max_canvas=s.max_canvas, remote=s.remote_options(), **extra)
 
 
 @dataclass
@@ -158,7 +161,7 @@ class Engine:
     def __init__(self, options: EngineOptions | None = None):
         self.options = options or EngineOptions()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-model")
-        self._infiller: Infiller | None = None
+        self._infiller: Infiller | VllmInfiller | None = None
         self._counter: TokenCounter | None = None
         self._loading: Future | None = None
         self._results: OrderedDict[tuple, Completion] = OrderedDict()
@@ -188,6 +191,8 @@ class Engine:
 
         t0 = time.perf_counter()
         o = self.options
+        if o.remote is not None:
+            return self._load_remote(o.remote, t0)
         try:
             loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download,
                                 experts=o.experts)
@@ -207,6 +212,34 @@ class Engine:
             self._infiller, self._sampler, self.info, self.state = Infiller(loaded), sampler, info, "ready"
         log.info("model ready: %s", self.info)
 
+    def _load_remote(self, remote: RemoteOptions, t0: float) -> None:
+        """Connect to a vLLM server: only the served checkpoint's tokenizer and layout facts load here."""
+        from dgls.model.loading import ModelLoadError
+        from dgls.model.remote import load_vllm
+
+        try:
+            infiller = load_vllm(remote, dict(self.options.sampler))
+        except ModelLoadError as exc:
+            self.state, self.error = "error", str(exc)
+            log.info("backend failed to start: %s", exc)
+            return
+        info = {"model": remote.model or "(the server's default)", "device": f"vllm {infiller.url}", "dtype": None,
+                "backend": "vllm", "tokenizer": infiller.tokenizer_path, "filler": infiller.spec.filler_id is not None,
+                "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+                "languages": None if infiller.spec.languages is None else list(infiller.spec.languages)}
+        with self._lock:
+            if self.state == "stopped":
+                infiller.close()
+                return
+            self._counter = TokenCounter(infiller.tokenizer)
+            self._infiller, self._sampler, self.info, self.state = infiller, infiller.spec.sampler, info, "ready"
+        log.info("backend ready: %s", self.info)
+
+    def backend_status(self) -> dict[str, Any] | None:
+        """The vLLM connection for ``dgls/status`` (None for the in-process model)."""
+        status = getattr(self._infiller, "status", None)
+        return status() if status is not None else None
+
     def shutdown(self) -> None:
         """Stop the worker (pending requests are cancelled) and let go of the model.
 
@@ -217,7 +250,10 @@ class Engine:
         with self._lock:
             self.state = "stopped"
             self._results.clear()
-            self._infiller = None
+            infiller, self._infiller = self._infiller, None
+        close = getattr(infiller, "close", None)
+        if close is not None:  # the vLLM client: its connections and loop thread
+            close()
 
     @property
     def languages(self) -> tuple[str, ...] | None:
@@ -301,6 +337,8 @@ class Engine:
             # the traceback's frames hold the request's tensors (encoder cache, canvas, logits: megabytes), and the
             # future keeps the exception for as long as anyone holds the future: raise it without those frames
             raise exc.with_traceback(None) from None
+        except RemoteError as exc:  # the vLLM server failed: the reason, without the HTTP client's frames
+            raise EngineError(str(exc)) from None
         finally:
             release_freed_memory()
 

@@ -65,7 +65,8 @@ class DglsServer(HardenedServer):
 
     def __init__(self) -> None:
         super().__init__("dgls", __version__)
-        self.settings = Settings()
+        self.defaults = Settings()  # what the command line set; the client's settings overlay these
+        self.settings = self.defaults
         self.engine: Engine | None = None
         self.initialized = False
         self.documents = Documents(lambda: self.open_workspace)
@@ -118,6 +119,9 @@ class DglsServer(HardenedServer):
             out.update(device=e.info.get("device"), dtype=e.info.get("dtype"), loadMs=e.info.get("load_ms"))
         if e is not None and e.error:
             out["error"] = e.error
+        backend = e.backend_status() if e is not None else None
+        if backend is not None:
+            out["backend"] = backend
         out.update(self.stats)
         return out
 
@@ -163,7 +167,7 @@ def show_message(ls: DglsServer, kind: types.MessageType, message: str) -> None:
 def on_initialize(ls: DglsServer, params: types.InitializeParams) -> None:
     """Read initializationOptions and start loading the model in the background."""
     ls.use_lsp_line_rules()  # pygls made the workspace just before; documents come after this
-    ls.settings, problems = parse_settings(params.initialization_options)
+    ls.settings, problems = parse_settings(params.initialization_options, base=ls.defaults)
     ls.pending_problems = problems  # shown once the client is initialized
     ls.start_engine()
 
@@ -361,13 +365,16 @@ def usage_stats(ls: DglsServer) -> dict[str, int]:
 
 
 def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False,
-          token: str | None = None) -> int:
+          token: str | None = None, defaults: Settings | None = None) -> int:
     """Run the server until the client says exit; returns the process exit code.
 
     TCP listens on loopback; another `host` needs `allow_remote` (anyone who reaches the port can read the
     documents sent to it and ask for edits). With a `token`, a TCP client's first message must be
-    ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed.
+    ``initialize`` carrying it as ``initializationOptions.token``, else its connection is closed. `defaults`
+    are the settings the client's overlay (the command line's backend).
     """
+    if defaults is not None:
+        server.defaults = server.settings = defaults
     code = run(server, transport, host=host, port=port, allow_remote=allow_remote, token=token)
     server.policy.cancel_all()  # the client is gone: stop the worker at its next step
     if server.engine is not None:

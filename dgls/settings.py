@@ -20,8 +20,9 @@ from typing import Any
 
 from dgls.context import MAX_CANVAS, ContextBudget
 from dgls.model import DEFAULT_MODEL, EXPERTS  # torch-free: the model package's __init__ only
+from dgls.model.remote import RemoteOptions, check_url  # torch-free too
 
-__all__ = ["LanguageSettings", "Settings", "parse_settings"]
+__all__ = ["BackendSettings", "LanguageSettings", "Settings", "parse_settings"]
 
 SECTION = "dgls"
 
@@ -54,6 +55,24 @@ class LanguageSettings:
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """Where the model runs: in this process (``local``) or on a vLLM server (``vllm``, see README "Serving a team").
+
+    For ``vllm``: ``url`` is the server's root; ``model`` the served model name (null: the server's default);
+    ``tokenizer`` the served checkpoint's folder, embedded name or cached Hugging Face id (null: the ``model``
+    setting), loaded here without weights; ``apiKeyEnv`` the environment variable holding the API key (the key
+    itself is never a setting); ``timeoutMs`` the limit for one request.
+    """
+
+    kind: str = "local"
+    url: str | None = None
+    model: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str | None = None
+    timeout_ms: int = 10000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a user can set, fully defaulted."""
 
@@ -73,11 +92,20 @@ class Settings:
     # a token of a suggestion whose confidence (the model's probability of it, 0..1) is at most this is "unsure":
     # editors mark it (Neovim: DglsGhostUnsure); 0 marks (almost) nothing, 1 every token
     low_confidence: float = 0.5
+    backend: BackendSettings = BackendSettings()
 
     def engine_fields(self) -> tuple:
         """Return the values that decide how the model is loaded and run (a change needs a reload)."""
         return (self.model, self.device, self.dtype, self.experts, self.max_canvas, self.steps, self.entropy_bound,
-                self.context_budget)
+                self.context_budget, self.backend)
+
+    def remote_options(self) -> RemoteOptions | None:
+        """Where the vLLM server is, for the engine; None for the in-process model."""
+        b = self.backend
+        if b.kind != "vllm" or not b.url:
+            return None
+        return RemoteOptions(url=b.url, model=b.model, tokenizer=b.tokenizer or self.model, api_key_env=b.api_key_env,
+                             timeout_s=b.timeout_ms / 1e3)
 
     def sampler_overrides(self) -> dict[str, Any]:
         """Sampler settings that override the checkpoint's defaults (``SamplerConfig`` field names)."""
@@ -182,6 +210,24 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _url(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected an http:// or https:// URL")
+    return check_url(value.strip())
+
+
+def _env_name(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "=" in value or "\x00" in value:
+        raise ValueError("expected the name of an environment variable (the key itself does not go in settings)")
+    return value.strip()
+
+
+_NOT_SHOWN = {"api_key_env"}  # a user may paste the key where its variable's name belongs: never echo it
+
 # field name -> validator; nested dataclasses are recursed into. The one table of what each key accepts.
 _CHECKS: dict[type, dict[str, Any]] = {
     Settings: {
@@ -200,6 +246,8 @@ _CHECKS: dict[type, dict[str, Any]] = {
     },
     ContextBudget: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},
+    BackendSettings: {"kind": _choice("local", "vllm"), "url": _url, "model": _text(optional=True),
+                      "tokenizer": _text(optional=True), "api_key_env": _env_name, "timeout_ms": _int(100, 600_000)},
 }
 
 
@@ -215,7 +263,8 @@ def _parse(cls: type, raw: Mapping[str, Any], base: Any, path: str, problems: li
             try:
                 changes[f.name] = _CHECKS[cls][f.name](value)
             except ValueError as exc:
-                problems.append(f"{where}: {exc}, got {_describe(value)}; keeping {_show(current)}")
+                found = "a value not shown (it may be the key itself)" if f.name in _NOT_SHOWN else _describe(value)
+                problems.append(f"{where}: {exc}, got {found}; keeping {_show(current)}")
         elif isinstance(value, Mapping) or _empty_list(value):
             changes[f.name] = _parse(type(current), _object(value), current, f"{where}.", problems)
         else:
@@ -259,6 +308,10 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
         raw = inner
     problems: list[str] = []
     settings = _parse(Settings, raw, base, "", problems)
+    if settings.backend.kind == "vllm" and not settings.backend.url:
+        problems.append(f"backend.url: required when backend.kind is 'vllm', got null; keeping the "
+                        f"{base.backend.kind} backend")
+        settings = replace(settings, backend=base.backend)
     return settings, problems
 
 

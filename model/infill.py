@@ -78,9 +78,9 @@ class Infiller:
         self.tokenizer = loaded.tokenizer
         self.spec = loaded.spec
         self.prefix_cache = PrefixCache(self.model)
-        stop = {self.spec.eos_id, self.spec.pad_id, self.spec.bos_id} - {None}
+        specials = (self.spec.eos_id, self.spec.pad_id, self.spec.bos_id, self.spec.filler_id)
         self._end_ids = {i for i in (self.spec.eos_id,) if i is not None}
-        self._drop_ids = stop | ({self.spec.filler_id} - {None})
+        self._drop_ids = {i for i in specials if i is not None}
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
@@ -152,15 +152,10 @@ class Infiller:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
                 raw[i] += tokens[i][:n]
-                for tok, c in zip(tokens[i][:n], conf[i][:n], strict=True):
-                    if tok in self._end_ids:
-                        ended[i] = True
-                        break
-                    if tok == self.spec.filler_id:
-                        ended[i] = True
-                    if tok not in self._drop_ids:
-                        pieces[i].append(tok)
-                        confs[i].append(c)
+                kept, kept_conf, ended[i] = keep_middle(tokens[i][:n], conf[i][:n], self._end_ids,
+                                                        self.spec.filler_id, self._drop_ids)
+                pieces[i] += kept
+                confs[i] += kept_conf
             if blocks < max_blocks and not all(ended):
                 block = res.tokens[:, : rows[0]]  # every row has the same length here
                 encode(self.model, block.to(device), cache)  # commit the block as clean context
@@ -171,16 +166,41 @@ class Infiller:
                             step_ms=step_ms)
 
     def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:
-        """Distinct middles, best score first (ties keep batch order, so the preferred length wins)."""
-        order = sorted(range(len(rows)), key=lambda i: -scores[i])
-        seen: set[str] = set()
-        out = []
-        for i in order:
-            text = self.tokenizer.decode(pieces[i], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            if text in seen:
-                continue
-            seen.add(text)
-            out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], token_confidence=confs[i],
-                                 score=scores[i], n_free=rows[i], ended=ended[i],
-                                 tokens=token_spans(self.tokenizer.decode, pieces[i], confs[i])))
-        return out
+        return rank_candidates(self.tokenizer, raw, pieces, confs, scores, rows, ended)
+
+
+def keep_middle(tokens: Sequence[int], conf: Sequence[float], end_ids: set[int], filler_id: int | None,
+                drop_ids: set[int]) -> tuple[list[int], list[float], bool]:
+    """The tokens of one block's free slots that belong to the middle, their confidences, and whether it ended.
+
+    The middle ends at the first end token (EOS, not kept); a filler marks it ended too. Filler and other
+    special tokens (`drop_ids`) are left out.
+    """
+    kept: list[int] = []
+    kept_conf: list[float] = []
+    ended = False
+    for tok, c in zip(tokens, conf, strict=True):
+        if tok in end_ids:
+            return kept, kept_conf, True
+        if tok == filler_id:
+            ended = True
+        if tok not in drop_ids:
+            kept.append(tok)
+            kept_conf.append(c)
+    return kept, kept_conf, ended
+
+
+def rank_candidates(tokenizer, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:
+    """Distinct middles, best score first (ties keep batch order, so the preferred length wins)."""
+    order = sorted(range(len(rows)), key=lambda i: -scores[i])
+    seen: set[str] = set()
+    out = []
+    for i in order:
+        text = tokenizer.decode(pieces[i], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if text in seen:
+            continue
+        seen.add(text)
+        out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], token_confidence=confs[i],
+                             score=scores[i], n_free=rows[i], ended=ended[i],
+                             tokens=token_spans(tokenizer.decode, pieces[i], confs[i])))
+    return out
