@@ -12,6 +12,11 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+if not torch.cuda.is_available():
+    # Triton's interpreter for the kernel tests on machines without CUDA. Set here, before any test module is
+    # collected: triton reads it when it is imported, and test modules outside tests/kernels import triton too.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 def build_tokenizer(out: Path, vocab_size: int = 512) -> None:
     """The project's byte-level BPE (dgls.model.tokenizer), trained on a few stdlib files."""
     from dgls.model.tokenizer import train_tokenizer
@@ -78,9 +83,9 @@ def tiny_loaded(tiny_checkpoint):
 
 # The fast tier, `pytest -m "not slow"`, leaves out what starts servers, editors, the CLI or benchmark scripts, and
 # the kernels at the real model's sizes; the full suite (CI) runs everything.
-SLOW_PATHS = ("e2e/", "editors/", "benchmarks/", "reliability/test_faults.py", "reliability/test_jsonrpc_fuzz.py",
-              "reliability/test_leaks.py", "reliability/test_security.py", "reliability/test_soak.py",
-              "dgls/test_cli.py", "kernels/test_real_sizes.py")
+SLOW_PATHS = ("e2e/", "editors/", "benchmarks/", "remote/", "reliability/test_faults.py",
+              "reliability/test_jsonrpc_fuzz.py", "reliability/test_leaks.py", "reliability/test_security.py",
+              "reliability/test_soak.py", "dgls/test_cli.py", "kernels/test_real_sizes.py")
 
 
 def pytest_collection_modifyitems(config, items):

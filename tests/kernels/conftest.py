@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # read when @triton.jit runs, so it must be set before any kernel module is imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
+# TRITON_INTERPRET=1 on machines without CUDA: set in tests/conftest.py, before anything imports triton
 pytest.importorskip("triton", reason="the kernel tests need triton (pip install -e '.[test]')")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
