@@ -27,8 +27,21 @@ def install_packages(target: Path, pinned: Path = PACKAGES_FILE, log: Callable[[
         dest = target / name
         if any(dest.glob(f"*-{version}.dist-info")):
             continue
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary", ":all:", "--no-compile",
-               "--disable-pip-version-check", "--target", str(dest), f"{name}=={version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--target",
+            str(dest),
+            f"{name}=={version}",
+        ]
         if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
             failed.append(f"{name}=={version}")
             log(f"could not install {name}=={version}; skipped")

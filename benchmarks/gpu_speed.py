@@ -86,20 +86,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # reference/diffusiongemma.md §7 (third-party copies of google/gemma-4-26B-A4B config.json; check against the
 # real config.json when available)
-REAL_TEXT = dict(vocab_size=262_144, hidden_size=2816, num_hidden_layers=30, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=2,
-                 intermediate_size=2112, num_experts=128, top_k_experts=8, moe_intermediate_size=704,
-                 sliding_window=1024, final_logit_softcapping=30.0)
+REAL_TEXT = dict(
+    vocab_size=262_144,
+    hidden_size=2816,
+    num_hidden_layers=30,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    global_head_dim=512,
+    num_global_key_value_heads=2,
+    intermediate_size=2112,
+    num_experts=128,
+    top_k_experts=8,
+    moe_intermediate_size=704,
+    sliding_window=1024,
+    final_logit_softcapping=30.0,
+)
 REAL_PARAMS_B = 25.421  # §7, vision tower (transformers' default) included
-TINY_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=32, global_head_dim=32, num_experts=4, top_k_experts=2,
-                 moe_intermediate_size=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64)
+TINY_TEXT = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    global_head_dim=32,
+    num_experts=4,
+    top_k_experts=2,
+    moe_intermediate_size=32,
+    layer_types=["sliding_attention", "full_attention"],
+    sliding_window=64,
+)
 
 
 class BenchError(Exception):
     """A condition the user must fix; printed as one message, no traceback."""
-
-
 
 
 def sync(device: torch.device) -> None:
@@ -139,8 +161,15 @@ def build_config(tiny: bool, experts: str | None = None, layers: int | None = No
 
     kw = {"experts_implementation": experts} if experts else {}
     if tiny:
-        return DiffusionGemmaConfig(text_config=dict(TINY_TEXT), vision_config=TINY_VISION, canvas_length=64,
-                                    image_token_id=6, boi_token_id=7, eoi_token_id=8, **kw)
+        return DiffusionGemmaConfig(
+            text_config=dict(TINY_TEXT),
+            vision_config=TINY_VISION,
+            canvas_length=64,
+            image_token_id=6,
+            boi_token_id=7,
+            eoi_token_id=8,
+            **kw,
+        )
     text = dict(REAL_TEXT, num_hidden_layers=layers or REAL_TEXT["num_hidden_layers"])
     return DiffusionGemmaConfig(text_config=text, canvas_length=256, **kw)
 
@@ -189,8 +218,7 @@ def materialize(model: torch.nn.Module, device: torch.device, dtype: torch.dtype
                 continue
             if id(p) not in new:
                 dt = dtype if p.is_floating_point() else p.dtype
-                new[id(p)] = (p, torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device),
-                                                    requires_grad=False))
+                new[id(p)] = (p, torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device), requires_grad=False))
             mod._parameters[name] = new[id(p)][1]
         for name, b in list(mod._buffers.items()):
             if b is None:
@@ -214,8 +242,10 @@ def build_model(config, device: torch.device, dtype: torch.dtype):
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         if n_bytes > free - 2 * 2**30:
-            raise BenchError(f"the model needs {n_bytes / 1e9:.1f} GB of {dtype} weights plus ~2 GB of working "
-                             f"memory; the GPU has {free / 1e9:.1f} GB free of {total / 1e9:.1f} GB")
+            raise BenchError(
+                f"the model needs {n_bytes / 1e9:.1f} GB of {dtype} weights plus ~2 GB of working "
+                f"memory; the GPU has {free / 1e9:.1f} GB free of {total / 1e9:.1f} GB"
+            )
     materialize(model, device, dtype)
     enc = model.model.encoder.language_model.layers[0].self_attn.q_proj.weight
     dec = model.model.decoder.layers[0].self_attn.q_proj.weight
@@ -247,9 +277,12 @@ def step_bytes(model, tokens: int, fp8_experts: bool = False) -> dict[str, float
             expert += p.numel() if fp8_experts else b
         else:
             other += b
-    return {"step": other + 2 * emb + expert * distinct / E,  # lm_head and SC matmul both read the embedding
-            "ar_token": other + emb + expert * k / E,  # one token: lm_head once, its top-k experts
-            "distinct_experts": distinct, "experts": expert}
+    return {
+        "step": other + 2 * emb + expert * distinct / E,  # lm_head and SC matmul both read the embedding
+        "ar_token": other + emb + expert * k / E,  # one token: lm_head once, its top-k experts
+        "distinct_experts": distinct,
+        "experts": expert,
+    }
 
 
 def torch_row_stats(logits: torch.Tensor, t: torch.Tensor):
@@ -361,9 +394,16 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool, reps: int = 20)
 
         k_ms = timed(lambda: row_stats(logits, 0.6, seed=1), device, reps=reps)
     # bytes: the logits read once; torch's (C, V) temporaries are its extra cost, not counted
-    rows.append({"op": "sampler statistics (entropy, argmax, confidence, sample)", "C": C,
-                 "bytes_torch": C * V * 4, "bytes_kernel": C * V * 4, "torch_ms": percentile(torch_ms, 50),
-                 "kernel_ms": k_ms and percentile(k_ms, 50)})
+    rows.append(
+        {
+            "op": "sampler statistics (entropy, argmax, confidence, sample)",
+            "C": C,
+            "bytes_torch": C * V * 4,
+            "bytes_kernel": C * V * 4,
+            "torch_ms": percentile(torch_ms, 50),
+            "kernel_ms": k_ms and percentile(k_ms, 50),
+        }
+    )
     k = min(64, V)
     dense_ms = timed(lambda: dense_soft_embedding(logits, E, scale), device, reps=reps)
     dense_bytes = V * H * E.element_size() + C * V * (4 + 2)  # E once, logits read, bf16 probabilities written
@@ -374,11 +414,19 @@ def micro(model, C: int, device: torch.device, kernels_ok: bool, reps: int = 20)
             from dgls.kernels.soft_embedding_ref import embedding_sum
 
             e_sum = embedding_sum(E) if tail else None  # once per model, outside the timing
-            k_ms = timed(lambda e_sum=e_sum: topk_soft_embedding(logits, E, k, scale=scale, e_sum=e_sum), device,
-                         reps=reps)
-        rows.append({"op": f"self-conditioning soft embedding (dense vs top-{k}{' + uniform tail' if tail else ''})",
-                     "C": C, "bytes_torch": dense_bytes, "bytes_kernel": C * V * 4 * (2 if tail else 1) + C * k * H * 2,
-                     "torch_ms": percentile(dense_ms, 50), "kernel_ms": k_ms and percentile(k_ms, 50)})
+            k_ms = timed(
+                lambda e_sum=e_sum: topk_soft_embedding(logits, E, k, scale=scale, e_sum=e_sum), device, reps=reps
+            )
+        rows.append(
+            {
+                "op": f"self-conditioning soft embedding (dense vs top-{k}{' + uniform tail' if tail else ''})",
+                "C": C,
+                "bytes_torch": dense_bytes,
+                "bytes_kernel": C * V * 4 * (2 if tail else 1) + C * k * H * 2,
+                "torch_ms": percentile(dense_ms, 50),
+                "kernel_ms": k_ms and percentile(k_ms, 50),
+            }
+        )
     return rows
 
 
@@ -410,13 +458,20 @@ def micro_moe(model, C: int, device: torch.device, moe_ok: bool, reps: int = 20)
             if fp8:
                 k_ms = timed(lambda weights=weights: moe.moe_experts(x, ids, w, weights), device, reps=reps)
             else:
-                k_ms = timed(lambda: moe.moe_experts(x, ids, w, experts.gate_up_proj, experts.down_proj), device,
-                             reps=reps)
+                k_ms = timed(
+                    lambda: moe.moe_experts(x, ids, w, experts.gate_up_proj, experts.down_proj), device, reps=reps
+                )
             k_ms = percentile(k_ms, 50)
-        rows.append({"op": f"{name}, kernel {'fp8' if fp8 else dtype_name(dtype)} weights", "C": C,
-                     "bytes_torch": touched * per_expert * experts.down_proj.element_size() + act,
-                     "bytes_kernel": touched * per_expert * (1 if fp8 else experts.down_proj.element_size()) + act,
-                     "torch_ms": torch_ms, "kernel_ms": k_ms})
+        rows.append(
+            {
+                "op": f"{name}, kernel {'fp8' if fp8 else dtype_name(dtype)} weights",
+                "C": C,
+                "bytes_torch": touched * per_expert * experts.down_proj.element_size() + act,
+                "bytes_kernel": touched * per_expert * (1 if fp8 else experts.down_proj.element_size()) + act,
+                "torch_ms": torch_ms,
+                "kernel_ms": k_ms,
+            }
+        )
     return rows
 
 
@@ -439,10 +494,16 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpu = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
-    return {"gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "triton": triton_v, "transformers": transformers.__version__,
-            "commit": git_commit(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton_v,
+        "transformers": transformers.__version__,
+        "commit": git_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def fmt(x: float | None, spec: str = ".2f") -> str:
@@ -459,8 +520,12 @@ class Variant:
     moe: str | None  # None: transformers' experts; "bf16" / "fp8": patch_moe_experts
 
 
-PATHS = (Variant("transformers", False, None), Variant("dgls: sampler", True, None),
-         Variant("dgls: sampler + MoE bf16", True, "bf16"), Variant("dgls: sampler + MoE fp8", True, "fp8"))
+PATHS = (
+    Variant("transformers", False, None),
+    Variant("dgls: sampler", True, None),
+    Variant("dgls: sampler + MoE bf16", True, "bf16"),
+    Variant("dgls: sampler + MoE fp8", True, "fp8"),
+)
 
 
 def skip_reason(path: Variant, model, device: torch.device, moe_forced: bool) -> str | None:
@@ -537,10 +602,25 @@ class Budget:
 def not_run_row(model, bw: float, P: int, C: int, path: Variant, label: str) -> dict:
     """A table row for a (prefix, canvas, path) that was not measured: its bytes and floor, no timings."""
     nbytes = step_bytes(model, C, fp8_experts=path.moe == "fp8")
-    return {"prefix": P, "C": C, "path": label, "p20": None, "p50": None, "p80": None, "fwd_p50": None,
-            "sampler_ms": None, "gb": nbytes["step"] / 1e9, "gbps": None, "pct_bw": None,
-            "floor_ms": nbytes["step"] / (bw * 1e9) * 1e3, "tok_s": None, "ar_ms": None, "ar_total": None,
-            "steps_in_ar": None, "ar_floor_ms": nbytes["ar_token"] / (bw * 1e9) * 1e3}
+    return {
+        "prefix": P,
+        "C": C,
+        "path": label,
+        "p20": None,
+        "p50": None,
+        "p80": None,
+        "fwd_p50": None,
+        "sampler_ms": None,
+        "gb": nbytes["step"] / 1e9,
+        "gbps": None,
+        "pct_bw": None,
+        "floor_ms": nbytes["step"] / (bw * 1e9) * 1e3,
+        "tok_s": None,
+        "ar_ms": None,
+        "ar_total": None,
+        "steps_in_ar": None,
+        "ar_floor_ms": nbytes["ar_token"] / (bw * 1e9) * 1e3,
+    }
 
 
 def not_run_infill(P: int, steps: int, label: str) -> dict:
@@ -548,8 +628,18 @@ def not_run_infill(P: int, steps: int, label: str) -> dict:
     return {"prefix": P, "steps": steps, "path": label, "p50": None, "min": None, "max": None}
 
 
-def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], rows: list[dict],
-           infill_rows: list[dict], micro_rows: list[dict], kernel_status: str, wall_s: float) -> str:
+def report(
+    info: dict,
+    args,
+    params: int,
+    bw: float,
+    prefill_ms: dict[int, float],
+    rows: list[dict],
+    infill_rows: list[dict],
+    micro_rows: list[dict],
+    kernel_status: str,
+    wall_s: float,
+) -> str:
     """The markdown section for RESULTS.md."""
     prefill = ", ".join(f"{P} tokens {ms:.0f} ms" for P, ms in prefill_ms.items())
     out = [
@@ -582,21 +672,34 @@ def report(info: dict, args, params: int, bw: float, prefill_ms: dict[int, float
             f"| {fmt(r['p20'], '.1f')} / {fmt(r['p50'], '.1f')} / {fmt(r['p80'], '.1f')} "
             f"| {fmt(r['fwd_p50'], '.1f')} | {fmt(r['sampler_ms'], '.1f')} | {r['gb']:.1f} | {fmt(r['gbps'], '.0f')} "
             f"| {fmt(r['pct_bw'], '.0f')} | {r['floor_ms']:.1f} | {fmt(r['tok_s'], '.0f')} | {fmt(r['ar_ms'], '.1f')} "
-            f"| {r['ar_floor_ms']:.2f} | {fmt(r['ar_total'], '.0f')} | {fmt(r['steps_in_ar'], '.1f')} |")
-    out += ["", f"Infill end to end: prefix encode + fixed steps of a {args.infill_canvas}-slot canvas with a "
-            f"{args.infill_suffix}-token pinned suffix, from token ids (p50 of 3 after one warm-up).", "",
-            "| prefix | steps | path | ms p50 | min / max ms |", "|---:|---:|---|---:|---|"]
+            f"| {r['ar_floor_ms']:.2f} | {fmt(r['ar_total'], '.0f')} | {fmt(r['steps_in_ar'], '.1f')} |"
+        )
+    out += [
+        "",
+        f"Infill end to end: prefix encode + fixed steps of a {args.infill_canvas}-slot canvas with a "
+        f"{args.infill_suffix}-token pinned suffix, from token ids (p50 of 3 after one warm-up).",
+        "",
+        "| prefix | steps | path | ms p50 | min / max ms |",
+        "|---:|---:|---|---:|---|",
+    ]
     for r in infill_rows:
-        out.append(f"| {r['prefix']} | {r['steps']} | {r['path']} | {fmt(r['p50'], '.0f')} "
-                   f"| {fmt(r['min'], '.0f')} / {fmt(r['max'], '.0f')} |")
-    out += ["", "| op | C | torch ms p50 | kernel ms p50 | torch GB/s | kernel GB/s | speed-up |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+        out.append(
+            f"| {r['prefix']} | {r['steps']} | {r['path']} | {fmt(r['p50'], '.0f')} "
+            f"| {fmt(r['min'], '.0f')} / {fmt(r['max'], '.0f')} |"
+        )
+    out += [
+        "",
+        "| op | C | torch ms p50 | kernel ms p50 | torch GB/s | kernel GB/s | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in micro_rows:
         k_ms = m["kernel_ms"]
-        out.append(f"| {m['op']} | {m['C']} | {m['torch_ms']:.3f} | {fmt(k_ms, '.3f')} "
-                   f"| {m['bytes_torch'] / m['torch_ms'] / 1e6:.0f} "
-                   f"| {fmt(k_ms and m['bytes_kernel'] / k_ms / 1e6, '.0f')} "
-                   f"| {fmt(k_ms and m['torch_ms'] / k_ms, '.2f')} |")
+        out.append(
+            f"| {m['op']} | {m['C']} | {m['torch_ms']:.3f} | {fmt(k_ms, '.3f')} "
+            f"| {m['bytes_torch'] / m['torch_ms'] / 1e6:.0f} "
+            f"| {fmt(k_ms and m['bytes_kernel'] / k_ms / 1e6, '.0f')} "
+            f"| {fmt(k_ms and m['torch_ms'] / k_ms, '.2f')} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -627,15 +730,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--experts", default=None, help="experts implementation (transformers default if unset)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny random model: a smoke test of this script, CPU allowed")
-    p.add_argument("--layers", type=int, default=None,
-                   help="the real widths with this many of the 30 layers (a GPU with less memory; on a CPU, a check "
-                        "of this script at the real widths: not a result)")
-    p.add_argument("--moe-interpret", action="store_true",
-                   help="smoke test only (--tiny --device cpu): run the MoE rows on Triton's interpreter")
-    p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new row after this many seconds (the rest are reported as skipped)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="also write the table (gpu_speed.md) and the raw rows (gpu_speed.json) into this folder")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="the real widths with this many of the 30 layers (a GPU with less memory; on a CPU, a check "
+        "of this script at the real widths: not a result)",
+    )
+    p.add_argument(
+        "--moe-interpret",
+        action="store_true",
+        help="smoke test only (--tiny --device cpu): run the MoE rows on Triton's interpreter",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new row after this many seconds (the rest are reported as skipped)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the table (gpu_speed.md) and the raw rows (gpu_speed.json) into this folder",
+    )
     p.add_argument("--write", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     return p.parse_args(argv)
 
@@ -644,15 +762,19 @@ def check_args(args: argparse.Namespace) -> torch.device:
     """The device the run uses, after every option was checked against it (BenchError otherwise)."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
-                         f"{torch.version.cuda}); a smoke test of the script runs with --tiny --device cpu")
+        raise BenchError(
+            f"this benchmark needs a CUDA GPU and found none (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda}); a smoke test of the script runs with --tiny --device cpu"
+        )
     if args.layers is not None and not 1 <= args.layers <= REAL_TEXT["num_hidden_layers"]:
         raise BenchError(f"--layers must be 1 to {REAL_TEXT['num_hidden_layers']}, got {args.layers}")
     if args.layers is not None and args.tiny:
         raise BenchError("--layers is for the real widths, --tiny for the tiny model: one or the other")
     if device.type != "cuda" and not (args.tiny or args.layers):
-        raise BenchError(f"--device {args.device}: the real 26B shape runs only on a CUDA GPU (use --tiny for a "
-                         "smoke test, or --layers N for the real widths with fewer layers)")
+        raise BenchError(
+            f"--device {args.device}: the real 26B shape runs only on a CUDA GPU (use --tiny for a "
+            "smoke test, or --layers N for the real widths with fewer layers)"
+        )
     if (args.tiny or device.type != "cuda") and args.write:
         raise BenchError("--tiny and CPU runs check the script; their numbers do not go into RESULTS.md")
     if args.moe_interpret and (not args.tiny or device.type != "cpu"):
@@ -684,8 +806,9 @@ def kernel_report(moe_interpret: bool) -> tuple[bool, bool, str]:
     os.environ.pop("DGLS_KERNELS", None)
     kernels_ok = kernels.usable("canvas_sampler") and kernels.usable("soft_embedding")
     moe_ok = kernels.usable("moe_experts") or moe_interpret
-    kernel_status = "; ".join(f"{s.name}: {'usable' if s.usable else 'not usable'} ({s.why})"
-                              for s in kernels.registry())
+    kernel_status = "; ".join(
+        f"{s.name}: {'usable' if s.usable else 'not usable'} ({s.why})" for s in kernels.registry()
+    )
     if moe_interpret:
         kernel_status += "; moe_experts forced on Triton's interpreter (--moe-interpret smoke test)"
     return kernels_ok, moe_ok, kernel_status
@@ -694,8 +817,9 @@ def kernel_report(moe_interpret: bool) -> tuple[bool, bool, str]:
 class Results:
     """The rows measured so far, and the report made of them."""
 
-    def __init__(self, info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], kernel_status: str,
-                 budget: Budget):
+    def __init__(
+        self, info: dict, args, params: int, bw: float, prefill_ms: dict[int, float], kernel_status: str, budget: Budget
+    ):
         self.info, self.args, self.params, self.bw = info, args, params, bw
         self.prefill_ms, self.kernel_status, self.budget = prefill_ms, kernel_status, budget
         self.rows: list[dict] = []
@@ -706,11 +830,31 @@ class Results:
         """The report and the raw rows so far; with --out, also written there (after every row: a run cut short
         keeps the rows it has)."""
         wall_s = time.perf_counter() - self.budget.t0
-        text = report(self.info, self.args, self.params, self.bw, self.prefill_ms, self.rows, self.infill,
-                      self.micro, self.kernel_status, wall_s)
-        raw = json.dumps({"bench": "gpu_speed", **self.info, "bandwidth_gbps": self.bw, "prefill_ms": self.prefill_ms,
-                          "rows": self.rows, "infill": self.infill, "micro": self.micro, "wall_s": wall_s,
-                          "interrupted": self.budget.interrupted})
+        text = report(
+            self.info,
+            self.args,
+            self.params,
+            self.bw,
+            self.prefill_ms,
+            self.rows,
+            self.infill,
+            self.micro,
+            self.kernel_status,
+            wall_s,
+        )
+        raw = json.dumps(
+            {
+                "bench": "gpu_speed",
+                **self.info,
+                "bandwidth_gbps": self.bw,
+                "prefill_ms": self.prefill_ms,
+                "rows": self.rows,
+                "infill": self.infill,
+                "micro": self.micro,
+                "wall_s": wall_s,
+                "interrupted": self.budget.interrupted,
+            }
+        )
         out = self.args.out
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -724,8 +868,18 @@ class Results:
         self.save()
 
 
-def step_row(model, cache, P: int, C: int, path: Variant, name: str, args, bw: float, device: torch.device,
-             ar_runs: dict[tuple, list[float]]) -> dict:
+def step_row(
+    model,
+    cache,
+    P: int,
+    C: int,
+    path: Variant,
+    name: str,
+    args,
+    bw: float,
+    device: torch.device,
+    ar_runs: dict[tuple, list[float]],
+) -> dict:
     """One canvas row: the decoder pass alone, the whole denoising step, and AR decoding of as many tokens."""
     from dgls.model.backend import DiffusionGemmaDenoiser
     from dgls.model.canvas import Canvas
@@ -741,20 +895,42 @@ def step_row(model, cache, P: int, C: int, path: Variant, name: str, args, bw: f
     sc = torch.randn(1, C, V, device=device)
     with torch.no_grad():
         if not bool(torch.isfinite(den(canvas, sc)).all()):  # NaN would trip the multinomial
-            raise BenchError(f"{name}: the random-weight model produced non-finite logits; the "
-                             "timings would be meaningless (check the init in materialize())")
+            raise BenchError(
+                f"{name}: the random-weight model produced non-finite logits; the "
+                "timings would be meaningless (check the init in materialize())"
+            )
         fwd = timed(lambda den=den, canvas=canvas, sc=sc: den(canvas, sc), device, reps=args.steps, warmup=args.warmup)
     ms = run_denoise(model, cache, C, args.steps, args.warmup, kernels=path.sampler)
     p50 = percentile(ms, 50)
     gbps = row["gb"] / (p50 / 1e3)
-    row.update(p20=percentile(ms, 20), p50=p50, p80=percentile(ms, 80), fwd_p50=percentile(fwd, 50),
-               sampler_ms=p50 - percentile(fwd, 50), gbps=gbps, pct_bw=100 * gbps / bw, tok_s=C / (sum(ms) / 1e3),
-               ar_ms=ar_ms, ar_total=ar_ms * C, steps_in_ar=ar_ms * C / p50)
+    row.update(
+        p20=percentile(ms, 20),
+        p50=p50,
+        p80=percentile(ms, 80),
+        fwd_p50=percentile(fwd, 50),
+        sampler_ms=p50 - percentile(fwd, 50),
+        gbps=gbps,
+        pct_bw=100 * gbps / bw,
+        tok_s=C / (sum(ms) / 1e3),
+        ar_ms=ar_ms,
+        ar_total=ar_ms * C,
+        steps_in_ar=ar_ms * C / p50,
+    )
     return row
 
 
-def run_path(model, P: int, path: Variant, args, bw: float, device: torch.device, cache, prefix: torch.Tensor,
-             res: Results, ar_runs: dict[tuple, list[float]]) -> None:
+def run_path(
+    model,
+    P: int,
+    path: Variant,
+    args,
+    bw: float,
+    device: torch.device,
+    cache,
+    prefix: torch.Tensor,
+    res: Results,
+    ar_runs: dict[tuple, list[float]],
+) -> None:
     """Every canvas row and every infill row of one path at prefix length P."""
     from dgls import kernels
 
@@ -777,8 +953,16 @@ def run_path(model, P: int, path: Variant, args, bw: float, device: torch.device
             os.environ["DGLS_KERNELS"] = "1" if path.sampler else "0"
             with budget.guard():
                 inf = run_infill(model, prefix, args.infill_canvas, args.infill_suffix, n)
-                res.infill.append({"prefix": P, "steps": n, "path": name, "p50": percentile(inf, 50),
-                                   "min": min(inf), "max": max(inf)})
+                res.infill.append(
+                    {
+                        "prefix": P,
+                        "steps": n,
+                        "path": name,
+                        "p50": percentile(inf, 50),
+                        "min": min(inf),
+                        "max": max(inf),
+                    }
+                )
                 res.done(res.infill[-1])
             os.environ.pop("DGLS_KERNELS", None)
 
@@ -849,6 +1033,8 @@ if __name__ == "__main__":
         print(f"gpu_speed.py: {exc}", file=sys.stderr)
         sys.exit(2)
     except torch.cuda.OutOfMemoryError as exc:
-        print(f"gpu_speed.py: out of GPU memory ({str(exc).splitlines()[0]}); try fewer/smaller --canvases or "
-              "--prefixes", file=sys.stderr)
+        print(
+            f"gpu_speed.py: out of GPU memory ({str(exc).splitlines()[0]}); try fewer/smaller --canvases or --prefixes",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -31,8 +31,12 @@ from dgls.model import DEFAULT_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Files the requests are cut from: the dgls sources themselves (never in the training corpus) and the example.
-SOURCES = [ROOT / "dgls" / "engine.py", ROOT / "dgls" / "cli.py", ROOT / "model" / "sampler.py",
-           ROOT / "examples" / "fib.py"]
+SOURCES = [
+    ROOT / "dgls" / "engine.py",
+    ROOT / "dgls" / "cli.py",
+    ROOT / "model" / "sampler.py",
+    ROOT / "examples" / "fib.py",
+]
 
 
 def make_requests(n: int, prefix_chars: int = 1200, suffix_chars: int = 300) -> list[dict]:
@@ -44,8 +48,13 @@ def make_requests(n: int, prefix_chars: int = 1200, suffix_chars: int = 300) -> 
         lines = text.splitlines(keepends=True)
         row = 5 + (i * 7919) % max(1, len(lines) - 10)
         cursor = sum(len(x) for x in lines[:row])
-        out.append({"prefix": text[max(0, cursor - prefix_chars):cursor], "suffix": text[cursor:cursor + suffix_chars],
-                    "language": "python"})
+        out.append(
+            {
+                "prefix": text[max(0, cursor - prefix_chars) : cursor],
+                "suffix": text[cursor : cursor + suffix_chars],
+                "language": "python",
+            }
+        )
     return out
 
 
@@ -53,8 +62,14 @@ def run_diffusion(model: str, requests: list[dict], n_middle: int, threads: int)
     """All requests through one `dgls infill --jsonl` process; returns its output lines."""
     lines = [json.dumps({**r, "n_middle": n_middle}) for r in requests]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, "-m", "dgls.cli", "infill", "--jsonl", "--model", model],
-                          input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dgls.cli", "infill", "--jsonl", "--model", model],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"dgls infill --jsonl failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return [json.loads(line) for line in proc.stdout.splitlines()]
@@ -102,9 +117,15 @@ def machine() -> dict:
     """Where and with what this ran."""
     import transformers
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "commit": git_commit(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "commit": git_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,9 +147,19 @@ def main(argv: list[str] | None = None) -> int:
         ms = [o["ms"] for o in out][1:] or [o["ms"] for o in out]  # the first request pays the warm-up
         nfe = [o["nfe"] for o in out]
         ar = run_ar(args.model, requests, n)[1:] or [0.0]
-        rows.append({"canvas": n, "p50": percentile(ms, 50), "p95": percentile(ms, 95), "nfe": statistics.median(nfe),
-                     "nfe_mean": statistics.mean(nfe), "ar_p50": percentile(ar, 50), "ar_p95": percentile(ar, 95),
-                     "ratio": percentile(ms, 50) / percentile(ar, 50), "n": len(ms)})
+        rows.append(
+            {
+                "canvas": n,
+                "p50": percentile(ms, 50),
+                "p95": percentile(ms, 95),
+                "nfe": statistics.median(nfe),
+                "nfe_mean": statistics.mean(nfe),
+                "ar_p50": percentile(ar, 50),
+                "ar_p95": percentile(ar, 95),
+                "ratio": percentile(ms, 50) / percentile(ar, 50),
+                "n": len(ms),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     info = machine()
     table = [
@@ -144,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        table.append(f"| {r['canvas']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['nfe']:.0f} ({r['nfe_mean']:.1f}) "
-                     f"| {r['ar_p50']:.1f} | {r['ar_p95']:.1f} | {r['ratio']:.2f} |")
+        table.append(
+            f"| {r['canvas']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['nfe']:.0f} ({r['nfe_mean']:.1f}) "
+            f"| {r['ar_p50']:.1f} | {r['ar_p95']:.1f} | {r['ratio']:.2f} |"
+        )
     text = "\n".join(table) + "\n"
     print(text)
     if args.write:

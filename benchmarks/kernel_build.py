@@ -98,15 +98,16 @@ def recording(modules, sink: list[Launch], label: list[str], sms: int):
     saved = []
     for m in modules:
         if getattr(m, "INTERPRET", False):
-            raise RuntimeError(f"{m.__name__} was imported under TRITON_INTERPRET=1: its launches would be the "
-                               f"interpreter's; run this script in a fresh process")
+            raise RuntimeError(
+                f"{m.__name__} was imported under TRITON_INTERPRET=1: its launches would be the "
+                f"interpreter's; run this script in a fresh process"
+            )
         for name, obj in vars(m).items():
             if isinstance(obj, JITFunction) and name.endswith("_kernel"):
                 saved.append((m, name, obj))
                 setattr(m, name, _Recorder(obj, sink, label))
     splits = canvas_sampler._default_splits
-    canvas_sampler._default_splits = lambda n_rows, n_blocks, device: canvas_sampler.splits_for(n_rows, n_blocks,
-                                                                                                sms)
+    canvas_sampler._default_splits = lambda n_rows, n_blocks, device: canvas_sampler.splits_for(n_rows, n_blocks, sms)
     try:
         yield
     finally:
@@ -147,29 +148,43 @@ def workloads(fp8: bool):
     for rows in (16, 32, 48, 64, 96, 192, 256, 768):  # canvases of 16..256 slots x 1 or 3 candidates
         for dtype in (torch.float32, torch.bfloat16):
             logits = torch.zeros(1, V, dtype=dtype).expand(rows, V)  # one row of memory; the row stride is not
-            for cap in (None, 30.0):                                  # specialized (do_not_specialize)
-                yield f"sampler {rows} rows V={V} {_short(dtype)}{' capped' if cap else ''}", \
-                    lambda x=logits, cap=cap: canvas_sampler.row_stats(x, 0.5, cap=cap, seed=1)
-    yield f"sampler 64 rows V={tiny_v} (dgls-tiny)", lambda: canvas_sampler.row_stats(
-        torch.randn(64, tiny_v, generator=g), 0.5, seed=1)
+            for cap in (None, 30.0):  # specialized (do_not_specialize)
+                yield (
+                    f"sampler {rows} rows V={V} {_short(dtype)}{' capped' if cap else ''}",
+                    lambda x=logits, cap=cap: canvas_sampler.row_stats(x, 0.5, cap=cap, seed=1),
+                )
+    yield (
+        f"sampler 64 rows V={tiny_v} (dgls-tiny)",
+        lambda: canvas_sampler.row_stats(torch.randn(64, tiny_v, generator=g), 0.5, seed=1),
+    )
     emb = _shared_weights((V, H), torch.bfloat16)
     e_sum = torch.zeros(H)
     for C in (64, 256):
         logits = torch.randn(C, V, generator=g).to(torch.bfloat16)
         yield f"soft embedding C={C} k=64", lambda x=logits: soft_embedding.topk_soft_embedding(x, emb, 64)
-        yield f"soft embedding C={C} k=64 tail", lambda x=logits: soft_embedding.topk_soft_embedding(
-            x, emb, 64, e_sum=e_sum)
-    weights = {dtype: (_shared_weights((E, 2 * I, H), dtype), _shared_weights((E, H, I), dtype))
-               for dtype in (torch.bfloat16, torch.float32)}
-    q = FP8Experts(_shared_weights((E, 2 * I, H), torch.float8_e4m3fn), _shared_weights((E, 2 * I), torch.float32),
-                   _shared_weights((E, H, I), torch.float8_e4m3fn), _shared_weights((E, H), torch.float32))
+        yield (
+            f"soft embedding C={C} k=64 tail",
+            lambda x=logits: soft_embedding.topk_soft_embedding(x, emb, 64, e_sum=e_sum),
+        )
+    weights = {
+        dtype: (_shared_weights((E, 2 * I, H), dtype), _shared_weights((E, H, I), dtype))
+        for dtype in (torch.bfloat16, torch.float32)
+    }
+    q = FP8Experts(
+        _shared_weights((E, 2 * I, H), torch.float8_e4m3fn),
+        _shared_weights((E, 2 * I), torch.float32),
+        _shared_weights((E, H, I), torch.float8_e4m3fn),
+        _shared_weights((E, H), torch.float32),
+    )
     for T in (16, 64, 256, 512, 1024, 4096):  # BLOCK_M 16, 16, 16, 32, 64, 64
         ids = torch.rand(T, E, generator=g).topk(K, dim=-1).indices  # K distinct experts per token
         w = torch.rand(T, K, generator=g)
         for dtype, (w_gu, w_d) in weights.items():
             x = torch.randn(T, H, generator=g).to(dtype)
-            yield f"MoE T={T} {_short(dtype)}", \
-                lambda x=x, ids=ids, w=w, w_gu=w_gu, w_d=w_d: moe.moe_experts(x, ids, w, w_gu, w_d)
+            yield (
+                f"MoE T={T} {_short(dtype)}",
+                lambda x=x, ids=ids, w=w, w_gu=w_gu, w_d=w_d: moe.moe_experts(x, ids, w, w_gu, w_d),
+            )
         if fp8:
             x = torch.randn(T, H, generator=g).to(torch.bfloat16)
             yield f"MoE T={T} fp8", lambda x=x, ids=ids, w=w: moe.moe_experts(x, ids, w, q)
@@ -188,8 +203,14 @@ def _moe_self_check(fp8: bool) -> None:
 
 
 def _short(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32") \
-        .replace("float16", "fp16").replace("float8_e4m3fn", "fp8e4m3")
+    return (
+        str(dtype)
+        .removeprefix("torch.")
+        .replace("bfloat16", "bf16")
+        .replace("float32", "fp32")
+        .replace("float16", "fp16")
+        .replace("float8_e4m3fn", "fp8e4m3")
+    )
 
 
 def record(arch: int) -> list[Launch]:
@@ -217,8 +238,9 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
     line = next(ln for ln in out.splitlines() if "REG:" in ln)
     return {k: int(v) for k, v in (field.split(":") for field in line.split() if field.split(":")[-1].isdigit())}
 
@@ -240,11 +262,17 @@ def specialize(launch: Launch, arch: int):
     bound, specialization, options = binder(*launch.args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     const = {fn.arg_names[path[0]]: value for path, value in constexprs.items() if len(path) == 1}
-    row = {"kernel": fn.__name__.strip("_"), "arch": arch, "labels": [launch.label],
-           "constexprs": {k: v for k, v in const.items() if k.isupper()},
-           "num_warps": options.num_warps, "num_stages": options.num_stages,
-           "signature": {k: v for k, v in signature.items() if v != "constexpr"}, "attrs": str(attrs),
-           "all_constexprs": str(sorted(const.items()))}
+    row = {
+        "kernel": fn.__name__.strip("_"),
+        "arch": arch,
+        "labels": [launch.label],
+        "constexprs": {k: v for k, v in const.items() if k.isupper()},
+        "num_warps": options.num_warps,
+        "num_stages": options.num_stages,
+        "signature": {k: v for k, v in signature.items() if v != "constexpr"},
+        "attrs": str(attrs),
+        "all_constexprs": str(sorted(const.items())),
+    }
     return ASTSource(fn, signature, constexprs, attrs), target, options, row
 
 
@@ -262,9 +290,16 @@ def build(src, target, options, row: dict) -> dict:
     ptx = compiled.asm["ptx"]
     usage = resource_usage(compiled.asm["cubin"])
     shared = int(compiled.metadata.shared)
-    row.update(ok=shared <= SHARED_LIMIT[arch], seconds=round(time.perf_counter() - t0, 2), regs=usage["REG"],
-               local=usage["LOCAL"], stack=usage["STACK"], shared=shared, shared_limit=SHARED_LIMIT[arch],
-               mma="wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "none")
+    row.update(
+        ok=shared <= SHARED_LIMIT[arch],
+        seconds=round(time.perf_counter() - t0, 2),
+        regs=usage["REG"],
+        local=usage["LOCAL"],
+        stack=usage["STACK"],
+        shared=shared,
+        shared_limit=SHARED_LIMIT[arch],
+        mma="wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "none",
+    )
     if not row["ok"]:
         row["error"] = f"needs {shared} bytes of shared memory per block, the target has {SHARED_LIMIT[arch]}"
     return row
@@ -278,8 +313,10 @@ def run(archs: list[int]) -> list[dict]:
     for arch in archs:
         for launch in record(arch):
             src, target, options, row = specialize(launch, arch)
-            key = json.dumps([row[k] for k in ("kernel", "arch", "signature", "attrs", "all_constexprs",
-                                               "num_warps", "num_stages")], default=str)
+            key = json.dumps(
+                [row[k] for k in ("kernel", "arch", "signature", "attrs", "all_constexprs", "num_warps", "num_stages")],
+                default=str,
+            )
             if key in rows:
                 rows[key]["labels"].append(launch.label)
             else:
@@ -294,32 +331,43 @@ def _config(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| target | kernel | data; constexprs; warps | launches (what asks for it) | regs | spill B | shared B | "
-             "dots on | build |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| target | kernel | data; constexprs; warps | launches (what asks for it) | regs | spill B | shared B | "
+        "dots on | build |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         names = list(dict.fromkeys(r["labels"]))
         labels = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
         if "regs" in r:
-            lines.append(f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | {r['regs']} | "
-                         f"{r['local']} | {r['shared']:,} | {r['mma']} | {'ok' if r['ok'] else r['error']} |")
+            lines.append(
+                f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | {r['regs']} | "
+                f"{r['local']} | {r['shared']:,} | {r['mma']} | {'ok' if r['ok'] else r['error']} |"
+            )
         else:
-            lines.append(f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | | | | | "
-                         f"FAILED: {r['error'].splitlines()[-1][:200]} |")
+            lines.append(
+                f"| sm_{r['arch']} | {r['kernel']} | {_config(r)} | {labels} | | | | | "
+                f"FAILED: {r['error'].splitlines()[-1][:200]} |"
+            )
     return "\n".join(lines)
 
 
 def summary(rows: list[dict], archs: list[int]) -> str:
     """One line per target: builds ok, the largest register count, spills, the most shared memory against the limit."""
-    lines = ["| target | builds ok | max regs | spill bytes | max shared B / limit | MoE dots on |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| target | builds ok | max regs | spill bytes | max shared B / limit | MoE dots on |",
+        "|---|---|---|---|---|---|",
+    ]
     for arch in archs:
         rs = [r for r in rows if r["arch"] == arch]
         built = [r for r in rs if "regs" in r]
         mma = sorted({r["mma"] for r in built if r["kernel"].startswith("moe_") and r["mma"] != "none"})
-        lines.append(f"| sm_{arch} ({GPU_NAMES[arch]}) | {sum(r['ok'] for r in rs)} of {len(rs)} | "
-                     f"{max((r['regs'] for r in built), default=0)} | {sum(r['local'] for r in built)} | "
-                     f"{max((r['shared'] for r in built), default=0):,} / {SHARED_LIMIT[arch]:,} | "
-                     f"{', '.join(mma) or '-'} |")
+        lines.append(
+            f"| sm_{arch} ({GPU_NAMES[arch]}) | {sum(r['ok'] for r in rs)} of {len(rs)} | "
+            f"{max((r['regs'] for r in built), default=0)} | {sum(r['local'] for r in built)} | "
+            f"{max((r['shared'] for r in built), default=0):,} / {SHARED_LIMIT[arch]:,} | "
+            f"{', '.join(mma) or '-'} |"
+        )
     return "\n".join(lines)
 
 
@@ -328,17 +376,29 @@ def section(rows: list[dict], archs: list[int]) -> str:
 
     last = max(archs)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join([
-        "", f"## Kernels built for GPUs ahead of time, no GPU ({when})", "",
-        f"`python benchmarks/kernel_build.py --arch {','.join(map(str, archs))} --write` on a machine without a GPU: "
-        f"the launches the kernel wrappers and self-checks make for the real model's sizes (the workloads are in the "
-        f"script's docstring), with each target's SM counts, specialized as Triton's runtime would and compiled to "
-        f"a cubin by Triton's own compiler and ptxas. Triton {triton.__version__}, torch {torch.__version__}, "
-        f"Python {platform.python_version()}, commit {git_commit()}. This shows that the kernels compile and fit "
-        f"(registers, spills, shared memory within the target's limit), not that they are right or fast on the GPU: "
-        f"only a GPU run can show that.", "", summary(rows, archs), "",
-        f"Every build for sm_{last} ({GPU_NAMES[last]}); the data type is the first pointer's:", "",
-        table([r for r in rows if r["arch"] == last]), ""])
+    return "\n".join(
+        [
+            "",
+            f"## Kernels built for GPUs ahead of time, no GPU ({when})",
+            "",
+            f"`python benchmarks/kernel_build.py --arch {','.join(map(str, archs))} --write` on a machine without a "
+            f"GPU: the launches the kernel wrappers and self-checks make for the real model's sizes (the workloads are "
+            f"in the script's docstring), with each target's SM counts, specialized as Triton's runtime would and "
+            f"compiled to "
+            f"a cubin by Triton's own compiler and ptxas. Triton {triton.__version__}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, commit {git_commit()}. This shows that the kernels compile and fit "
+            f"(registers, spills, shared memory within the target's limit), not that they are right or fast on the "
+            f"GPU: "
+            f"only a GPU run can show that.",
+            "",
+            summary(rows, archs),
+            "",
+            f"Every build for sm_{last} ({GPU_NAMES[last]}); the data type is the first pointer's:",
+            "",
+            table([r for r in rows if r["arch"] == last]),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         archs = []
     if not archs or any(x not in SHARED_LIMIT for x in archs):
-        print(f"kernel_build: --arch takes compute capabilities from {sorted(SHARED_LIMIT)}, got {a.arch!r}",
-              file=sys.stderr)
+        print(
+            f"kernel_build: --arch takes compute capabilities from {sorted(SHARED_LIMIT)}, got {a.arch!r}",
+            file=sys.stderr,
+        )
         return 2
     with contextlib.ExitStack() as stack:
         if "TRITON_CACHE_DIR" not in os.environ:

@@ -80,12 +80,24 @@ async def run(args) -> dict:
     statuses: list = []
     client.feature("dgls/status")(lambda params: statuses.append(params))
     await client.start_io(sys.executable, "-m", "dgls.cli", "--stdio")
-    options = {"dgls": {"model": args.model, "debounceMs": args.debounce_ms, "device": args.device,
-                        **({"steps": args.steps} if args.steps else {})}}
-    await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-            inline_completion=types.InlineCompletionClientCapabilities())),
-        initialization_options=options))
+    options = {
+        "dgls": {
+            "model": args.model,
+            "debounceMs": args.debounce_ms,
+            "device": args.device,
+            **({"steps": args.steps} if args.steps else {}),
+        }
+    }
+    await client.initialize_async(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(
+                text_document=types.TextDocumentClientCapabilities(
+                    inline_completion=types.InlineCompletionClientCapabilities()
+                )
+            ),
+            initialization_options=options,
+        )
+    )
     client.initialized(types.InitializedParams())
     t0 = time.monotonic()
     while not any(s.state in ("ready", "error") for s in statuses):
@@ -95,8 +107,11 @@ async def run(args) -> dict:
     status = next(s for s in statuses if s.state in ("ready", "error"))
     if status.state == "error":
         raise SystemExit(f"the model failed to load: {status.error}")
-    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-        uri=uri, language_id="python", version=1, text=doc_text)))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=doc_text)
+        )
+    )
 
     text, version, cursor = doc_text, 1, at
     n_before = len(statuses)
@@ -108,21 +123,31 @@ async def run(args) -> dict:
             client.cancel_request(types.CancelParams(id=pending[0]))
         text = text[:cursor] + ch + text[cursor:]
         version += 1
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=position(text, cursor), end=position(text, cursor)), text=ch)]))
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=position(text, cursor), end=position(text, cursor)), text=ch
+                    )
+                ],
+            )
+        )
         cursor += 1
         msg_id = f"key-{i}"
         record = {"sent": loop.time(), "done": None, "items": 0, "cancelled": False}
         records.append(record)
-        fut = asyncio.wrap_future(client.protocol.send_request(
-            types.TEXT_DOCUMENT_INLINE_COMPLETION,
-            types.InlineCompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
-                                         position=position(text, cursor),
-                                         context=types.InlineCompletionContext(
-                                             trigger_kind=types.InlineCompletionTriggerKind.Automatic)),
-            msg_id=msg_id))
+        fut = asyncio.wrap_future(
+            client.protocol.send_request(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=position(text, cursor),
+                    context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                ),
+                msg_id=msg_id,
+            )
+        )
         fut.add_done_callback(lambda f, r=record: _finish(f, r, loop))
         pending = (msg_id, fut)
         if ch == "\n" and args.read_ghost:  # the user stops at the line end and reads the ghost text
@@ -134,11 +159,19 @@ async def run(args) -> dict:
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-    model_ms = [s.lastLatencyMs for s in statuses[n_before:] if getattr(s, "event", None) is None
-                and getattr(s, "lastLatencyMs", None) is not None]
-    return {"records": records, "server": config["status"], "model": config["model"], "keys": len(body),
-            "model_ms": model_ms,
-            "file": f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}::{args.function}"}
+    model_ms = [
+        s.lastLatencyMs
+        for s in statuses[n_before:]
+        if getattr(s, "event", None) is None and getattr(s, "lastLatencyMs", None) is not None
+    ]
+    return {
+        "records": records,
+        "server": config["status"],
+        "model": config["model"],
+        "keys": len(body),
+        "model_ms": model_ms,
+        "file": f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}::{args.function}",
+    }
 
 
 def _finish(fut: asyncio.Future, record: dict, loop) -> None:
@@ -162,14 +195,21 @@ def summarize(res: dict) -> dict:
     ms_items = [(r["done"] - r["sent"]) * 1e3 for r in with_items]
     server = res["server"]
     return {
-        "keys": res["keys"], "answered": len(answered), "with_ghost": len(with_items),
+        "keys": res["keys"],
+        "answered": len(answered),
+        "with_ghost": len(with_items),
         "client_cancelled": sum(r["cancelled"] for r in res["records"]),
-        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p50_ghost_ms": percentile(ms_items, 50),
-        "p95_ghost_ms": percentile(ms_items, 95), "model_calls": server["requests"],
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p50_ghost_ms": percentile(ms_items, 50),
+        "p95_ghost_ms": percentile(ms_items, 95),
+        "model_calls": server["requests"],
         "typed_through": server["typedThrough"],
-        "result_cache": server["resultCache"], "server_cancelled": server["cancelled"],
+        "result_cache": server["resultCache"],
+        "server_cancelled": server["cancelled"],
         "cache_hit_rate": (server["typedThrough"] + server["resultCache"]) / max(1, len(answered)),
-        "model_done": len(res["model_ms"]), "p50_model_ms": percentile(res["model_ms"], 50),
+        "model_done": len(res["model_ms"]),
+        "p50_model_ms": percentile(res["model_ms"], 50),
         "p95_model_ms": percentile(res["model_ms"], 95),
     }
 
@@ -223,8 +263,12 @@ def main() -> None:
     p.add_argument("--ms-per-key", type=int, default=120)
     p.add_argument("--pause-ms", type=int, default=600, help="pause after typing a newline")
     p.add_argument("--max-keys", type=int, default=200)
-    p.add_argument("--no-read-ghost", dest="read_ghost", action="store_false",
-                   help="do not wait for the answer at line ends (by default the user waits there, then pauses)")
+    p.add_argument(
+        "--no-read-ghost",
+        dest="read_ghost",
+        action="store_false",
+        help="do not wait for the answer at line ends (by default the user waits there, then pauses)",
+    )
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = p.parse_args()
     res = asyncio.run(run(args))
@@ -234,8 +278,10 @@ def main() -> None:
     if args.write:
         results = ROOT / "benchmarks" / "RESULTS.md"
         if not results.exists():
-            results.write_text("# Benchmark results\n\nEach section is appended by the script that produced it; "
-                               "see the script's docstring for what it measures.\n\n")
+            results.write_text(
+                "# Benchmark results\n\nEach section is appended by the script that produced it; "
+                "see the script's docstring for what it measures.\n\n"
+            )
         with results.open("a") as f:
             f.write("\n" + out)
 

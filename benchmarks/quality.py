@@ -190,8 +190,10 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
     """Means of the scores plus NFE and latency statistics over ``rows`` (``score`` dicts with nfe/ms)."""
     if not rows:
         raise ValueError("aggregate needs at least one scored row, found none")
-    out = {k: statistics.fmean(r[k] for r in rows) for k in
-           ("exact", "exact_ws", "token_acc", "char_sim", "parses", "len_ratio")}
+    out = {
+        k: statistics.fmean(r[k] for r in rows)
+        for k in ("exact", "exact_ws", "token_acc", "char_sim", "parses", "len_ratio")
+    }
     nfe = [r["nfe"] for r in rows if r.get("nfe") is not None]
     ms = sorted(r["ms"] for r in rows if r.get("ms") is not None)
     out["n"] = len(rows)
@@ -217,15 +219,15 @@ def run_cli(cases: list[Case], cmd: list[str], tok, oracle: bool, timeout: float
         if oracle:
             req["n_middle"] = len(tok.encode(c.middle, add_special_tokens=False))
         lines.append(json.dumps(req))
-    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     outs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     # exit status 1 with one answer per line means some lines failed: they are scored as errors
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and len(outs) != len(cases)):
         raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr[-2000:]}")
     if len(outs) != len(cases):
-        raise RuntimeError(f"{shlex.join(cmd)}: expected {len(cases)} output lines, found {len(outs)}; "
-                           f"stderr: {proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{shlex.join(cmd)}: expected {len(cases)} output lines, found {len(outs)}; stderr: {proc.stderr[-2000:]}"
+        )
     for o in outs:
         if "middle" not in o and "error" not in o:
             raise RuntimeError(f"{shlex.join(cmd)}: output line without 'middle' or 'error': {str(o)[:300]}")
@@ -252,15 +254,19 @@ def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"
 
 def table(results: dict[str, dict]) -> str:
     """Markdown table of :func:`evaluate`'s results."""
-    head = ("| mode | kind | n | errors | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
-            "| ms mean | ms p50 | ms p95 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| mode | kind | n | errors | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
+        "| ms mean | ms p50 | ms p95 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for key, r in results.items():
         mode, kind = key.split("/")
-        rows.append(f"| {mode} | {kind} | {r['n']} | {r['errors']:.0f} | {r['exact']:.1%} | {r['exact_ws']:.1%} "
-                    f"| {r['token_acc']:.1%} "
-                    f"| {r['char_sim']:.2f} | {r['parses']:.1%} | {r['len_ratio']:.2f} | {r['nfe']:.1f} "
-                    f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} |")
+        rows.append(
+            f"| {mode} | {kind} | {r['n']} | {r['errors']:.0f} | {r['exact']:.1%} | {r['exact_ws']:.1%} "
+            f"| {r['token_acc']:.1%} "
+            f"| {r['char_sim']:.2f} | {r['parses']:.1%} | {r['len_ratio']:.2f} | {r['nfe']:.1f} "
+            f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} |"
+        )
     return head + "\n".join(rows) + "\n"
 
 
@@ -272,12 +278,14 @@ def machine_header(checkpoint: Path, cmd: list[str], argv: list[str]) -> str:
 
     commit, cpu = git_commit(), cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"## quality, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}\n\n"
-            f"- machine: {cpu}, {os.cpu_count()} CPUs visible, GPU: {gpu}; {platform.platform()}\n"
-            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
-            f"{transformers.__version__}, tokenizers {tokenizers.__version__}\n"
-            f"- checkpoint: {checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint}\n"
-            f"- command: `python benchmarks/quality.py {shlex.join(argv)}` -> `{shlex.join(cmd)}`\n")
+    return (
+        f"## quality, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}\n\n"
+        f"- machine: {cpu}, {os.cpu_count()} CPUs visible, GPU: {gpu}; {platform.platform()}\n"
+        f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, tokenizers {tokenizers.__version__}\n"
+        f"- checkpoint: {checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint}\n"
+        f"- command: `python benchmarks/quality.py {shlex.join(argv)}` -> `{shlex.join(cmd)}`\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=None, help="manifest folder (default: build from this stdlib)")
     ap.add_argument("--n-per-kind", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cmd", default=f"{shlex.quote(sys.executable)} -m dgls.cli infill --jsonl",
-                    help="infill command reading JSON lines on stdin")
+    ap.add_argument(
+        "--cmd",
+        default=f"{shlex.quote(sys.executable)} -m dgls.cli infill --jsonl",
+        help="infill command reading JSON lines on stdin",
+    )
     ap.add_argument("--modes", default="variable,oracle")
     ap.add_argument("--cases-out", type=Path, default=None, help="also write the cases as JSON lines")
     ap.add_argument("--dry-run", action="store_true", help="cut the cases only; run nothing")
@@ -316,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_append:
         with args.results.open("a") as f:
             f.write("\n" + machine_header(args.checkpoint, cmd, argv) + "\n" + md)
-    print("RESULT " + json.dumps({k: {m: round(v, 4) for m, v in r.items()} for k, r in results.items()
-                                  if k.endswith("/all")}))
+    print(
+        "RESULT "
+        + json.dumps({k: {m: round(v, 4) for m, v in r.items()} for k, r in results.items() if k.endswith("/all")})
+    )
     return 0
 
 

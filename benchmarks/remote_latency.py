@@ -48,8 +48,7 @@ def timed(engine: Engine, text: str, offset: int, canvas: int, seed: int) -> tup
 
 
 def row(name: str, values: list[float]) -> str:
-    return (f"| {name} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} | "
-            f"{statistics.mean(values):.1f} |")
+    return f"| {name} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} | {statistics.mean(values):.1f} |"
 
 
 def main() -> int:
@@ -92,23 +91,35 @@ def main() -> int:
     stub.stop()
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"remote_latency: {args.requests} requests, canvas {args.canvas} free slots, dgls-tiny, {when}, "
-          f"commit {git_commit()}, {cpu_name()}, {threads} thread(s), Python {platform.python_version()}, "
-          f"torch {torch.__version__}")
+    print(
+        f"remote_latency: {args.requests} requests, canvas {args.canvas} free slots, dgls-tiny, {when}, "
+        f"commit {git_commit()}, {cpu_name()}, {threads} thread(s), Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
     print("| path | p50 ms | p95 ms | mean ms |")
     print("|---|---|---|---|")
     print(row("in-process (Engine.complete)", local_ms))
     print(row("vllm backend -> stub server (Engine.complete)", remote_ms))
     print(row("  of which the server's model time", server_ms))
     print(row("  remote overhead (total - server model time)", overhead_ms))
-    print(f"steps: in-process mean {statistics.mean(local_nfe):.1f}, "
-          f"stub server mean {statistics.mean(server_steps):.1f}")
-    summary = {"requests": args.requests, "canvas": args.canvas, "threads": threads, "commit": git_commit(),
-               "local_p50": percentile(local_ms, 50), "local_p95": percentile(local_ms, 95),
-               "remote_p50": percentile(remote_ms, 50), "remote_p95": percentile(remote_ms, 95),
-               "overhead_p50": percentile(overhead_ms, 50), "overhead_p95": percentile(overhead_ms, 95),
-               "ratio_p50": percentile(remote_ms, 50) / percentile(local_ms, 50),
-               "local_nfe_mean": statistics.mean(local_nfe), "server_steps_mean": statistics.mean(server_steps)}
+    print(
+        f"steps: in-process mean {statistics.mean(local_nfe):.1f}, stub server mean {statistics.mean(server_steps):.1f}"
+    )
+    summary = {
+        "requests": args.requests,
+        "canvas": args.canvas,
+        "threads": threads,
+        "commit": git_commit(),
+        "local_p50": percentile(local_ms, 50),
+        "local_p95": percentile(local_ms, 95),
+        "remote_p50": percentile(remote_ms, 50),
+        "remote_p95": percentile(remote_ms, 95),
+        "overhead_p50": percentile(overhead_ms, 50),
+        "overhead_p95": percentile(overhead_ms, 95),
+        "ratio_p50": percentile(remote_ms, 50) / percentile(local_ms, 50),
+        "local_nfe_mean": statistics.mean(local_nfe),
+        "server_steps_mean": statistics.mean(server_steps),
+    }
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0
 

@@ -43,8 +43,20 @@ SIZES = {  # name: (hidden, layers, intermediate, heads, kv_heads, head_dim)
 def size_args(name: str) -> list[str]:
     """``dgls train`` flags of a size."""
     h, L, inter, heads, kv, hd = SIZES[name]
-    return ["--hidden", str(h), "--layers", str(L), "--intermediate", str(inter), "--heads", str(heads),
-            "--kv-heads", str(kv), "--head-dim", str(hd)]
+    return [
+        "--hidden",
+        str(h),
+        "--layers",
+        str(L),
+        "--intermediate",
+        str(inter),
+        "--heads",
+        str(heads),
+        "--kv-heads",
+        str(kv),
+        "--head-dim",
+        str(hd),
+    ]
 
 
 def latency(name: str, tokenizer: str, threads: int) -> dict:
@@ -87,18 +99,45 @@ def latency(name: str, tokenizer: str, threads: int) -> dict:
 def learn(name: str, corpus: str, tokenizer: str, minutes: float, threads: int, workdir: Path) -> dict:
     """Train this size from scratch for ``minutes``; held-out losses at the end and throughput."""
     run = workdir / f"sweep-{name}"
-    cmd = [sys.executable, "-m", "dgls.model.train", "--corpus", corpus, "--tokenizer", tokenizer,
-           "--run-dir", str(run), "--max-minutes", str(minutes), "--lr-by-time", "--steps", "100000",
-           "--threads", str(threads), "--seed", "0", "--eval-every", "100000", "--save-every", "100000",
-           "--log-every", "20", *size_args(name)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dgls.model.train",
+        "--corpus",
+        corpus,
+        "--tokenizer",
+        tokenizer,
+        "--run-dir",
+        str(run),
+        "--max-minutes",
+        str(minutes),
+        "--lr-by-time",
+        "--steps",
+        "100000",
+        "--threads",
+        str(threads),
+        "--seed",
+        "0",
+        "--eval-every",
+        "100000",
+        "--save-every",
+        "100000",
+        "--log-every",
+        "20",
+        *size_args(name),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     final = [r for r in recs if "eval_ce" in r][-1]
     steps = [r for r in recs if "step_s" in r]
     tokens = sum(r["tokens"] for r in steps)
-    return {"steps": final["step"], "tokens_m": round(tokens / 1e6, 2),
-            "tok_s": round(tokens / sum(r["step_s"] for r in steps)),
-            "eval_ce": round(final["eval_ce"], 3), "eval_middle": round(final["eval_ce_middle"], 3)}
+    return {
+        "steps": final["step"],
+        "tokens_m": round(tokens / 1e6, 2),
+        "tok_s": round(tokens / sum(r["step_s"] for r in steps)),
+        "eval_ce": round(final["eval_ce"], 3),
+        "eval_middle": round(final["eval_ce_middle"], 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,11 +159,23 @@ def main(argv: list[str] | None = None) -> int:
             row.update(learn(name, args.corpus, args.tokenizer, args.minutes, args.threads, args.workdir))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cols = ["size", "params_m", "step_ms_16", "step_ms_32", "req6_ms_16", "req6_ms_32",
-            "tokens_m", "tok_s", "eval_ce", "eval_middle"]
-    head = (f"\n### Size sweep ({dt.date.today()}, commit {git_commit()}, {cpu_name()}, {args.threads} threads, "
-            f"Python {platform.python_version()}; {args.minutes:g} training minutes per size, same corpus, "
-            f"tokenizer and seed)\n\n")
+    cols = [
+        "size",
+        "params_m",
+        "step_ms_16",
+        "step_ms_32",
+        "req6_ms_16",
+        "req6_ms_32",
+        "tokens_m",
+        "tok_s",
+        "eval_ce",
+        "eval_middle",
+    ]
+    head = (
+        f"\n### Size sweep ({dt.date.today()}, commit {git_commit()}, {cpu_name()}, {args.threads} threads, "
+        f"Python {platform.python_version()}; {args.minutes:g} training minutes per size, same corpus, "
+        f"tokenizer and seed)\n\n"
+    )
     table = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     table += "".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |\n" for r in rows)
     print(head + table)

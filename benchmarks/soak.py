@@ -54,18 +54,22 @@ def fmt_lat(x: tuple[float, float] | None) -> str:
 
 
 def table(reports: list[SoakReport], changes: int) -> str:
-    head = ("| client | changes | inline requests (answered) | with ghost text | cancels sent / -32800 replies | "
-            "faults injected / survived | bad inputs (replied) | hangs | text mismatches (hash checks) | "
-            "RSS MiB start / warm / end | fds start / warm / end | latency p50 / p95 ms early | late | exit |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = (
+        "| client | changes | inline requests (answered) | with ghost text | cancels sent / -32800 replies | "
+        "faults injected / survived | bad inputs (replied) | hangs | text mismatches (hash checks) | "
+        "RSS MiB start / warm / end | fds start / warm / end | latency p50 / p95 ms early | late | exit |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     rows = []
     for r in reports:
         s0, sw, s1 = r.samples[0], warm_sample(r, changes), r.samples[-1]
-        rows.append(f"| {r.label} | {changes} | {r.requests} ({r.answered}) | {r.with_items} | "
-                    f"{r.cancels_sent} / {r.cancelled_replies} | {r.faults} / {r.faults_survived} | "
-                    f"{r.bad_inputs} ({r.bad_input_replies}) | {r.hangs} | {len(r.mismatches)} ({r.hash_checks}) | "
-                    f"{s0[1] / 1024:.0f} / {sw[1] / 1024:.0f} / {s1[1] / 1024:.0f} | {s0[2]} / {sw[2]} / {s1[2]} | "
-                    f"{fmt_lat(r.latency('early'))} | {fmt_lat(r.latency('late'))} | {r.exit_code} |")
+        rows.append(
+            f"| {r.label} | {changes} | {r.requests} ({r.answered}) | {r.with_items} | "
+            f"{r.cancels_sent} / {r.cancelled_replies} | {r.faults} / {r.faults_survived} | "
+            f"{r.bad_inputs} ({r.bad_input_replies}) | {r.hangs} | {len(r.mismatches)} ({r.hash_checks}) | "
+            f"{s0[1] / 1024:.0f} / {sw[1] / 1024:.0f} / {s1[1] / 1024:.0f} | {s0[2]} / {sw[2]} / {s1[2]} | "
+            f"{fmt_lat(r.latency('early'))} | {fmt_lat(r.latency('late'))} | {r.exit_code} |"
+        )
     return head + "\n".join(rows) + "\n"
 
 
@@ -80,18 +84,28 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--tcp-clients", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fault-every", type=int, default=SoakConfig.fault_every,
-                   help="inject a fault every this many changes; 0: none (no model restarts, to see memory creep)")
+    p.add_argument(
+        "--fault-every",
+        type=int,
+        default=SoakConfig.fault_every,
+        help="inject a fault every this many changes; 0: none (no model restarts, to see memory creep)",
+    )
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = p.parse_args()
 
-    cfg = SoakConfig(model=args.model, changes=args.changes, seed=args.seed, sample_every=max(args.changes // 40, 5),
-                     fault_every=args.fault_every,
-                     settings={"steps": args.steps, "debounceMs": 10, "maxCanvas": 16})
+    cfg = SoakConfig(
+        model=args.model,
+        changes=args.changes,
+        seed=args.seed,
+        sample_every=max(args.changes // 40, 5),
+        fault_every=args.fault_every,
+        settings={"steps": args.steps, "debounceMs": 10, "maxCanvas": 16},
+    )
     logs = Path(tempfile.mkdtemp(prefix="dgls-soak-"))
     sessions = [Session(cfg, "stdio", log_file=str(logs / "stdio.log"))]
-    sessions += [Session(cfg, f"tcp{n}", "tcp", free_port(), log_file=str(logs / f"tcp{n}.log"))
-                 for n in range(args.tcp_clients)]
+    sessions += [
+        Session(cfg, f"tcp{n}", "tcp", free_port(), log_file=str(logs / f"tcp{n}.log")) for n in range(args.tcp_clients)
+    ]
     t0 = time.perf_counter()
 
     async def run_all() -> list[SoakReport]:
@@ -109,23 +123,28 @@ def main() -> int:
     if args.write:
         commit = git_commit()
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        faults = (f"a fault every {cfg.fault_every} (alternately: document closed and reopened under a running "
-                  f"request; model restarted mid-session)" if cfg.fault_every else "no faults (no model restarts)")
+        faults = (
+            f"a fault every {cfg.fault_every} (alternately: document closed and reopened under a running "
+            f"request; model restarted mid-session)"
+            if cfg.fault_every
+            else "no faults (no model restarts)"
+        )
         versions = ", ".join(f"{m} {version(m)}" for m in ("torch", "transformers", "pygls", "lsprotocol"))
-        text = (f"\n\n## Soak: {len(reports)} clients typing at once ({stamp})\n\n"
-                f"- Machine: {machine()}; device cpu, float32\n"
-                f"- Versions: Python {platform.python_version()}, {versions}\n"
-                f"- Commit: {commit}\n"
-                f"- Model: {args.model}; steps {args.steps}, debounce 10 ms, max canvas 16\n"
-                f"- Session: {args.changes} incremental didChange per client (keystrokes at 5-40 ms, bursts of 5-15 "
-                f"with no pause, newlines incl. CRLF, deletions, pastes, replaced ranges, non-ASCII), an Automatic "
-                f"inline completion after each, 15% cancelled 0-10 ms later, dgls/documentHash after each change, "
-                f"a bad request every {cfg.bad_input_every} changes, {faults}; "
-                f"one stdio client and {args.tcp_clients} TCP clients, each with its own server; wall "
-                f"{wall:.0f} s\n"
-                f"- Command: `python benchmarks/soak.py --model {args.model} --changes {args.changes} "
-                f"--steps {args.steps} --tcp-clients {args.tcp_clients} --fault-every {args.fault_every} --write`\n\n"
-                + out)
+        text = (
+            f"\n\n## Soak: {len(reports)} clients typing at once ({stamp})\n\n"
+            f"- Machine: {machine()}; device cpu, float32\n"
+            f"- Versions: Python {platform.python_version()}, {versions}\n"
+            f"- Commit: {commit}\n"
+            f"- Model: {args.model}; steps {args.steps}, debounce 10 ms, max canvas 16\n"
+            f"- Session: {args.changes} incremental didChange per client (keystrokes at 5-40 ms, bursts of 5-15 "
+            f"with no pause, newlines incl. CRLF, deletions, pastes, replaced ranges, non-ASCII), an Automatic "
+            f"inline completion after each, 15% cancelled 0-10 ms later, dgls/documentHash after each change, "
+            f"a bad request every {cfg.bad_input_every} changes, {faults}; "
+            f"one stdio client and {args.tcp_clients} TCP clients, each with its own server; wall "
+            f"{wall:.0f} s\n"
+            f"- Command: `python benchmarks/soak.py --model {args.model} --changes {args.changes} "
+            f"--steps {args.steps} --tcp-clients {args.tcp_clients} --fault-every {args.fault_every} --write`\n\n" + out
+        )
         with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
             fh.write(text)
     return 0 if ok else 1

@@ -53,9 +53,15 @@ class Stack:
         self.items.append(item)  # grows
 '''
 NOTES = "Shopping list:\r\n- bread\r\n- crème fraîche\r\n\r\nCall Zoë at 5.\r\n"
-PASTES = ["    if not values:\n        return 0.0\n", "x = [i * i for i in range(10)]\n", "# 日本語のコメント\n",
-          "\tindented\twith tabs\n", "emoji: 🎉🎉 end", "line one\r\nline two\r\n",
-          "# page\x0cbreak and\u2028separator: not line ends in LSP\n"]
+PASTES = [
+    "    if not values:\n        return 0.0\n",
+    "x = [i * i for i in range(10)]\n",
+    "# 日本語のコメント\n",
+    "\tindented\twith tabs\n",
+    "emoji: 🎉🎉 end",
+    "line one\r\nline two\r\n",
+    "# page\x0cbreak and\u2028separator: not line ends in LSP\n",
+]
 
 
 @dataclass
@@ -135,20 +141,34 @@ def _bad_inputs(doc: _Doc) -> list[tuple[str, Any]]:
     here = {"line": 0, "character": 0}
     ctx = {"triggerKind": 2}
     return [
-        ("textDocument/inlineCompletion", {"textDocument": {"uri": doc.uri}, "position": {"line": -1, "character": 0},
-                                           "context": ctx}),
-        ("textDocument/inlineCompletion", {"textDocument": {"uri": doc.uri},
-                                           "position": {"line": 0, "character": 2**40}, "context": ctx}),
-        ("textDocument/inlineCompletion", {"textDocument": {"uri": doc.uri},
-                                           "position": {"line": 10**6, "character": 3}, "context": ctx}),
-        ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///etc/passwd"}, "position": here,
-                                           "context": ctx}),
+        (
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": doc.uri}, "position": {"line": -1, "character": 0}, "context": ctx},
+        ),
+        (
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": doc.uri}, "position": {"line": 0, "character": 2**40}, "context": ctx},
+        ),
+        (
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": doc.uri}, "position": {"line": 10**6, "character": 3}, "context": ctx},
+        ),
+        (
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": "file:///etc/passwd"}, "position": here, "context": ctx},
+        ),
         ("textDocument/inlineCompletion", {"textDocument": {"uri": doc.uri}, "context": ctx}),
         ("textDocument/completion", {"textDocument": None, "position": here}),
         ("dgls/documentHash", {"uri": 42}),
         ("dgls/noSuchMethod", {"x": 1}),
-        ("textDocument/codeAction", {"textDocument": {"uri": doc.uri}, "range": {"start": here, "end": {
-            "line": 0, "character": "three"}}, "context": {"diagnostics": []}}),
+        (
+            "textDocument/codeAction",
+            {
+                "textDocument": {"uri": doc.uri},
+                "range": {"start": here, "end": {"line": 0, "character": "three"}},
+                "context": {"diagnostics": []},
+            },
+        ),
         ("workspace/executeCommand", {"command": "dgls.rewrite", "arguments": [doc.uri, None, 7]}),
     ]
 
@@ -156,8 +176,14 @@ def _bad_inputs(doc: _Doc) -> list[tuple[str, Any]]:
 class Session:
     """One client typing into one server."""
 
-    def __init__(self, config: SoakConfig, label: str, transport: str = "stdio", port: int | None = None,
-                 log_file: str = os.devnull):
+    def __init__(
+        self,
+        config: SoakConfig,
+        label: str,
+        transport: str = "stdio",
+        port: int | None = None,
+        log_file: str = os.devnull,
+    ):
         self.cfg, self.label, self.transport, self.port, self.log_file = config, label, transport, port, log_file
         self.rng = random.Random(f"{config.seed}-{label}")
         self.report = SoakReport(label)
@@ -192,11 +218,16 @@ class Session:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         if self.transport == "stdio":
             # pygls pipes the server's stderr and never reads it: log to a file so a chatty server cannot block
-            await self.client.start_io(sys.executable, "-m", "dgls.cli", "--stdio", "--log-file", self.log_file,
-                                       env=env)
+            await self.client.start_io(
+                sys.executable, "-m", "dgls.cli", "--stdio", "--log-file", self.log_file, env=env
+            )
         else:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(self.port)],
-                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(self.port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             banner = await asyncio.wait_for(asyncio.to_thread(self.proc.stderr.readline), 60)
             assert b"serving LSP on tcp://127.0.0.1" in banner, banner
             # drain stderr into the log: a full stderr pipe would block the server's event loop (and did)
@@ -211,18 +242,32 @@ class Session:
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.05)
-        await asyncio.wait_for(self.client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities())),
-            initialization_options={"dgls": {"model": self.cfg.model, **self.cfg.settings}})), 60)
+        await asyncio.wait_for(
+            self.client.initialize_async(
+                types.InitializeParams(
+                    capabilities=types.ClientCapabilities(
+                        text_document=types.TextDocumentClientCapabilities(
+                            inline_completion=types.InlineCompletionClientCapabilities()
+                        )
+                    ),
+                    initialization_options={"dgls": {"model": self.cfg.model, **self.cfg.settings}},
+                )
+            ),
+            60,
+        )
         self.client.initialized(types.InitializedParams())
         await self.wait_model()
         kinds = [("python", "py", CODE), ("plaintext", "txt", NOTES), ("python", "py", "")]
         for i in range(self.cfg.documents):
             language, ext, text = kinds[i % len(kinds)]
             doc = _Doc(f"file:///soak/{self.label}/doc{i}.{ext}", text, language)
-            self.client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-                uri=doc.uri, language_id=language, version=doc.version, text=doc.text)))
+            self.client.text_document_did_open(
+                types.DidOpenTextDocumentParams(
+                    text_document=types.TextDocumentItem(
+                        uri=doc.uri, language_id=language, version=doc.version, text=doc.text
+                    )
+                )
+            )
             self.docs.append(doc)
 
     def _drain(self, stream: Any) -> None:
@@ -252,9 +297,12 @@ class Session:
         doc.text = doc.text[:start] + new_text + doc.text[end:]
         doc.version += 1
         doc.cursor = start + len(new_text)
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
-            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=new_text)]))
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
+                content_changes=[types.TextDocumentContentChangePartial(range=rng, text=new_text)],
+            )
+        )
 
     def random_edit(self, doc: _Doc) -> None:
         """One user action: mostly a keystroke at the cursor."""
@@ -265,31 +313,34 @@ class Session:
             self.change(doc, at, at, self.rng.choice(["\n", "\n    ", "\r\n"]))
         elif r < 0.78:
             # backspace: one code point (a CRLF as a whole, as editors do)
-            back = 2 if text[max(at - 2, 0):at] == "\r\n" else 1
+            back = 2 if text[max(at - 2, 0) : at] == "\r\n" else 1
             self.change(doc, max(at - back, 0), at, "")
         elif r < 0.85:
             self.change(doc, at, at, self.rng.choice(PASTES))
         elif r < 0.93 and text:
             a = self.rng.randrange(len(text) + 1)
             b = min(len(text), a + self.rng.randrange(12))
-            if text[a - 1:a + 1] == "\r\n":  # never split a CRLF: LSP positions cannot name its middle
+            if text[a - 1 : a + 1] == "\r\n":  # never split a CRLF: LSP positions cannot name its middle
                 a -= 1
-            if text[b - 1:b + 1] == "\r\n":
+            if text[b - 1 : b + 1] == "\r\n":
                 b += 1
             self.change(doc, a, b, self.rng.choice(["", "y", "replaced", "ß"]))
         else:
             a = self.rng.randrange(len(text) + 1)
-            doc.cursor = a - 1 if text[a - 1:a + 1] == "\r\n" else a  # the cursor moves, nothing is sent
+            doc.cursor = a - 1 if text[a - 1 : a + 1] == "\r\n" else a  # the cursor moves, nothing is sent
 
     # -- requests --------------------------------------------------------------------------------------------
     def complete(self, doc: _Doc, i: int) -> str:
         """Send an Automatic inline completion at the cursor; returns its id."""
         msg_id = f"{self.label}-{i}-{uuid.uuid4().hex[:6]}"
         params = types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=doc.uri), position=_pos(doc.text, doc.cursor),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
-        fut = asyncio.wrap_future(self.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params,
-                                                                    msg_id=msg_id))
+            text_document=types.TextDocumentIdentifier(uri=doc.uri),
+            position=_pos(doc.text, doc.cursor),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+        )
+        fut = asyncio.wrap_future(
+            self.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+        )
         t0 = time.perf_counter()
         self.pending[msg_id] = (fut, t0, i, False)
         fut.add_done_callback(lambda _f: self.latency_ms.__setitem__(msg_id, (time.perf_counter() - t0) * 1e3))
@@ -330,16 +381,22 @@ class Session:
 
     async def check_hash(self, doc: _Doc) -> None:
         """Compare the server's text with the client's (version and SHA-256)."""
-        got = await asyncio.wait_for(self.client.protocol.send_request_async("dgls/documentHash", {"uri": doc.uri}),
-                                     self.cfg.reply_timeout)
+        got = await asyncio.wait_for(
+            self.client.protocol.send_request_async("dgls/documentHash", {"uri": doc.uri}), self.cfg.reply_timeout
+        )
         self.report.hash_checks += 1
         if _get(got, "sha256") != doc.sha() or _get(got, "version") != doc.version:
-            self.report.mismatches.append(f"{doc.uri} v{doc.version}: server has v{_get(got, 'version')} "
-                                          f"length {_get(got, 'length')}, client length {len(doc.text)}")
+            self.report.mismatches.append(
+                f"{doc.uri} v{doc.version}: server has v{_get(got, 'version')} "
+                f"length {_get(got, 'length')}, client length {len(doc.text)}"
+            )
             # resynchronise so one mismatch is not counted again at every later change
-            self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version + 1),
-                content_changes=[types.TextDocumentContentChangeWholeDocument(text=doc.text)]))
+            self.client.text_document_did_change(
+                types.DidChangeTextDocumentParams(
+                    text_document=types.VersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version + 1),
+                    content_changes=[types.TextDocumentContentChangeWholeDocument(text=doc.text)],
+                )
+            )
             doc.version += 1
 
     async def bad_input(self, doc: _Doc, n: int) -> None:
@@ -365,15 +422,23 @@ class Session:
         self.report.faults += 1
         if n % 2 == 0:  # close and reopen a document while its request runs
             self.complete(doc, i)
-            self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-                text_document=types.TextDocumentIdentifier(uri=doc.uri)))
+            self.client.text_document_did_close(
+                types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=doc.uri))
+            )
             doc.version += 1
-            self.client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-                uri=doc.uri, language_id=doc.language, version=doc.version, text=doc.text)))
+            self.client.text_document_did_open(
+                types.DidOpenTextDocumentParams(
+                    text_document=types.TextDocumentItem(
+                        uri=doc.uri, language_id=doc.language, version=doc.version, text=doc.text
+                    )
+                )
+            )
         else:  # restart the model mid-session; typing goes on while it loads
             n_status = len(self.statuses)
-            await asyncio.wait_for(self.client.workspace_execute_command_async(types.ExecuteCommandParams(
-                command="dgls.restartModel")), self.cfg.reply_timeout)
+            await asyncio.wait_for(
+                self.client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.restartModel")),
+                self.cfg.reply_timeout,
+            )
             self.random_edit(doc)
             self.complete(doc, i)
             if _get(await self.wait_model(n_status), "state") != "ready":

@@ -79,10 +79,18 @@ def measure(size: str, batches, tok, steps: int, precision: str, threads: int) -
         step(batches[0])
         total = time.perf_counter() - t1
     ms = {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages() if e.key.startswith("train.")}
-    share = {k.removeprefix("train."): round(100 * ms.get(k, 0.0) / (total * 1e3), 1)
-             for k in (*PHASES, "train.backward", "train.optimizer")}
-    return {"size": size, "precision": precision, "steps": steps, "tok_s": round(tokens / secs),
-            "step_s": round(secs / steps, 3), "profile_pct": share}
+    share = {
+        k.removeprefix("train."): round(100 * ms.get(k, 0.0) / (total * 1e3), 1)
+        for k in (*PHASES, "train.backward", "train.optimizer")
+    }
+    return {
+        "size": size,
+        "precision": precision,
+        "steps": steps,
+        "tok_s": round(tokens / secs),
+        "step_s": round(secs / steps, 3),
+        "profile_pct": share,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         for precision, steps in (("fp32", args.steps), ("bf16", args.bf16_steps or args.steps)):
             rows.append(measure(size, batches, tok, steps, precision, args.threads))
             print(json.dumps(rows[-1]), flush=True)
-    head = (f"\n### Trainer throughput, fp32 vs bf16 autocast ({dt.date.today()}, commit {git_commit()}, "
-            f"{cpu_name()} [{cpu_flags()}], {args.threads} threads, torch {torch.__version__}, "
-            f"Python {platform.python_version()}; batch 8, prefixes up to {args.max_prefix} tokens, same batches)\n\n")
+    head = (
+        f"\n### Trainer throughput, fp32 vs bf16 autocast ({dt.date.today()}, commit {git_commit()}, "
+        f"{cpu_name()} [{cpu_flags()}], {args.threads} threads, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; batch 8, prefixes up to {args.max_prefix} tokens, same batches)\n\n"
+    )
     cols = ["size", "precision", "steps", "tok_s", "step_s"]
     phases = [p.removeprefix("train.") for p in (*PHASES, "train.backward", "train.optimizer")]
     table = "| " + " | ".join(cols + [f"{p} %" for p in phases]) + " |\n|" + "---|" * (len(cols) + len(phases)) + "\n"
@@ -128,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         table += "| " + " | ".join(str(r[c]) for c in cols) + " | "
         table += " | ".join(str(r["profile_pct"][p]) for p in phases) + " |\n"
     by = {(r["size"], r["precision"]): r["tok_s"] for r in rows}
-    ratios = "".join(f"\nbf16/fp32 tokens/s at {s}: {by[(s, 'bf16')] / by[(s, 'fp32')]:.2f}x"
-                     for s in args.sizes.split(","))
+    ratios = "".join(
+        f"\nbf16/fp32 tokens/s at {s}: {by[(s, 'bf16')] / by[(s, 'fp32')]:.2f}x" for s in args.sizes.split(",")
+    )
     print(head + table + ratios)
     if not args.no_append:
         with args.results.open("a") as f:

@@ -14,6 +14,7 @@ from dgls.text import LineTable
 
 __all__ = ["find_holes", "with_instruction"]
 
+
 def find_holes(text: str, markers: tuple[str, ...], start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Code-point ranges of hole markers between `start` and `end`: lines holding only a marker (indent aside).
 

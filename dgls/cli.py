@@ -28,9 +28,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, embedded name or cached HF id")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dtype", default=None, help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, ...")
-    g.add_argument("--experts", choices=EXPERTS, default="auto",
-                   help="MoE checkpoints: auto (default: the experts in --dtype) or fp8 (float8 experts on the dgls "
-                        "kernel, about half the GPU memory; CUDA compute capability 8.9+)")
+    g.add_argument(
+        "--experts",
+        choices=EXPERTS,
+        default="auto",
+        help="MoE checkpoints: auto (default: the experts in --dtype) or fp8 (float8 experts on the dgls "
+        "kernel, about half the GPU memory; CUDA compute capability 8.9+)",
+    )
     g.add_argument("--allow-download", action="store_true", help="let a Hugging Face id download if not cached")
     g.add_argument("--steps", type=int, default=None, help="max denoising steps per block")
     g.add_argument("--entropy-bound", type=float, default=None, help="entropy bound of the acceptance rule")
@@ -45,27 +49,42 @@ def _add_backend_args(p: argparse.ArgumentParser, sub: bool = False) -> None:
     g.add_argument("--backend", choices=("local", "vllm"), help="where denoising runs (default local)", **keep)
     g.add_argument("--backend-url", metavar="URL", help="the vLLM server, e.g. http://gpu-box:8000", **keep)
     g.add_argument("--backend-model", metavar="NAME", help="the served model name (default: the server's)", **keep)
-    g.add_argument("--tokenizer", metavar="PATH", help="the served checkpoint's tokenizer: folder, embedded name or "
-                   "cached HF id (default: the model setting, --model for dgls infill)", **keep)
+    g.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="the served checkpoint's tokenizer: folder, embedded name or "
+        "cached HF id (default: the model setting, --model for dgls infill)",
+        **keep,
+    )
     g.add_argument("--backend-api-key-env", metavar="VAR", help="environment variable holding the API key", **keep)
     g.add_argument("--backend-timeout-ms", type=int, metavar="MS", help="limit per request (default 10000)", **keep)
 
 
 def backend_settings(args, model: str | None = None) -> Settings:
     """The command line's backend as settings (validated as a client's would be; UsageError if invalid)."""
-    raw: dict[str, Any] = {"backend": {key: value for key, value in (
-        ("kind", getattr(args, "backend", None)), ("url", getattr(args, "backend_url", None)),
-        ("model", getattr(args, "backend_model", None)), ("tokenizer", getattr(args, "tokenizer", None)),
-        ("apiKeyEnv", getattr(args, "backend_api_key_env", None)),
-        ("timeoutMs", getattr(args, "backend_timeout_ms", None))) if value is not None}}
+    raw: dict[str, Any] = {
+        "backend": {
+            key: value
+            for key, value in (
+                ("kind", getattr(args, "backend", None)),
+                ("url", getattr(args, "backend_url", None)),
+                ("model", getattr(args, "backend_model", None)),
+                ("tokenizer", getattr(args, "tokenizer", None)),
+                ("apiKeyEnv", getattr(args, "backend_api_key_env", None)),
+                ("timeoutMs", getattr(args, "backend_timeout_ms", None)),
+            )
+            if value is not None
+        }
+    }
     if model is not None:
         raw["model"] = model
     settings, problems = parse_settings(raw)
     if problems:
         raise UsageError("; ".join(problems))
     if settings.backend.kind == "local" and raw["backend"].keys() - {"kind"}:
-        raise UsageError("--backend-url, --backend-model, --tokenizer and the other --backend-* options need "
-                         "--backend vllm")
+        raise UsageError(
+            "--backend-url, --backend-model, --tokenizer and the other --backend-* options need --backend vllm"
+        )
     return settings
 
 
@@ -79,8 +98,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1, loopback only)")
     p.add_argument("--allow-remote", action="store_true", help="allow a --host that is not loopback")
     p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
-    p.add_argument("--token-file", default=None,
-                   help="TCP: require the token in this file (or in $DGLS_TOKEN) as initializationOptions.token")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="TCP: require the token in this file (or in $DGLS_TOKEN) as initializationOptions.token",
+    )
     p.add_argument("--log-file", default=None, help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     _add_backend_args(p)
@@ -93,14 +115,25 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--select-to", metavar="LINE:COL", help="regenerate from the cursor to this position")
     i.add_argument("--language", default=None, help="language id (default: from the file name)")
     i.add_argument("--json", action="store_true", help="print a JSON object instead of the middle")
-    i.add_argument("--raw", action="store_true", help="print the model's best middle as it is (default: the best "
-                   "candidate that keeps the file parsing, shaped as an editor would get it)")
-    i.add_argument("--jsonl", action="store_true",
-                   help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each')
+    i.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the model's best middle as it is (default: the best "
+        "candidate that keeps the file parsing, shaped as an editor would get it)",
+    )
+    i.add_argument(
+        "--jsonl",
+        action="store_true",
+        help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each',
+    )
     i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
     i.add_argument("--seed", type=int, default=0, help="sampler seed")
-    i.add_argument("--min-tokens", type=int, default=1,
-                   help="the middle is at least this many tokens (default 1: an explicit request wants something)")
+    i.add_argument(
+        "--min-tokens",
+        type=int,
+        default=1,
+        help="the middle is at least this many tokens (default 1: an explicit request wants something)",
+    )
     _add_model_args(i)
     _add_backend_args(i, sub=True)
 
@@ -121,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = parser().parse_args(argv)
     where = {"filename": args.log_file} if args.log_file else {"stream": sys.stderr}
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", **where)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        **where,
+    )
     try:
         if args.command == "infill":
             return cmd_jsonl(args) if args.jsonl else cmd_infill(args)
@@ -141,9 +177,15 @@ def _engine(args):
 
     if args.blocks < 1 or args.max_canvas < 16:
         raise UsageError(f"--blocks must be >= 1 and --max-canvas >= 16, got {args.blocks} and {args.max_canvas}")
-    settings = replace(backend_settings(args, model=args.model), device=args.device, dtype=args.dtype,
-                       experts=args.experts, steps=args.steps, entropy_bound=args.entropy_bound,
-                       max_canvas=args.max_canvas)
+    settings = replace(
+        backend_settings(args, model=args.model),
+        device=args.device,
+        dtype=args.dtype,
+        experts=args.experts,
+        steps=args.steps,
+        entropy_bound=args.entropy_bound,
+        max_canvas=args.max_canvas,
+    )
     engine = Engine(EngineOptions.from_settings(settings, allow_download=args.allow_download, max_blocks=args.blocks))
     from dgls.engine import EngineError
 
@@ -169,8 +211,10 @@ def read_source(path: str) -> str:
 
 
 def _candidates(completion) -> list[dict[str, Any]]:
-    return [{"text": s.text, "score": round(s.score, 4), "confidence": round(s.confidence, 4)}
-            for s in completion.candidates]
+    return [
+        {"text": s.text, "score": round(s.score, 4), "confidence": round(s.confidence, 4)}
+        for s in completion.candidates
+    ]
 
 
 def cmd_infill(args) -> int:
@@ -213,8 +257,11 @@ def cmd_infill(args) -> int:
             sys.stdout.write(edits[0].new_text + "\n")
         else:
             n = len(done.candidates)
-            print(f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
-                  f"nothing here (more with --candidates; --raw prints the model's best anyway)", file=sys.stderr)
+            print(
+                f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
+                f"nothing here (more with --candidates; --raw prints the model's best anyway)",
+                file=sys.stderr,
+            )
         return 0
     best = done.candidates[0] if done.candidates else None
 
@@ -222,13 +269,30 @@ def cmd_infill(args) -> int:
         line, col = position_at(text, offset)
         return [line + 1, col + 1]
 
-    print(json.dumps({"text": done.text, "candidates": _candidates(done),
-                      "edits": [{"text": e.new_text, "range": {"start": lc(e.start), "end": lc(e.end)},
-                                 "syntax_ok": e.syntax_ok, "score": round(e.score, 4)} for e in edits],
-                      "confidence": round(best.confidence, 4) if best else None, "nfe": done.nfe,
-                      "ms": round(done.ms, 1), "span": request.span.value,
-                      "range": {"start": lc(request.start), "end": lc(request.end)},
-                      "prefix_cache": done.prefix_cache}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "text": done.text,
+                "candidates": _candidates(done),
+                "edits": [
+                    {
+                        "text": e.new_text,
+                        "range": {"start": lc(e.start), "end": lc(e.end)},
+                        "syntax_ok": e.syntax_ok,
+                        "score": round(e.score, 4),
+                    }
+                    for e in edits
+                ],
+                "confidence": round(best.confidence, 4) if best else None,
+                "nfe": done.nfe,
+                "ms": round(done.ms, 1),
+                "span": request.span.value,
+                "range": {"start": lc(request.start), "end": lc(request.end)},
+                "prefix_cache": done.prefix_cache,
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0
 
 
@@ -271,11 +335,22 @@ def cmd_jsonl(args) -> int:
             text = req["prefix"] + req["suffix"]
             request = engine.build_request(text, len(req["prefix"]), language=req.get("language"))
             lengths = (req["n_middle"],) if req.get("n_middle") else None
-            done = engine.complete(request, n_candidates=req.get("candidates") or 1, lengths=lengths,
-                                   seed=req.get("seed", args.seed), min_tokens=req.get("min_tokens", args.min_tokens))
-            out: dict[str, Any] = {"middle": done.text, "nfe": done.nfe, "ms": round(done.ms, 2),
-                                   "blocks": done.blocks, "span": request.span.value,
-                                   "prefix_cache": done.prefix_cache, "candidates": _candidates(done)}
+            done = engine.complete(
+                request,
+                n_candidates=req.get("candidates") or 1,
+                lengths=lengths,
+                seed=req.get("seed", args.seed),
+                min_tokens=req.get("min_tokens", args.min_tokens),
+            )
+            out: dict[str, Any] = {
+                "middle": done.text,
+                "nfe": done.nfe,
+                "ms": round(done.ms, 2),
+                "blocks": done.blocks,
+                "span": request.span.value,
+                "prefix_cache": done.prefix_cache,
+                "candidates": _candidates(done),
+            }
         except (UsageError, ContextError, EngineError) as exc:
             failures += 1
             print(f"dgls: line {n}: {exc}", file=sys.stderr)
@@ -298,8 +373,12 @@ def cmd_doctor(args) -> int:
     from dgls.kernels import availability
     from dgls.model.loading import ModelLoadError, check_checkpoint, count_parameters, resolve_checkpoint
 
-    report: dict[str, Any] = {"dgls": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                              "transformers": transformers.__version__}
+    report: dict[str, Any] = {
+        "dgls": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     for mod in ("pygls", "lsprotocol", "tree_sitter", "tree_sitter_python", "triton"):
         try:
             from importlib.metadata import version
@@ -354,8 +433,14 @@ def cmd_serve(args) -> int:
         from dgls.server import serve
     except ImportError as exc:
         raise UsageError(f"the language server is not available in this build ({exc})") from None
-    return serve(transport="tcp" if args.tcp else "stdio", host=args.host, port=args.port,
-                 allow_remote=args.allow_remote, token=_token(args), defaults=backend_settings(args))
+    return serve(
+        transport="tcp" if args.tcp else "stdio",
+        host=args.host,
+        port=args.port,
+        allow_remote=args.allow_remote,
+        token=_token(args),
+        defaults=backend_settings(args),
+    )
 
 
 def _token(args) -> str | None:

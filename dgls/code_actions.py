@@ -32,8 +32,10 @@ from dgls.text import Edit
 # --- code actions -------------------------------------------------------------------------------------
 
 
-@server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-    code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION,
+    types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True),
+)
 def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """Cheap: which actions apply here. The model runs only when one is resolved."""
     doc = ls.documents.get(params.text_document.uri)
@@ -48,16 +50,26 @@ def code_actions(ls: DglsServer, params: types.CodeActionParams) -> list[types.C
     holes = ls.policy.holes(doc.text, start, end)
     if holes:
         where = "selection" if selected else "file"
-        actions.append(types.CodeAction(title=f"dgls: Fill {len(holes)} hole(s) in the {where}",
-                                        kind=types.CodeActionKind.RefactorRewrite,
-                                        data={**data, "action": ACTION_FILL_HOLES}))
+        actions.append(
+            types.CodeAction(
+                title=f"dgls: Fill {len(holes)} hole(s) in the {where}",
+                kind=types.CodeActionKind.RefactorRewrite,
+                data={**data, "action": ACTION_FILL_HOLES},
+            )
+        )
     if selected:
-        actions.append(types.CodeAction(title="dgls: Regenerate selection", kind=types.CodeActionKind.RefactorRewrite,
-                                        data={**data, "action": ACTION_REGENERATE}))
+        actions.append(
+            types.CodeAction(
+                title="dgls: Regenerate selection",
+                kind=types.CodeActionKind.RefactorRewrite,
+                data={**data, "action": ACTION_REGENERATE},
+            )
+        )
     if not _client_resolves_edits(ls):  # the client would never ask for the edit: run it as a command instead
         for action in actions:
-            action.command = types.Command(title=action.title, command=CMD_APPLY_ACTION,
-                                           arguments=[{**(action.data or {}), "title": action.title}])
+            action.command = types.Command(
+                title=action.title, command=CMD_APPLY_ACTION, arguments=[{**(action.data or {}), "title": action.title}]
+            )
     return actions
 
 
@@ -89,14 +101,17 @@ async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> t
     data = data if isinstance(data, dict) else {}
     uri, rng, kind = data.get("uri"), data.get("range"), data.get("action")
     if not isinstance(uri, str) or kind not in (ACTION_FILL_HOLES, ACTION_REGENERATE) or not _is_range(rng):
-        raise JsonRpcInvalidParams(f"{method}: data must be what textDocument/codeAction gave "
-                                   f"(uri, range, action), got {data!r}")
+        raise JsonRpcInvalidParams(
+            f"{method}: data must be what textDocument/codeAction gave (uri, range, action), got {data!r}"
+        )
     doc = ls.documents.get(uri)
     if doc is None:
         raise RequestFailed(f"{uri} is not open")
     if doc.version != data.get("version"):
-        raise RequestFailed(f"{uri} changed since the action was offered (version {data.get('version')} -> "
-                            f"{doc.version}); ask for code actions again")
+        raise RequestFailed(
+            f"{uri} changed since the action was offered (version {data.get('version')} -> "
+            f"{doc.version}); ask for code actions again"
+        )
     engine = ls.ready_engine()
     if engine is None:
         raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
@@ -112,12 +127,26 @@ def _is_range(rng: Any) -> bool:
     return isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng) and 0 <= rng[0] <= rng[1]
 
 
-async def _edit_spans(ls: DglsServer, engine: Engine, doc: Doc, spans: list[tuple[int, int]], *, title: str,
-                      instruction: str | None = None) -> list[Edit]:
+async def _edit_spans(
+    ls: DglsServer,
+    engine: Engine,
+    doc: Doc,
+    spans: list[tuple[int, int]],
+    *,
+    title: str,
+    instruction: str | None = None,
+) -> list[Edit]:
     """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses."""
     try:
-        return await ls.policy.edit_spans(engine, doc.text, doc.language, spans, title=title,
-                                          instruction=instruction, progress=ls.progress_bars.work())
+        return await ls.policy.edit_spans(
+            engine,
+            doc.text,
+            doc.language,
+            spans,
+            title=title,
+            instruction=instruction,
+            progress=ls.progress_bars.work(),
+        )
     except Refused as exc:
         raise RequestFailed(str(exc)) from None
 
@@ -126,14 +155,17 @@ async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: 
     """workspace/applyEdit the edits computed on `doc`, unless the document changed meanwhile (then say so)."""
     now = ls.documents.get(doc.uri)
     if now is None or now.version != doc.version:
-        reason = (f"{doc.uri} changed while the edit was computed (version {doc.version} -> "
-                  f"{now.version if now else 'closed'}); {label} not applied")
+        reason = (
+            f"{doc.uri} changed while the edit was computed (version {doc.version} -> "
+            f"{now.version if now else 'closed'}); {label} not applied"
+        )
         show_message(ls, types.MessageType.Warning, f"dgls: {reason}")
         return {"applied": False, "reason": reason}
     if not edits:
         return {"applied": False, "reason": "no edit"}
-    result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-        edit=ls.documents.versioned_edit(doc, edits), label=label))
+    result = await ls.workspace_apply_edit_async(
+        types.ApplyWorkspaceEditParams(edit=ls.documents.versioned_edit(doc, edits), label=label)
+    )
     return {"applied": result.applied, "reason": result.failure_reason}
 
 
@@ -144,15 +176,18 @@ async def rewrite(ls: DglsServer, *args: Any) -> dict[str, Any]:
     The edit goes out through workspace/applyEdit, versioned, and only if the document did not change while the
     model ran; otherwise the user is told and nothing is applied.
     """
-    uri, range, instruction = command_args(ls, CMD_REWRITE, args,
-                                           [("uri", str), ("range", types.Range), ("instruction", str)])
+    uri, range, instruction = command_args(
+        ls, CMD_REWRITE, args, [("uri", str), ("range", types.Range), ("instruction", str)]
+    )
     doc = ls.documents.get(uri)
     if doc is None:
         raise RequestFailed(f"{CMD_REWRITE}: {uri} is not open")
     start, end = ls.documents.offset(doc, range.start), ls.documents.offset(doc, range.end)
     if start is None or end is None or start >= end:
-        raise RequestFailed(f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
-                            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}")
+        raise RequestFailed(
+            f"{CMD_REWRITE}: expected a non-empty range inside the document, got "
+            f"{range.start.line}:{range.start.character}-{range.end.line}:{range.end.character}"
+        )
     engine = ls.ready_engine()
     if engine is None:
         raise RequestFailed(f"{CMD_REWRITE}: the model is {ls.engine.state if ls.engine else 'not started'}")

@@ -174,10 +174,17 @@ def build_request(
         in_string=in_string,
         in_comment=in_comment,
         inside_word=end < len(text) and (text[end].isalnum() or text[end] == "_"),
-        incomplete=span is SpanKind.BLOCK or (
-            spec is not None and span is not SpanKind.SELECTION and not in_string and not in_comment
-            and (_dangling(text[lines.start(cursor_line) : start], text[end : lines.end(lines.line_of(end))], spec)
-                 or (tree is not None and _error_starts_on_line(tree, index, lines, cursor_line)))),
+        incomplete=span is SpanKind.BLOCK
+        or (
+            spec is not None
+            and span is not SpanKind.SELECTION
+            and not in_string
+            and not in_comment
+            and (
+                _dangling(text[lines.start(cursor_line) : start], text[end : lines.end(lines.line_of(end))], spec)
+                or (tree is not None and _error_starts_on_line(tree, index, lines, cursor_line))
+            )
+        ),
     )
 
 
@@ -384,5 +391,3 @@ def _at_line_start(data: bytes, byte: int) -> bool:
 
 
 # --- strings and comments -----------------------------------------------------------------------------
-
-

@@ -87,6 +87,11 @@ class Documents:
     def versioned_edit(self, doc: Doc, edits: list[Edit]) -> types.WorkspaceEdit:
         """A WorkspaceEdit that applies only to the version of `doc` the edits were computed on."""
         text_edits = [types.TextEdit(range=self.range(doc, e.start, e.end), new_text=e.new_text) for e in edits]
-        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
-            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
-            edits=text_edits)])
+        return types.WorkspaceEdit(
+            document_changes=[
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
+                    edits=text_edits,
+                )
+            ]
+        )

@@ -132,8 +132,17 @@ class EngineOptions:
     def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
         """The options a user's settings ask for (`extra`: what only the command line sets, e.g. max_blocks)."""
         s = settings
-        return cls(model=s.model, device=s.device, dtype=s.dtype, experts=s.experts, sampler=s.sampler_overrides(),
-                   budget=s.context_budget, max_canvas=s.max_canvas, remote=s.remote_options(), **extra)
+        return cls(
+            model=s.model,
+            device=s.device,
+            dtype=s.dtype,
+            experts=s.experts,
+            sampler=s.sampler_overrides(),
+            budget=s.context_budget,
+            max_canvas=s.max_canvas,
+            remote=s.remote_options(),
+            **extra,
+        )
 
 
 @dataclass
@@ -194,17 +203,24 @@ class Engine:
         if o.remote is not None:
             return self._load_remote(o.remote, t0)
         try:
-            loaded = load_model(o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download,
-                                experts=o.experts)
+            loaded = load_model(
+                o.model, device=o.device, dtype=o.dtype, allow_download=o.allow_download, experts=o.experts
+            )
             sampler = loaded.spec.sampler.replace(**dict(o.sampler)) if o.sampler else loaded.spec.sampler
         except (ModelLoadError, ValueError) as exc:
             self.state, self.error = "error", str(exc)
             log.info("model failed to load: %s", exc)  # the caller reports it (CLI, dgls/status)
             return
-        info = {"model": str(loaded.path), "device": str(loaded.device), "dtype": str(loaded.dtype)[6:],
-                "params": loaded.n_params, "experts": loaded.experts,
-                "load_ms": round((time.perf_counter() - t0) * 1e3, 1), "filler": loaded.spec.filler_id is not None,
-                "languages": None if loaded.spec.languages is None else list(loaded.spec.languages)}
+        info = {
+            "model": str(loaded.path),
+            "device": str(loaded.device),
+            "dtype": str(loaded.dtype)[6:],
+            "params": loaded.n_params,
+            "experts": loaded.experts,
+            "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+            "filler": loaded.spec.filler_id is not None,
+            "languages": None if loaded.spec.languages is None else list(loaded.spec.languages),
+        }
         with self._lock:
             if self.state == "stopped":  # shut down while loading: do not pin the weights
                 return
@@ -223,10 +239,16 @@ class Engine:
             self.state, self.error = "error", str(exc)
             log.info("backend failed to start: %s", exc)
             return
-        info = {"model": remote.model or "(the server's default)", "device": f"vllm {infiller.url}", "dtype": None,
-                "backend": "vllm", "tokenizer": infiller.tokenizer_path, "filler": infiller.spec.filler_id is not None,
-                "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
-                "languages": None if infiller.spec.languages is None else list(infiller.spec.languages)}
+        info = {
+            "model": remote.model or "(the server's default)",
+            "device": f"vllm {infiller.url}",
+            "dtype": None,
+            "backend": "vllm",
+            "tokenizer": infiller.tokenizer_path,
+            "filler": infiller.spec.filler_id is not None,
+            "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+            "languages": None if infiller.spec.languages is None else list(infiller.spec.languages),
+        }
         with self._lock:
             if self.state == "stopped":
                 infiller.close()
@@ -267,11 +289,19 @@ class Engine:
         counter = self._counter
         return estimate_tokens(text) if counter is None else counter.count(text)
 
-    def build_request(self, text: str, offset: int, *, language: str | None = None,
-                      selection: tuple[int, int] | None = None) -> InfillRequest:
+    def build_request(
+        self, text: str, offset: int, *, language: str | None = None, selection: tuple[int, int] | None = None
+    ) -> InfillRequest:
         """Cursor context for `text` at code-point `offset` (ContextError for a bad offset or selection)."""
-        return build_request(text, offset, language=language, selection=selection, budget=self.budget(),
-                             count_tokens=self.count_tokens, max_canvas=self.options.max_canvas)
+        return build_request(
+            text,
+            offset,
+            language=language,
+            selection=selection,
+            budget=self.budget(),
+            count_tokens=self.count_tokens,
+            max_canvas=self.options.max_canvas,
+        )
 
     def budget(self) -> ContextBudget:
         """The configured context budget, capped by the windows the model was trained on."""
@@ -279,8 +309,10 @@ class Engine:
         spec = self._infiller.spec if self._infiller is not None else None
         if spec is None:
             return b
-        return ContextBudget(prefix_tokens=min(b.prefix_tokens, spec.max_prefix_tokens or b.prefix_tokens),
-                             suffix_tokens=min(b.suffix_tokens, spec.max_suffix_tokens or b.suffix_tokens))
+        return ContextBudget(
+            prefix_tokens=min(b.prefix_tokens, spec.max_prefix_tokens or b.prefix_tokens),
+            suffix_tokens=min(b.suffix_tokens, spec.max_suffix_tokens or b.suffix_tokens),
+        )
 
     def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
         """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
@@ -293,9 +325,17 @@ class Engine:
             return (min(max(wanted), max(spec.canvas_lengths)),)
         return tuple(dict.fromkeys(wanted))
 
-    def submit(self, request: InfillRequest, *, n_candidates: int = 1, lengths: tuple[int, ...] | None = None,
-               seed: int | None = 0, cancel: threading.Event | None = None,
-               on_step: Callable[[int, int], None] | None = None, min_tokens: int = 0) -> Future:
+    def submit(
+        self,
+        request: InfillRequest,
+        *,
+        n_candidates: int = 1,
+        lengths: tuple[int, ...] | None = None,
+        seed: int | None = 0,
+        cancel: threading.Event | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        min_tokens: int = 0,
+    ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
 
         `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots).
@@ -320,8 +360,18 @@ class Engine:
             fut = Future()
             fut.set_exception(EngineError("the engine was shut down"))
             return fut
-        call = _Call(request, counter.ids(request.prefix), counter.ids(request.suffix), key, lengths, n_candidates,
-                     seed, check, on_step, min_tokens)  # the ids: the one tokenization of this request
+        call = _Call(
+            request,
+            counter.ids(request.prefix),
+            counter.ids(request.suffix),
+            key,
+            lengths,
+            n_candidates,
+            seed,
+            check,
+            on_step,
+            min_tokens,
+        )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
     def complete(self, request: InfillRequest, **kw) -> Completion:
@@ -351,14 +401,32 @@ class Engine:
         max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
-        res = inf.infill_ids(call.prefix_ids, call.suffix_ids, lengths=lengths, n_candidates=call.n_candidates,
-                             max_blocks=max_blocks, sampler=self._sampler, seed=call.seed, cancel=call.cancel,
-                             on_step=call.on_step, min_tokens=call.min_tokens)
+        res = inf.infill_ids(
+            call.prefix_ids,
+            call.suffix_ids,
+            lengths=lengths,
+            n_candidates=call.n_candidates,
+            max_blocks=max_blocks,
+            sampler=self._sampler,
+            seed=call.seed,
+            cancel=call.cancel,
+            on_step=call.on_step,
+            min_tokens=call.min_tokens,
+        )
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
-            raise EngineError(f"the model produced NaN scores ({self.info.get('model')}, "
-                              f"{self.info.get('dtype')}): its weights may be corrupt or the dtype overflows")
-        done = Completion(request=request, candidates=res.candidates, nfe=res.nfe, ms=res.ms, blocks=res.blocks,
-                          encode_ms=res.encode_ms, prefix_cache=res.prefix_cache)
+            raise EngineError(
+                f"the model produced NaN scores ({self.info.get('model')}, "
+                f"{self.info.get('dtype')}): its weights may be corrupt or the dtype overflows"
+            )
+        done = Completion(
+            request=request,
+            candidates=res.candidates,
+            nfe=res.nfe,
+            ms=res.ms,
+            blocks=res.blocks,
+            encode_ms=res.encode_ms,
+            prefix_cache=res.prefix_cache,
+        )
         with self._lock:
             self._results[call.key] = done
             while len(self._results) > self.options.cache_size:

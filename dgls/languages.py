@@ -68,8 +68,9 @@ def _c_like(grammar: tuple[str, str] | None, bodies: set[str], quotes: tuple[str
 _JS_BODIES = {"program", "statement_block", "class_body"}
 _JS_QUOTES = ("`", '"', "'")
 _C_WORDS = "return if while for switch case sizeof struct enum union typedef static const else do goto"
-_JS_WORDS = ("await new typeof instanceof in of const let var import export from function class extends case "
-             "throw delete void")
+_JS_WORDS = (
+    "await new typeof instanceof in of const let var import export from function class extends case throw delete void"
+)
 
 # LSP language id -> language. Add a language by adding a row; its wheel is imported on first use.
 LANGUAGES: dict[str, Language] = {
@@ -81,44 +82,104 @@ LANGUAGES: dict[str, Language] = {
         "#",
         ('"""', "'''", '"', "'"),
         ("...", "pass"),
-        frozenset({"and", "or", "not", "in", "is", "if", "elif", "else", "for", "while", "with", "as", "import",
-                   "from", "lambda", "assert", "del", "await", "async", "def", "class", "except"}),
+        frozenset(
+            {
+                "and",
+                "or",
+                "not",
+                "in",
+                "is",
+                "if",
+                "elif",
+                "else",
+                "for",
+                "while",
+                "with",
+                "as",
+                "import",
+                "from",
+                "lambda",
+                "assert",
+                "del",
+                "await",
+                "async",
+                "def",
+                "class",
+                "except",
+            }
+        ),
         _PYTHON_DANGLING,
     ),
     "javascript": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
     "javascriptreact": _c_like(("tree_sitter_javascript", "language"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
     "typescript": _c_like(("tree_sitter_typescript", "language_typescript"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
     "typescriptreact": _c_like(("tree_sitter_typescript", "language_tsx"), _JS_BODIES, _JS_QUOTES, _JS_WORDS),
-    "go": _c_like(("tree_sitter_go", "language"), {"source_file", "block", "statement_list"}, ('"', "`", "'"),
-                  "import package var const type func go defer range case"),
-    "rust": _c_like(("tree_sitter_rust", "language"), {"source_file", "block", "declaration_list"}, ('"',),
-                    "let mut use fn impl struct enum mod trait type as in match if while for pub dyn where move"),
+    "go": _c_like(
+        ("tree_sitter_go", "language"),
+        {"source_file", "block", "statement_list"},
+        ('"', "`", "'"),
+        "import package var const type func go defer range case",
+    ),
+    "rust": _c_like(
+        ("tree_sitter_rust", "language"),
+        {"source_file", "block", "declaration_list"},
+        ('"',),
+        "let mut use fn impl struct enum mod trait type as in match if while for pub dyn where move",
+    ),
     "c": _c_like(("tree_sitter_c", "language"), {"translation_unit", "compound_statement"}, ('"', "'"), _C_WORDS),
-    "cpp": _c_like(("tree_sitter_cpp", "language"),
-                   {"translation_unit", "compound_statement", "declaration_list", "field_declaration_list"},
-                   ('"', "'"), _C_WORDS + " new delete throw using namespace co_return co_await"),
-    "java": _c_like(("tree_sitter_java", "language"), {"program", "block", "class_body", "interface_body"},
-                    ('"""', '"', "'"), "return new throw instanceof import package extends implements case assert"),
-    "ruby": Language(("tree_sitter_ruby", "language"), frozenset({"program", "body_statement", "then", "else", "do"}),
-                      block_openers=("do", "|"), block_closer="end", line_comment="#", quotes=('"', "'", "`"),
-                      dangling_words=frozenset("and or not if unless while until return yield def class module "
-                                               "when in require".split())),
-    "shellscript": Language(("tree_sitter_bash", "language"),
-                             frozenset({"program", "compound_statement", "do_group"}),
-                             block_openers=("then", "do", "{"), block_closer=None, line_comment="#", quotes=('"', "'"),
-                             dangling_words=frozenset("if then elif else while until do in case export local".split()),
-                             dangling_operator=re.compile(r"(?:[|=(]|&&|\|\|)$")),
+    "cpp": _c_like(
+        ("tree_sitter_cpp", "language"),
+        {"translation_unit", "compound_statement", "declaration_list", "field_declaration_list"},
+        ('"', "'"),
+        _C_WORDS + " new delete throw using namespace co_return co_await",
+    ),
+    "java": _c_like(
+        ("tree_sitter_java", "language"),
+        {"program", "block", "class_body", "interface_body"},
+        ('"""', '"', "'"),
+        "return new throw instanceof import package extends implements case assert",
+    ),
+    "ruby": Language(
+        ("tree_sitter_ruby", "language"),
+        frozenset({"program", "body_statement", "then", "else", "do"}),
+        block_openers=("do", "|"),
+        block_closer="end",
+        line_comment="#",
+        quotes=('"', "'", "`"),
+        dangling_words=frozenset(
+            "and or not if unless while until return yield def class module when in require".split()
+        ),
+    ),
+    "shellscript": Language(
+        ("tree_sitter_bash", "language"),
+        frozenset({"program", "compound_statement", "do_group"}),
+        block_openers=("then", "do", "{"),
+        block_closer=None,
+        line_comment="#",
+        quotes=('"', "'"),
+        dangling_words=frozenset("if then elif else while until do in case export local".split()),
+        dangling_operator=re.compile(r"(?:[|=(]|&&|\|\|)$"),
+    ),
     "json": _c_like(("tree_sitter_json", "language"), {"document", "object", "array"}, ('"',), ""),
-    "lua": Language(("tree_sitter_lua", "language"), frozenset({"chunk", "block"}),
-                     block_openers=("then", "do", ")"), block_closer="end", line_comment="--", quotes=('"', "'"),
-                     dangling_words=frozenset("and or not if elseif while until for in return local function "
-                                              "then do".split())),
+    "lua": Language(
+        ("tree_sitter_lua", "language"),
+        frozenset({"chunk", "block"}),
+        block_openers=("then", "do", ")"),
+        block_closer="end",
+        line_comment="--",
+        quotes=('"', "'"),
+        dangling_words=frozenset("and or not if elseif while until for in return local function then do".split()),
+    ),
 }
 # the same languages under the ids other clients use (Neovim's filetypes)
 LANGUAGES.update(jsonc=LANGUAGES["json"], sh=LANGUAGES["shellscript"], bash=LANGUAGES["shellscript"])
 # languages known only by their line comment (what "Rewrite selection" writes an instruction as)
-LANGUAGES.update({name: Language(None, frozenset(), (), None, comment, (), structured=False)
-                  for name, comment in (("yaml", "#"), ("toml", "#"), ("sql", "--"), ("text", "#"))})
+LANGUAGES.update(
+    {
+        name: Language(None, frozenset(), (), None, comment, (), structured=False)
+        for name, comment in (("yaml", "#"), ("toml", "#"), ("sql", "--"), ("text", "#"))
+    }
+)
 
 _EXTENSIONS = {
     ".py": "python", ".pyi": "python", ".pyw": "python",
@@ -136,7 +197,6 @@ _EXTENSIONS = {
 def language_for_path(path: str) -> str:
     """LSP language id for a file path or URI by its extension (``"x.py"`` -> ``"python"``), else ``"text"``."""
     return _EXTENSIONS.get(PurePosixPath(path).suffix.lower(), "text")
-
 
 
 def language_spec(language: str) -> Language | None:
@@ -218,8 +278,14 @@ def errors_after_edit(language: str, text: str, index: Utf8Index, start: int, en
     new = new_text.encode("utf-8", "surrogatepass")
     data = index.data[:lo] + new + index.data[hi:]
     edited = tree.copy()
-    edited.edit(start_byte=lo, old_end_byte=hi, new_end_byte=lo + len(new), start_point=_point(index.data, lo),
-                old_end_point=_point(index.data, hi), new_end_point=_point(data, lo + len(new)))
+    edited.edit(
+        start_byte=lo,
+        old_end_byte=hi,
+        new_end_byte=lo + len(new),
+        start_point=_point(index.data, lo),
+        old_end_point=_point(index.data, hi),
+        new_end_point=_point(data, lo + len(new)),
+    )
     from tree_sitter import Parser
 
     return _count_errors(Parser(grammar(language)).parse(data, edited).root_node)

@@ -94,8 +94,16 @@ class Infill:
 
 
 # the counters of ``dgls.stats``: model calls and their function evaluations, items served, what became of them
-USAGE_COUNTERS = ("modelCalls", "nfe", "itemsServed", "accepted", "partiallyAccepted", "acceptedChars", "dismissed",
-                  "cacheHits")
+USAGE_COUNTERS = (
+    "modelCalls",
+    "nfe",
+    "itemsServed",
+    "accepted",
+    "partiallyAccepted",
+    "acceptedChars",
+    "dismissed",
+    "cacheHits",
+)
 FEEDBACK = ("accepted", "partiallyAccepted", "dismissed")  # what an editor reports about an item it showed
 
 
@@ -107,8 +115,14 @@ class InfillPolicy:
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel event of the newest infill
         self.ghosts = GhostCache()
         self.told_untrained: set[str] = set()  # languages the user was told the model does not know (once each)
-        self.stats: dict[str, Any] = {"requests": 0, "typedThrough": 0, "resultCache": 0, "cancelled": 0,
-                                      "lastLatencyMs": None, "lastNfe": None}
+        self.stats: dict[str, Any] = {
+            "requests": 0,
+            "typedThrough": 0,
+            "resultCache": 0,
+            "cancelled": 0,
+            "lastLatencyMs": None,
+            "lastNfe": None,
+        }
         # what the editor did with the ghost text, counted in memory only (no file, nothing leaves the machine)
         self.usage: dict[str, int] = dict.fromkeys(USAGE_COUNTERS, 0)
 
@@ -155,16 +169,26 @@ class InfillPolicy:
         if language in self.told_untrained or not self.host.settings.languages.untrained(language, trained):
             return None
         self.told_untrained.add(language)
-        return (f"dgls: the model {self.host.settings.model} was not trained on {language}, so {language} files get "
-                f"no completions. To have them anyway, add \"{language}\" to the dgls setting languages.enable.")
+        return (
+            f"dgls: the model {self.host.settings.model} was not trained on {language}, so {language} files get "
+            f'no completions. To have them anyway, add "{language}" to the dgls setting languages.enable.'
+        )
 
     def holes(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
         """The hole markers in ``text[start:end]``, or in the whole text when the range is empty."""
         return find_holes(text, self.host.settings.hole_markers, *((start, end) if start < end else (0, len(text))))
 
     # -- one engine call -------------------------------------------------------------------------------------
-    async def run(self, engine: Engine, request: InfillRequest, *, cancel: threading.Event, n_candidates: int = 1,
-                  explicit: bool = True, on_step: Callable[[int, int], None] | None = None) -> Completion | None:
+    async def run(
+        self,
+        engine: Engine,
+        request: InfillRequest,
+        *,
+        cancel: threading.Event,
+        n_candidates: int = 1,
+        explicit: bool = True,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Completion | None:
         """Submit one request and await it; None when it was superseded or failed (logged).
 
         An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle,
@@ -177,8 +201,14 @@ class InfillPolicy:
         """
         self.stats["requests"] += 1
         t0 = time.perf_counter()
-        fut = engine.submit(request, n_candidates=n_candidates, seed=0, cancel=cancel, on_step=on_step,
-                            min_tokens=1 if explicit or request.incomplete else 0)
+        fut = engine.submit(
+            request,
+            n_candidates=n_candidates,
+            seed=0,
+            cancel=cancel,
+            on_step=on_step,
+            min_tokens=1 if explicit or request.incomplete else 0,
+        )
         try:
             done = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
@@ -210,14 +240,30 @@ class InfillPolicy:
         else:
             self.usage["modelCalls"] += 1
             self.usage["nfe"] += done.nfe
-        log.info("infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
-                 request.span.value, len(done.candidates), done.nfe, ms, done.ms, done.prefix_cache,
-                 ", result cache" if done.cached else "")
+        log.info(
+            "infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
+            request.span.value,
+            len(done.candidates),
+            done.nfe,
+            ms,
+            done.ms,
+            done.prefix_cache,
+            ", result cache" if done.cached else "",
+        )
         return done
 
     # -- at the cursor ---------------------------------------------------------------------------------------
-    async def complete(self, uri: str, text: str, language: str, offset: int, *, automatic: bool,
-                       n_candidates: int, progress: Progress = SILENT) -> Infill | None:
+    async def complete(
+        self,
+        uri: str,
+        text: str,
+        language: str,
+        offset: int,
+        *,
+        automatic: bool,
+        n_candidates: int,
+        progress: Progress = SILENT,
+    ) -> Infill | None:
         """The edits for an infill at `offset` of document `uri`; None for no answer (see the checks below)."""
         ghost = self.ghosts.lookup(uri, text, offset) if automatic else None  # Invoked: the user wants fresh ones
         if ghost is not None:
@@ -240,13 +286,21 @@ class InfillPolicy:
             except ContextError as exc:
                 log.info("no completion: %s", exc)
                 return None
-            if automatic and (request.inside_word or ((request.in_string or request.in_comment)
-                                                      and not self.host.settings.completion_in_strings)):
+            if automatic and (
+                request.inside_word
+                or ((request.in_string or request.in_comment) and not self.host.settings.completion_in_strings)
+            ):
                 return None
             await progress.begin("dgls: infill", cancel)
             try:
-                done = await self.run(engine, request, cancel=cancel, n_candidates=n_candidates,
-                                      explicit=not automatic, on_step=progress.on_step(0, 1))
+                done = await self.run(
+                    engine,
+                    request,
+                    cancel=cancel,
+                    n_candidates=n_candidates,
+                    explicit=not automatic,
+                    on_step=progress.on_step(0, 1),
+                )
             finally:
                 progress.end("cancelled" if cancel.is_set() else "done")
         finally:
@@ -276,8 +330,17 @@ class InfillPolicy:
             self.usage["acceptedChars"] += max(chars, 0)
 
     # -- spans -----------------------------------------------------------------------------------------------
-    async def edit_spans(self, engine: Engine, text: str, language: str, spans: list[tuple[int, int]], *,
-                         title: str, instruction: str | None = None, progress: Progress = SILENT) -> list[Edit]:
+    async def edit_spans(
+        self,
+        engine: Engine,
+        text: str,
+        language: str,
+        spans: list[tuple[int, int]],
+        *,
+        title: str,
+        instruction: str | None = None,
+        progress: Progress = SILENT,
+    ) -> list[Edit]:
         """Regenerate each span of `text` (a hole or a selection), one model call each; Refused when cancelled."""
         cancel = threading.Event()
         await progress.begin(title, cancel)

@@ -43,6 +43,7 @@ class Suggested(Protocol):
     @property
     def confidence(self) -> float:
         """Mean per-token confidence, 0..1."""
+
     # and optionally ``tokens``: per token ``(start, end, confidence)``, code points of `text`
 
 
@@ -127,8 +128,16 @@ def make_edits(text: str, request: InfillRequest, candidates: Iterable[Suggested
             ok = after <= base and (base > 0 or after == 0)
             if not ok:
                 continue
-        edits.append(Edit(start, end, new_text, score=s.score, confidence=s.confidence, syntax_ok=ok,
-                          tokens=_tokens_in(new_text, s)))
+        edits.append(
+            Edit(
+                start,
+                end,
+                new_text,
+                score=s.score,
+                confidence=s.confidence,
+                syntax_ok=ok,
+                tokens=_tokens_in(new_text, s),
+            )
+        )
     edits.sort(key=lambda e: (e.syntax_ok is not True, -e.score))
     return edits
-

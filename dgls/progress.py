@@ -40,8 +40,9 @@ class ProgressBars:
         except Exception as exc:  # the client refused: no progress bar, the status notification still goes
             log.info("no load progress: %s", exc)
             return False
-        self._server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-            title="dgls", message=message, cancellable=False))
+        self._server.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="dgls", message=message, cancellable=False)
+        )
         self._load_token = token
         return True
 

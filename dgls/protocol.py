@@ -48,13 +48,15 @@ class DglsProtocol(LanguageServerProtocol):
         if "jsonrpc" in data and "method" in data:
             msg_id = data.get("id")
             if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, float, type(None))):
-                self.reply_error(None, -32600, f"Invalid Request: id must be a string or a number, got "
-                                               f"{type(msg_id).__name__}")
+                self.reply_error(
+                    None, -32600, f"Invalid Request: id must be a string or a number, got {type(msg_id).__name__}"
+                )
                 return self._ignored()
             if not isinstance(data["method"], str):
                 if "id" in data:
-                    self.reply_error(msg_id, -32600, f"Invalid Request: method must be a string, got "
-                                                     f"{type(data['method']).__name__}")
+                    self.reply_error(
+                        msg_id, -32600, f"Invalid Request: method must be a string, got {type(data['method']).__name__}"
+                    )
                 return self._ignored()
             if "params" not in data:  # JSON-RPC lets params be left out; pygls' message types require the field
                 data = {**data, "params": None}
@@ -65,12 +67,14 @@ class DglsProtocol(LanguageServerProtocol):
             detail = _structure_problem(cause) if cause is not None else str(exc)
             method = data.get("method")
             if "id" not in data or "method" not in data:
-                log.warning("invalid params in %s: %s (not a request: nothing to answer)",
-                            method or "a response", detail)
+                log.warning(
+                    "invalid params in %s: %s (not a request: nothing to answer)", method or "a response", detail
+                )
                 raise
             log.warning("invalid params for %s (id %r): %s", method, data.get("id"), detail)
             self._send_response(
-                data["id"], None,
+                data["id"],
+                None,
                 JsonRpcInvalidParams(f"invalid params for {method}: {detail}").to_response_error(),
             )
             return self._ignored()
@@ -102,8 +106,9 @@ class DglsProtocol(LanguageServerProtocol):
 
     def _ignored(self) -> Any:
         """A message already answered here: hand pygls a notification nobody listens to ($/ may be ignored)."""
-        return self._converter.structure({"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None},
-                                         _ignored_notification_type())
+        return self._converter.structure(
+            {"jsonrpc": "2.0", "method": "$/dgls/answered", "params": None}, _ignored_notification_type()
+        )
 
     def reply_error(self, msg_id: float | str | None, code: int, message: str) -> None:
         """Send a JSON-RPC error response; a null id is written out (pygls would drop the field)."""
@@ -114,21 +119,29 @@ class DglsProtocol(LanguageServerProtocol):
         if not hasattr(message, "jsonrpc") or message.jsonrpc != self.VERSION:  # `42`, `[]`, {"id": 1}, ...
             msg_id = message.get("id") if isinstance(message, dict) else getattr(message, "id", None)
             log.warning("not a JSON-RPC 2.0 message: %.200r", message)
-            self.reply_error(msg_id if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool) else None,
-                             -32600, 'Invalid Request: expected a JSON-RPC 2.0 object {"jsonrpc": "2.0", '
-                                     '"method": ..., "id": ...}')
+            self.reply_error(
+                msg_id if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool) else None,
+                -32600,
+                'Invalid Request: expected a JSON-RPC 2.0 object {"jsonrpc": "2.0", "method": ..., "id": ...}',
+            )
             return
         if self.required_token is not None and not self.authenticated:
             if self.refused:
                 return
             if not _carries_token(message, self.required_token):
                 self.refused = True
-                log.warning("refused a TCP client: its first message was not an initialize request carrying the "
-                            "right token (initializationOptions.token)")
+                log.warning(
+                    "refused a TCP client: its first message was not an initialize request carrying the "
+                    "right token (initializationOptions.token)"
+                )
                 if getattr(message, "id", None) is not None and getattr(message, "method", None):
-                    self._send_response(message.id, None, RequestFailed(
-                        "dgls: this server requires a token: send it as initializationOptions.token in "
-                        "initialize").to_response_error())
+                    self._send_response(
+                        message.id,
+                        None,
+                        RequestFailed(
+                            "dgls: this server requires a token: send it as initializationOptions.token in initialize"
+                        ).to_response_error(),
+                    )
                 if self.writer is not None:
                     self.writer.close()  # the read loop sees end of stream and this connection ends
                 return
@@ -149,8 +162,9 @@ def _carries_token(message: Any, token: str) -> bool:
     given = options.get("token")
     if given is None and isinstance(options.get("dgls"), dict):
         given = options["dgls"].get("token")
-    return isinstance(given, str) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                                          token.encode("utf-8", "surrogatepass"))
+    return isinstance(given, str) and hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
 
 
 def _ignored_notification_type():
@@ -194,7 +208,8 @@ UNPARSABLE = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)  # a mes
 def client_mistake(error: BaseException | None) -> bool:
     """A message the client got wrong (answered with an error where one is due), not a fault of the server."""
     return isinstance(error, UNPARSABLE) or (
-        isinstance(error, JsonRpcException) and not isinstance(error, JsonRpcInternalError))
+        isinstance(error, JsonRpcException) and not isinstance(error, JsonRpcInternalError)
+    )
 
 
 class ClientMistakeFilter(logging.Filter):

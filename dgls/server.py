@@ -108,8 +108,11 @@ class DglsServer(HardenedServer):
             self.progress_bars.end_load("ready" if engine.state == "ready" else f"failed: {engine.error}")
         self.send_status()
         if engine.state == "error":
-            self.window_show_message(types.ShowMessageParams(
-                type=types.MessageType.Error, message=f"dgls: the model failed to load: {engine.error}"))
+            self.window_show_message(
+                types.ShowMessageParams(
+                    type=types.MessageType.Error, message=f"dgls: the model failed to load: {engine.error}"
+                )
+            )
 
     def status(self) -> dict[str, Any]:
         """What ``dgls/status`` reports."""
@@ -223,7 +226,7 @@ def document_hash(ls: DglsServer, params: Any) -> dict[str, Any]:
     """
     uri = getattr(params, "uri", None) if not isinstance(params, dict) else params.get("uri")
     if not isinstance(uri, str):
-        raise JsonRpcInvalidParams(f"{DOCUMENT_HASH} expects {{\"uri\": string}}, got {params!r}")
+        raise JsonRpcInvalidParams(f'{DOCUMENT_HASH} expects {{"uri": string}}, got {params!r}')
     doc = ls.documents.get(uri)
     if doc is None:
         return {"uri": uri, "version": None, "sha256": None, "length": None}
@@ -262,17 +265,30 @@ async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams
     if cursor is None:
         return types.InlineCompletionList(items=[])
     doc, offset = cursor
-    found = await ls.policy.complete(doc.uri, doc.text, doc.language, offset, automatic=automatic,
-                                     n_candidates=1 if automatic else ls.settings.candidates,
-                                     progress=ls.progress_bars.work(params.work_done_token, create=False))
+    found = await ls.policy.complete(
+        doc.uri,
+        doc.text,
+        doc.language,
+        offset,
+        automatic=automatic,
+        n_candidates=1 if automatic else ls.settings.candidates,
+        progress=ls.progress_bars.work(params.work_done_token, create=False),
+    )
     if found is None or not found.edits:
         return types.InlineCompletionList(items=[])
     ids = ls.policy.served(len(found.edits))
-    return types.InlineCompletionList(items=[
-        types.InlineCompletionItem(insert_text=e.new_text, range=ls.documents.range(doc, e.start, e.end),
-                                   command=types.Command(title="dgls: accepted", command=CMD_ACCEPTED,
-                                                         arguments=[item_id, _confidence(ls, e)]))
-        for item_id, e in zip(ids, found.edits, strict=True)])
+    return types.InlineCompletionList(
+        items=[
+            types.InlineCompletionItem(
+                insert_text=e.new_text,
+                range=ls.documents.range(doc, e.start, e.end),
+                command=types.Command(
+                    title="dgls: accepted", command=CMD_ACCEPTED, arguments=[item_id, _confidence(ls, e)]
+                ),
+            )
+            for item_id, e in zip(ids, found.edits, strict=True)
+        ]
+    )
 
 
 def _confidence(ls: DglsServer, edit: Edit) -> dict[str, Any]:
@@ -286,8 +302,11 @@ def _confidence(ls: DglsServer, edit: Edit) -> dict[str, Any]:
     """
     spans = ls.documents.spans(edit.new_text, [(start, end) for start, end, _ in edit.tokens])
     tokens = [[start, end, round(c, 4)] for (start, end), (_, _, c) in zip(spans, edit.tokens, strict=True)]
-    return {"confidence": round(edit.confidence, 4), "tokens": tokens,
-            "unsure": ls.documents.spans(edit.new_text, edit.unsure(ls.settings.low_confidence))}
+    return {
+        "confidence": round(edit.confidence, 4),
+        "tokens": tokens,
+        "unsure": ls.documents.spans(edit.new_text, edit.unsure(ls.settings.low_confidence)),
+    }
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
@@ -302,17 +321,25 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
     if cursor is None:
         return types.CompletionList(is_incomplete=True, items=[])
     doc, offset = cursor
-    found = await ls.policy.complete(doc.uri, doc.text, doc.language, offset,
-                                     automatic=kind != types.CompletionTriggerKind.Invoked, n_candidates=1)
+    found = await ls.policy.complete(
+        doc.uri, doc.text, doc.language, offset, automatic=kind != types.CompletionTriggerKind.Invoked, n_candidates=1
+    )
     items = []
     for rank, e in enumerate(found.edits if found is not None else []):
         e = from_word_start(doc.text, e)
         label = e.new_text.strip().splitlines()[0]
-        items.append(types.CompletionItem(
-            label=label if len(label) <= 60 else label[:57] + "...", kind=types.CompletionItemKind.Snippet,
-            detail="dgls", sort_text=f"{rank:04d}", filter_text=e.new_text, documentation=e.new_text,
-            insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=ls.documents.range(doc, e.start, e.end), new_text=e.new_text)))
+        items.append(
+            types.CompletionItem(
+                label=label if len(label) <= 60 else label[:57] + "...",
+                kind=types.CompletionItemKind.Snippet,
+                detail="dgls",
+                sort_text=f"{rank:04d}",
+                filter_text=e.new_text,
+                documentation=e.new_text,
+                insert_text_format=types.InsertTextFormat.PlainText,
+                text_edit=types.TextEdit(range=ls.documents.range(doc, e.start, e.end), new_text=e.new_text),
+            )
+        )
     return types.CompletionList(is_incomplete=True, items=items)
 
 
@@ -322,8 +349,11 @@ async def completion(ls: DglsServer, params: types.CompletionParams) -> types.Co
 @server.command(CMD_SHOW_CONFIG)
 def show_config(ls: DglsServer) -> dict[str, Any]:
     """The settings in effect and the model status."""
-    return {"settings": ls.settings.to_json(), "status": ls.status(), "model": dict(ls.engine.info) if ls.engine
-            else {}}
+    return {
+        "settings": ls.settings.to_json(),
+        "status": ls.status(),
+        "model": dict(ls.engine.info) if ls.engine else {},
+    }
 
 
 @server.command(CMD_RESTART)
@@ -364,8 +394,14 @@ def usage_stats(ls: DglsServer) -> dict[str, int]:
 # --- entry point --------------------------------------------------------------------------------------
 
 
-def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087, allow_remote: bool = False,
-          token: str | None = None, defaults: Settings | None = None) -> int:
+def serve(
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 2087,
+    allow_remote: bool = False,
+    token: str | None = None,
+    defaults: Settings | None = None,
+) -> int:
     """Run the server until the client says exit; returns the process exit code.
 
     TCP listens on loopback; another `host` needs `allow_remote` (anyone who reaches the port can read the

@@ -96,16 +96,30 @@ class Settings:
 
     def engine_fields(self) -> tuple:
         """Return the values that decide how the model is loaded and run (a change needs a reload)."""
-        return (self.model, self.device, self.dtype, self.experts, self.max_canvas, self.steps, self.entropy_bound,
-                self.context_budget, self.backend)
+        return (
+            self.model,
+            self.device,
+            self.dtype,
+            self.experts,
+            self.max_canvas,
+            self.steps,
+            self.entropy_bound,
+            self.context_budget,
+            self.backend,
+        )
 
     def remote_options(self) -> RemoteOptions | None:
         """Where the vLLM server is, for the engine; None for the in-process model."""
         b = self.backend
         if b.kind != "vllm" or not b.url:
             return None
-        return RemoteOptions(url=b.url, model=b.model, tokenizer=b.tokenizer or self.model, api_key_env=b.api_key_env,
-                             timeout_s=b.timeout_ms / 1e3)
+        return RemoteOptions(
+            url=b.url,
+            model=b.model,
+            tokenizer=b.tokenizer or self.model,
+            api_key_env=b.api_key_env,
+            timeout_s=b.timeout_ms / 1e3,
+        )
 
     def sampler_overrides(self) -> dict[str, Any]:
         """Sampler settings that override the checkpoint's defaults (``SamplerConfig`` field names)."""
@@ -246,8 +260,14 @@ _CHECKS: dict[type, dict[str, Any]] = {
     },
     ContextBudget: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},
-    BackendSettings: {"kind": _choice("local", "vllm"), "url": _url, "model": _text(optional=True),
-                      "tokenizer": _text(optional=True), "api_key_env": _env_name, "timeout_ms": _int(100, 600_000)},
+    BackendSettings: {
+        "kind": _choice("local", "vllm"),
+        "url": _url,
+        "model": _text(optional=True),
+        "tokenizer": _text(optional=True),
+        "api_key_env": _env_name,
+        "timeout_ms": _int(100, 600_000),
+    },
 }
 
 
@@ -309,8 +329,9 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
     problems: list[str] = []
     settings = _parse(Settings, raw, base, "", problems)
     if settings.backend.kind == "vllm" and not settings.backend.url:
-        problems.append(f"backend.url: required when backend.kind is 'vllm', got null; keeping the "
-                        f"{base.backend.kind} backend")
+        problems.append(
+            f"backend.url: required when backend.kind is 'vllm', got null; keeping the {base.backend.kind} backend"
+        )
         settings = replace(settings, backend=base.backend)
     return settings, problems
 
@@ -321,4 +342,3 @@ def _to_json(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return list(obj)
     return obj
-

@@ -79,8 +79,11 @@ class _BoundedReader:
 
     def _too_big(self, n: int) -> bool:
         if n > MAX_MESSAGE_BYTES:
-            log.error("a message announced %d bytes (limit %d): ending the session, the stream cannot be "
-                      "resynchronised", n, MAX_MESSAGE_BYTES)
+            log.error(
+                "a message announced %d bytes (limit %d): ending the session, the stream cannot be resynchronised",
+                n,
+                MAX_MESSAGE_BYTES,
+            )
             return True
         return False
 
@@ -128,13 +131,21 @@ class _LspTextDocument(TextDocument):
 class _LspWorkspace(Workspace):
     """pygls' workspace whose text documents apply changes the LSP way (:class:`_LspTextDocument`)."""
 
-    def _create_text_document(self, doc_uri: str, source: str | None = None, version: int | None = None,
-                              language_id: str | None = None) -> TextDocument:
-        return _LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
-                                sync_kind=self._sync_kind, position_codec=self._position_codec)
+    def _create_text_document(
+        self, doc_uri: str, source: str | None = None, version: int | None = None, language_id: str | None = None
+    ) -> TextDocument:
+        return _LspTextDocument(
+            doc_uri,
+            source=source,
+            version=version,
+            language_id=language_id,
+            sync_kind=self._sync_kind,
+            position_codec=self._position_codec,
+        )
 
-    def update_text_document(self, text_doc: types.VersionedTextDocumentIdentifier,
-                             change: types.TextDocumentContentChangeEvent) -> None:
+    def update_text_document(
+        self, text_doc: types.VersionedTextDocumentIdentifier, change: types.TextDocumentContentChangeEvent
+    ) -> None:
         if unquote(text_doc.uri) not in self._text_documents:  # a client mistake, not a server error
             log.warning("didChange for %s, which is not open: ignored", text_doc.uri)
             return
@@ -209,8 +220,13 @@ class HardenedServer(LanguageServer):
             from pygls.io_ import run_async
 
             try:
-                await run_async(stop_event=stop_event, reader=_BoundedReader(reader), protocol=self.protocol,
-                                logger=log, error_handler=self.report_server_error)
+                await run_async(
+                    stop_event=stop_event,
+                    reader=_BoundedReader(reader),
+                    protocol=self.protocol,
+                    logger=log,
+                    error_handler=self.report_server_error,
+                )
             except SystemExit as exc:  # pygls ends on `exit` with sys.exit: re-raised once the loop is down
                 exit_request.append(exc)
             finally:
@@ -238,8 +254,14 @@ class HardenedServer(LanguageServer):
 # --- entry point --------------------------------------------------------------------------------------------
 
 
-def run(server: HardenedServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 2087,
-        allow_remote: bool = False, token: str | None = None) -> int:
+def run(
+    server: HardenedServer,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 2087,
+    allow_remote: bool = False,
+    token: str | None = None,
+) -> int:
     """Serve `server` until the client says exit; returns the process exit code (see :func:`dgls.server.serve`)."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # pygls logs every message body at INFO
         logging.getLogger("pygls").setLevel(logging.WARNING)
@@ -250,8 +272,12 @@ def run(server: HardenedServer, transport: str = "stdio", host: str = "127.0.0.1
     try:
         if transport == "tcp":
             if host not in LOOPBACK and not allow_remote:
-                log.error("dgls: refusing to listen on %s: not a loopback address (expected one of %s); pass "
-                          "--allow-remote to serve other machines", host, ", ".join(LOOPBACK))
+                log.error(
+                    "dgls: refusing to listen on %s: not a loopback address (expected one of %s); pass "
+                    "--allow-remote to serve other machines",
+                    host,
+                    ", ".join(LOOPBACK),
+                )
                 return 2
             scope = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
             auth = "token required" if token else "no token"

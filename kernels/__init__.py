@@ -33,15 +33,18 @@ class KernelStatus:
     why: str
 
 
-KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
-    # per-slot entropy, argmax, confidence and sample: one pass over V instead of five (N, V) tensors
-    KernelInfo("canvas_sampler", "dgls.kernels.canvas_sampler", "dgls.kernels.canvas_sampler_ref"),
-    # self-conditioning softmax(logits) @ E as a top-k gather
-    KernelInfo("soft_embedding", "dgls.kernels.soft_embedding", "dgls.kernels.soft_embedding_ref"),
-    # the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; a
-    # model's experts modules are put on it by dgls.model.experts)
-    KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref"),
-)}
+KERNELS: dict[str, KernelInfo] = {
+    k.name: k
+    for k in (
+        # per-slot entropy, argmax, confidence and sample: one pass over V instead of five (N, V) tensors
+        KernelInfo("canvas_sampler", "dgls.kernels.canvas_sampler", "dgls.kernels.canvas_sampler_ref"),
+        # self-conditioning softmax(logits) @ E as a top-k gather
+        KernelInfo("soft_embedding", "dgls.kernels.soft_embedding", "dgls.kernels.soft_embedding_ref"),
+        # the MoE experts' per-expert loop as two grouped GEMMs over expert-sorted tokens (bf16 or FP8 weights; a
+        # model's experts modules are put on it by dgls.model.experts)
+        KernelInfo("moe_experts", "dgls.kernels.moe", "dgls.kernels.moe_ref"),
+    )
+}
 
 
 @functools.cache

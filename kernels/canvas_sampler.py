@@ -50,9 +50,26 @@ def _tanh(x):
 
 @triton.jit(do_not_specialize=["stride_row", "V", "chunk", "n_splits", "seed"])
 def _row_stats_partial_kernel(
-    p_x, stride_row, V, chunk, n_splits, temperature, cap, seed,
-    p_m, p_s, p_a, p_m1, p_s1, p_xam, p_gv, p_am, p_gi,
-    SOFTCAP: tl.constexpr, SAMPLE: tl.constexpr, BLOCK_V: tl.constexpr,
+    p_x,
+    stride_row,
+    V,
+    chunk,
+    n_splits,
+    temperature,
+    cap,
+    seed,
+    p_m,
+    p_s,
+    p_a,
+    p_m1,
+    p_s1,
+    p_xam,
+    p_gv,
+    p_am,
+    p_gi,
+    SOFTCAP: tl.constexpr,
+    SAMPLE: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     """Partial statistics of row i_row over vocab chunk [i_split*chunk, (i_split+1)*chunk): 9 scalars out."""
     i_row = tl.program_id(0)
@@ -124,9 +141,22 @@ def _row_stats_partial_kernel(
 
 @triton.jit(do_not_specialize=["n_splits"])
 def _row_stats_merge_kernel(
-    p_m, p_s, p_a, p_m1, p_s1, p_xam, p_gv, p_am, p_gi, n_splits,
-    p_ent, p_argmax, p_logp, p_sample,
-    SAMPLE: tl.constexpr, BLOCK_S: tl.constexpr,
+    p_m,
+    p_s,
+    p_a,
+    p_m1,
+    p_s1,
+    p_xam,
+    p_gv,
+    p_am,
+    p_gi,
+    n_splits,
+    p_ent,
+    p_argmax,
+    p_logp,
+    p_sample,
+    SAMPLE: tl.constexpr,
+    BLOCK_S: tl.constexpr,
 ):
     """Merge the n_splits partials of one row into its entropy, argmax, log p(argmax) and sample."""
     i_row = tl.program_id(0)
@@ -180,8 +210,16 @@ def _default_splits(n_rows: int, n_blocks: int, device: torch.device) -> int:
     return splits_for(n_rows, n_blocks, torch.cuda.get_device_properties(device).multi_processor_count)
 
 
-def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = None, seed: int | None = None,
-              splits: int | None = None, block_v: int | None = None, out: RowStats | None = None) -> RowStats:
+def row_stats(
+    logits: torch.Tensor,
+    temperature: float,
+    *,
+    cap: float | None = None,
+    seed: int | None = None,
+    splits: int | None = None,
+    block_v: int | None = None,
+    out: RowStats | None = None,
+) -> RowStats:
     """Entropy of softmax(x/T), argmax, log p(argmax) at T=1 and (if `seed` is given) a sample, per row.
 
     `logits` (N, V) fp32/fp16/bf16 with a contiguous last axis; all statistics are computed in fp32. `cap`
@@ -208,10 +246,12 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
     splits = triton.cdiv(V, chunk)  # no empty split
 
     if out is None:
-        out = RowStats(torch.empty(N, dtype=torch.float32, device=device),
-                       torch.empty(N, dtype=torch.int64, device=device),
-                       torch.empty(N, dtype=torch.float32, device=device),
-                       None if seed is None else torch.empty(N, dtype=torch.int64, device=device))
+        out = RowStats(
+            torch.empty(N, dtype=torch.float32, device=device),
+            torch.empty(N, dtype=torch.int64, device=device),
+            torch.empty(N, dtype=torch.float32, device=device),
+            None if seed is None else torch.empty(N, dtype=torch.int64, device=device),
+        )
     elif seed is not None and out.sample is None:
         raise ValueError("out.sample must be a tensor when a seed is given")
     for name, t in out._asdict().items():
@@ -230,12 +270,32 @@ def row_stats(logits: torch.Tensor, temperature: float, *, cap: float | None = N
         part_f = torch.empty(7, n * splits, dtype=torch.float32, device=device)  # m, s, a, m1, s1, x_am, g max
         part_i = torch.empty(2, n * splits, dtype=torch.int32, device=device)  # argmax, sample
         _row_stats_partial_kernel[(n, splits)](
-            logits[r0:r1], logits.stride(0), V, chunk, splits, T, float(cap or 1.0), key,
-            *part_f, *part_i, SOFTCAP=bool(cap), SAMPLE=sample, BLOCK_V=block_v, **kw)
+            logits[r0:r1],
+            logits.stride(0),
+            V,
+            chunk,
+            splits,
+            T,
+            float(cap or 1.0),
+            key,
+            *part_f,
+            *part_i,
+            SOFTCAP=bool(cap),
+            SAMPLE=sample,
+            BLOCK_V=block_v,
+            **kw,
+        )
         _row_stats_merge_kernel[(n,)](
-            *part_f, *part_i, splits, out.entropy[r0:r1], out.argmax[r0:r1], out.logp_max[r0:r1],
-            drawn[r0:r1], SAMPLE=sample,
-            BLOCK_S=max(2, triton.next_power_of_2(splits)))
+            *part_f,
+            *part_i,
+            splits,
+            out.entropy[r0:r1],
+            out.argmax[r0:r1],
+            out.logp_max[r0:r1],
+            drawn[r0:r1],
+            SAMPLE=sample,
+            BLOCK_S=max(2, triton.next_power_of_2(splits)),
+        )
     return out if sample else out._replace(sample=None)
 
 
@@ -258,8 +318,9 @@ def self_check(device: str | torch.device = "cuda") -> str | None:
         if not (d_h <= 1e-4 and d_lp <= 1e-4):  # NaN fails too
             problems.append(f"canvas_sampler {dtype}: max |dH| {d_h:.3g}, max |d logp| {d_lp:.3g} (tolerance 1e-4)")
         if not bool(((sample >= 0) & (sample < x.shape[1]) & (argmax >= 0) & (argmax < x.shape[1])).all()):
-            problems.append(f"canvas_sampler {dtype}: argmax {argmax.tolist()} or samples {sample.tolist()} out of "
-                            f"range")
+            problems.append(
+                f"canvas_sampler {dtype}: argmax {argmax.tolist()} or samples {sample.tolist()} out of range"
+            )
             continue
         # argmax up to near-ties: the 100-scale row saturates tanh, where an ulp decides between equal maxima
         z = softcap(x.float(), 30.0) / 0.7

@@ -34,8 +34,14 @@ def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if not cap else cap * torch.tanh(x / cap)
 
 
-def row_stats_ref(logits: torch.Tensor, temperature: float, *, cap: float | None = None, sample: bool = False,
-                  generator: torch.Generator | None = None) -> RowStats:
+def row_stats_ref(
+    logits: torch.Tensor,
+    temperature: float,
+    *,
+    cap: float | None = None,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> RowStats:
     """Reference row statistics of `logits` (N, V), computed in fp32."""
     x = softcap(logits.float(), cap)  # (N, V) fp32
     z = x / temperature  # (N, V)

@@ -62,12 +62,13 @@ class Routing(NamedTuple):
     block_m: int
 
 
-def moe_routing(top_k_index: torch.Tensor, top_k_weights: torch.Tensor, num_experts: int,
-                block_m: int) -> Routing:
+def moe_routing(top_k_index: torch.Tensor, top_k_weights: torch.Tensor, num_experts: int, block_m: int) -> Routing:
     """Sort the (T, K) routing by expert and build the block table, all on the ids' device without a host sync."""
     if top_k_index.ndim != 2 or top_k_weights.shape != top_k_index.shape:
-        raise ValueError(f"top_k_index and top_k_weights must both be (T, K), got {tuple(top_k_index.shape)} and "
-                         f"{tuple(top_k_weights.shape)}")
+        raise ValueError(
+            f"top_k_index and top_k_weights must both be (T, K), got {tuple(top_k_index.shape)} and "
+            f"{tuple(top_k_weights.shape)}"
+        )
     device = top_k_index.device
     T, K = top_k_index.shape
     S = T * K
@@ -84,8 +85,16 @@ def moe_routing(top_k_index: torch.Tensor, top_k_weights: torch.Tensor, num_expe
     be = torch.searchsorted(blk_ends, b, right=True)  # expert of block b; E past the last used block
     bec = be.clamp(max=num_experts - 1)
     start = starts[bec] + (b - blk_starts[bec]) * block_m
-    return Routing(perm.to(torch.int32), top_k_weights.reshape(-1)[perm].float().contiguous(),
-                   be.to(torch.int32), start.to(torch.int32), ends[bec].to(torch.int32), num_experts, K, block_m)
+    return Routing(
+        perm.to(torch.int32),
+        top_k_weights.reshape(-1)[perm].float().contiguous(),
+        be.to(torch.int32),
+        start.to(torch.int32),
+        ends[bec].to(torch.int32),
+        num_experts,
+        K,
+        block_m,
+    )
 
 
 @triton.jit
@@ -97,10 +106,29 @@ def _gelu_tanh(x):
 
 @triton.jit(do_not_specialize=["top_k", "stride_xt"])
 def _moe_gate_up_kernel(
-    p_x, p_w, p_scale, p_a, p_pair, p_bexp, p_bstart, p_bend,
-    H, I, top_k, stride_xt, stride_we, stride_wn, stride_se, stride_at, E,  # noqa: E741 - the model's I
-    FP8: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    p_x,
+    p_w,
+    p_scale,
+    p_a,
+    p_pair,
+    p_bexp,
+    p_bstart,
+    p_bend,
+    H,
+    I,
+    top_k,
+    stride_xt,
+    stride_we,
+    stride_wn,
+    stride_se,
+    stride_at,
+    E,
+    FP8: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """a[rows, cols] = gelu_tanh(x[tok] Wg[e, cols]^T) * (x[tok] Wu[e, cols]^T) for one block of sorted rows."""
     i_m = tl.program_id(0)
@@ -146,10 +174,29 @@ def _moe_gate_up_kernel(
 
 @triton.jit(do_not_specialize=["stride_yp"])
 def _moe_down_kernel(
-    p_a, p_w, p_scale, p_y, p_pair, p_rw, p_bexp, p_bstart, p_bend,
-    H, I, stride_at, stride_we, stride_wn, stride_se, stride_yp, E,  # noqa: E741
-    FP8: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    p_a,
+    p_w,
+    p_scale,
+    p_y,
+    p_pair,
+    p_rw,
+    p_bexp,
+    p_bstart,
+    p_bend,
+    H,
+    I,
+    stride_at,
+    stride_we,
+    stride_wn,
+    stride_se,
+    stride_yp,
+    E,
+    FP8: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """y[pair, cols] = w_pair * (a[rows] Wd[e, cols]^T) for one block of sorted rows, stored at each row's pair."""
     i_m = tl.program_id(0)
@@ -184,8 +231,16 @@ def _moe_down_kernel(
     tl.store(p_out, b_y, mask=m_m[:, None] & m_n[None, :])
 
 
-def _blocks(S: int, E: int, N: int, block_m: int | None, block_n: int | None,
-            block_k: int | None, inner: int, elem_bytes: int = 2) -> tuple[int, int, int]:
+def _blocks(
+    S: int,
+    E: int,
+    N: int,
+    block_m: int | None,
+    block_n: int | None,
+    block_k: int | None,
+    inner: int,
+    elem_bytes: int = 2,
+) -> tuple[int, int, int]:
     """Block sizes: BLOCK_M from the mean rows per expert (16..64), small tiles under the interpreter.
 
     BLOCK_K keeps a K-slice at 256 bytes per row (128 bf16, 64 fp32): with 3 pipeline stages the gate/up tiles of
@@ -209,35 +264,49 @@ def _launch_kw(x: torch.Tensor) -> dict:
     return kw
 
 
-def _check_weights(name: str, w: torch.Tensor, scale: torch.Tensor | None, x_dtype: torch.dtype,
-                   shape: tuple[int, ...]) -> None:
+def _check_weights(
+    name: str, w: torch.Tensor, scale: torch.Tensor | None, x_dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
     if w.shape != shape or w.stride(-1) != 1:
-        raise ValueError(f"{name} must be {shape} with a contiguous last axis, got {tuple(w.shape)} "
-                         f"strides {w.stride()}")
+        raise ValueError(
+            f"{name} must be {shape} with a contiguous last axis, got {tuple(w.shape)} strides {w.stride()}"
+        )
     if scale is None:
         if w.dtype != x_dtype:
-            raise ValueError(f"{name} must have the hidden states' dtype {x_dtype} (or be float8_e4m3fn with a "
-                             f"scale), got {w.dtype}")
-    elif w.dtype != torch.float8_e4m3fn or scale.dtype != torch.float32 or scale.shape != shape[:2] \
-            or scale.stride(-1) != 1:
-        raise ValueError(f"{name}: FP8 weights need float8_e4m3fn values and a float32 {shape[:2]} scale, got "
-                         f"{w.dtype} and {scale.dtype} {tuple(scale.shape)}")
+            raise ValueError(
+                f"{name} must have the hidden states' dtype {x_dtype} (or be float8_e4m3fn with a scale), got {w.dtype}"
+            )
+    elif (
+        w.dtype != torch.float8_e4m3fn
+        or scale.dtype != torch.float32
+        or scale.shape != shape[:2]
+        or scale.stride(-1) != 1
+    ):
+        raise ValueError(
+            f"{name}: FP8 weights need float8_e4m3fn values and a float32 {shape[:2]} scale, got "
+            f"{w.dtype} and {scale.dtype} {tuple(scale.shape)}"
+        )
 
 
-def _output(out: torch.Tensor | None, shape: tuple[int, int], dtype: torch.dtype,
-            device: torch.device) -> torch.Tensor:
+def _output(out: torch.Tensor | None, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A new output tensor, or the caller's after checking it fits (shape, dtype, contiguous last axis)."""
     if out is None:
         return torch.empty(shape, dtype=dtype, device=device)
     if tuple(out.shape) != shape or out.stride(-1) != 1 or out.dtype != dtype:
-        raise ValueError(f"out must be {shape} {dtype} with a contiguous last axis, got {tuple(out.shape)} "
-                         f"{out.dtype}")
+        raise ValueError(f"out must be {shape} {dtype} with a contiguous last axis, got {tuple(out.shape)} {out.dtype}")
     return out
 
 
-def moe_gate_up(x: torch.Tensor, routing: Routing, gate_up_proj: torch.Tensor, scale: torch.Tensor | None = None, *,
-                out: torch.Tensor | None = None, block_n: int | None = None,
-                block_k: int | None = None) -> torch.Tensor:
+def moe_gate_up(
+    x: torch.Tensor,
+    routing: Routing,
+    gate_up_proj: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+) -> torch.Tensor:
     """Stage 2: ``gelu_tanh(gate) * up`` for every sorted row: x (T, H) -> a (T*K, I) in x's dtype, sorted order.
 
     `gate_up_proj` (E, 2I, H) in x's dtype, or float8_e4m3fn with `scale` (E, 2I) fp32.
@@ -253,16 +322,42 @@ def moe_gate_up(x: torch.Tensor, routing: Routing, gate_up_proj: torch.Tensor, s
     _, block_n, block_k = _blocks(S, E, I, routing.block_m, block_n, block_k, H, x.element_size())
     grid = (routing.block_expert.numel(), triton.cdiv(I, block_n))
     _moe_gate_up_kernel[grid](
-        x, gate_up_proj, scale if scale is not None else routing.weight, out, routing.pair, routing.block_expert,
-        routing.block_start, routing.block_end, H, I, routing.top_k, x.stride(0), gate_up_proj.stride(0),
-        gate_up_proj.stride(1), scale.stride(0) if scale is not None else 0, out.stride(0), E,
-        FP8=scale is not None, BLOCK_M=routing.block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_launch_kw(x))
+        x,
+        gate_up_proj,
+        scale if scale is not None else routing.weight,
+        out,
+        routing.pair,
+        routing.block_expert,
+        routing.block_start,
+        routing.block_end,
+        H,
+        I,
+        routing.top_k,
+        x.stride(0),
+        gate_up_proj.stride(0),
+        gate_up_proj.stride(1),
+        scale.stride(0) if scale is not None else 0,
+        out.stride(0),
+        E,
+        FP8=scale is not None,
+        BLOCK_M=routing.block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        **_launch_kw(x),
+    )
     return out
 
 
-def moe_down(a: torch.Tensor, routing: Routing, down_proj: torch.Tensor, scale: torch.Tensor | None = None, *,
-             out: torch.Tensor | None = None, block_n: int | None = None,
-             block_k: int | None = None) -> torch.Tensor:
+def moe_down(
+    a: torch.Tensor,
+    routing: Routing,
+    down_proj: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+) -> torch.Tensor:
     """Stage 3: ``w * (a @ Wd_e^T)`` per sorted row, stored in fp32 at its pair index: a (T*K, I) -> y (T*K, H)."""
     S, I = a.shape  # noqa: E741
     E, H, _ = down_proj.shape
@@ -277,17 +372,44 @@ def moe_down(a: torch.Tensor, routing: Routing, down_proj: torch.Tensor, scale: 
     _, block_n, block_k = _blocks(S, E, H, routing.block_m, block_n, block_k, I, a.element_size())
     grid = (routing.block_expert.numel(), triton.cdiv(H, block_n))
     _moe_down_kernel[grid](
-        a, down_proj, scale if scale is not None else routing.weight, out, routing.pair, routing.weight,
-        routing.block_expert, routing.block_start, routing.block_end, H, I, a.stride(0), down_proj.stride(0),
-        down_proj.stride(1), scale.stride(0) if scale is not None else 0, out.stride(0), E,
-        FP8=scale is not None, BLOCK_M=routing.block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_launch_kw(a))
+        a,
+        down_proj,
+        scale if scale is not None else routing.weight,
+        out,
+        routing.pair,
+        routing.weight,
+        routing.block_expert,
+        routing.block_start,
+        routing.block_end,
+        H,
+        I,
+        a.stride(0),
+        down_proj.stride(0),
+        down_proj.stride(1),
+        scale.stride(0) if scale is not None else 0,
+        out.stride(0),
+        E,
+        FP8=scale is not None,
+        BLOCK_M=routing.block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        **_launch_kw(a),
+    )
     return out
 
 
-def moe_experts(x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
-                gate_up_proj: torch.Tensor | FP8Experts, down_proj: torch.Tensor | None = None, *,
-                out: torch.Tensor | None = None, block_m: int | None = None, block_n: int | None = None,
-                block_k: int | None = None) -> torch.Tensor:
+def moe_experts(
+    x: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    gate_up_proj: torch.Tensor | FP8Experts,
+    down_proj: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+) -> torch.Tensor:
     """The experts' output for x (T, H) routed by (T, K) ids and weights: (T, H) in x's dtype.
 
     Weights in the model's layout, gate_up_proj (E, 2I, H) and down_proj (E, H, I) in x's dtype, or one
@@ -296,11 +418,15 @@ def moe_experts(x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch
     gated activation when x is bf16).
     """
     if x.ndim != 2 or x.dtype not in _DTYPES or x.stride(-1) != 1:
-        raise ValueError(f"x must be (T, H) float32/float16/bfloat16 with a contiguous last axis, got "
-                         f"{tuple(x.shape)} {x.dtype} strides {x.stride()}")
+        raise ValueError(
+            f"x must be (T, H) float32/float16/bfloat16 with a contiguous last axis, got "
+            f"{tuple(x.shape)} {x.dtype} strides {x.stride()}"
+        )
     if top_k_index.shape[:1] != x.shape[:1] or top_k_index.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"top_k_index must be (T, K) = ({x.shape[0]}, K) int32/int64, got "
-                         f"{tuple(top_k_index.shape)} {top_k_index.dtype}")
+        raise ValueError(
+            f"top_k_index must be (T, K) = ({x.shape[0]}, K) int32/int64, got "
+            f"{tuple(top_k_index.shape)} {top_k_index.dtype}"
+        )
     if isinstance(gate_up_proj, FP8Experts):
         w_gu, s_gu, w_d, s_d = gate_up_proj
     elif down_proj is None:
@@ -308,8 +434,9 @@ def moe_experts(x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch
     else:
         w_gu, s_gu, w_d, s_d = gate_up_proj, None, down_proj, None
     if w_gu.ndim != 3 or w_d.ndim != 3:
-        raise ValueError(f"expected gate_up_proj (E, 2I, H) and down_proj (E, H, I), got {tuple(w_gu.shape)} and "
-                         f"{tuple(w_d.shape)}")
+        raise ValueError(
+            f"expected gate_up_proj (E, 2I, H) and down_proj (E, H, I), got {tuple(w_gu.shape)} and {tuple(w_d.shape)}"
+        )
     for t in (top_k_index, top_k_weights, w_gu, w_d):
         if t.device != x.device:
             raise ValueError(f"every input must be on {x.device}, found one on {t.device}")
@@ -364,6 +491,5 @@ def self_check(device: str | torch.device = "cuda") -> str | None:
             got = moe_experts(xs.to(d), ids.to(d), w.to(d), gus.to(d), ds.to(d))
         err = float((got.float().cpu() - ref).abs().max())
         if not err <= tol * (1 + float(ref.abs().max())):  # NaN fails too
-            problems.append(f"moe_experts {dtype}{' fp8' if fp8 else ''}: max abs diff {err:.3g} against the "
-                            f"reference")
+            problems.append(f"moe_experts {dtype}{' fp8' if fp8 else ''}: max abs diff {err:.3g} against the reference")
     return "; ".join(problems) or None

@@ -59,8 +59,10 @@ def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_experts_fp8(gate_up_proj: torch.Tensor, down_proj: torch.Tensor) -> FP8Experts:
     """Quantize one layer's experts (E, 2I, H) and (E, H, I) to float8_e4m3fn with per-output-channel scales."""
     if gate_up_proj.ndim != 3 or down_proj.ndim != 3:
-        raise ValueError(f"expected gate_up_proj (E, 2I, H) and down_proj (E, H, I), got "
-                         f"{tuple(gate_up_proj.shape)} and {tuple(down_proj.shape)}")
+        raise ValueError(
+            f"expected gate_up_proj (E, 2I, H) and down_proj (E, H, I), got "
+            f"{tuple(gate_up_proj.shape)} and {tuple(down_proj.shape)}"
+        )
     return FP8Experts(*quantize_fp8(gate_up_proj), *quantize_fp8(down_proj))
 
 
@@ -69,16 +71,23 @@ def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale[..., None]
 
 
-def moe_experts_ref(x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
-                    gate_up_proj: torch.Tensor | FP8Experts, down_proj: torch.Tensor | None = None) -> torch.Tensor:
+def moe_experts_ref(
+    x: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    gate_up_proj: torch.Tensor | FP8Experts,
+    down_proj: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The experts' output ``sum_k w_tk FFN_{e_tk}(x_t)``: x (T, H), ids and weights (T, K) -> (T, H) in x's dtype.
 
     Weights in the model's layout, gate_up_proj (E, 2I, H) and down_proj (E, H, I), or one :class:`FP8Experts`
     (dequantized here). Computed in fp32, one expert at a time (only the tokens routed to it).
     """
     if isinstance(gate_up_proj, FP8Experts):
-        w_gu, w_d = dequantize_fp8(gate_up_proj.gate_up, gate_up_proj.gate_up_scale), \
-            dequantize_fp8(gate_up_proj.down, gate_up_proj.down_scale)
+        w_gu, w_d = (
+            dequantize_fp8(gate_up_proj.gate_up, gate_up_proj.gate_up_scale),
+            dequantize_fp8(gate_up_proj.down, gate_up_proj.down_scale),
+        )
     elif down_proj is None:
         raise ValueError("down_proj is required unless gate_up_proj holds FP8 experts")
     else:

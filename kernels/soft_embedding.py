@@ -25,8 +25,20 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit(do_not_specialize=["k", "H", "stride_e", "V"])
 def _topk_soft_embedding_kernel(
-    p_val, p_idx, p_E, p_out, p_lse, p_esum, k, H, stride_e, V, scale,
-    TAIL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+    p_val,
+    p_idx,
+    p_E,
+    p_out,
+    p_lse,
+    p_esum,
+    k,
+    H,
+    stride_e,
+    V,
+    scale,
+    TAIL: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
     """out[i_row, cols] = scale * (sum_j w_j E[idx_j, cols] + tail), w and tail as in topk_soft_embedding."""
     i_row = tl.program_id(0)
@@ -59,9 +71,16 @@ def _topk_soft_embedding_kernel(
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def topk_soft_embedding(logits: torch.Tensor, E: torch.Tensor, k: int, *, scale: float = 1.0,
-                        e_sum: torch.Tensor | None = None, out: torch.Tensor | None = None,
-                        block_h: int | None = None) -> torch.Tensor:
+def topk_soft_embedding(
+    logits: torch.Tensor,
+    E: torch.Tensor,
+    k: int,
+    *,
+    scale: float = 1.0,
+    e_sum: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    block_h: int | None = None,
+) -> torch.Tensor:
     """Top-k approximation of ``scale * softmax(logits) @ E``: (N, V), (V, H) -> (N, H).
 
     Without `e_sum`: ``sum over the top-k tokens of softmax(top-k logits) * E[token]`` (weights renormalised).
@@ -74,8 +93,10 @@ def topk_soft_embedding(logits: torch.Tensor, E: torch.Tensor, k: int, *, scale:
     if logits.ndim != 2 or logits.dtype not in _DTYPES:
         raise ValueError(f"logits must be (N, V) float32/float16/bfloat16, got {tuple(logits.shape)} {logits.dtype}")
     if E.ndim != 2 or E.dtype not in _DTYPES or E.shape[0] != logits.shape[1] or E.stride(-1) != 1:
-        raise ValueError(f"E must be (V, H) = ({logits.shape[1]}, H) float with a contiguous last axis, "
-                         f"got {tuple(E.shape)} {E.dtype} strides {E.stride()}")
+        raise ValueError(
+            f"E must be (V, H) = ({logits.shape[1]}, H) float with a contiguous last axis, "
+            f"got {tuple(E.shape)} {E.dtype} strides {E.stride()}"
+        )
     if E.device != logits.device:
         raise ValueError(f"logits and E must be on one device, got {logits.device} and {E.device}")
     N, V = logits.shape
@@ -90,8 +111,10 @@ def topk_soft_embedding(logits: torch.Tensor, E: torch.Tensor, k: int, *, scale:
         return out
     tail = e_sum is not None and k < V
     if e_sum is not None and (e_sum.shape != (H,) or e_sum.dtype != torch.float32 or e_sum.device != E.device):
-        raise ValueError(f"e_sum must be E.float().sum(0): ({H},) float32 on {E.device}, "
-                         f"got {tuple(e_sum.shape)} {e_sum.dtype} on {e_sum.device}")
+        raise ValueError(
+            f"e_sum must be E.float().sum(0): ({H},) float32 on {E.device}, "
+            f"got {tuple(e_sum.shape)} {e_sum.dtype} on {e_sum.device}"
+        )
     vals, idx = torch.topk(logits, k, dim=-1, sorted=False)  # (N, k): the selection stays in torch
     vals, idx = vals.contiguous(), idx.contiguous()
     lse = torch.logsumexp(logits.float(), dim=-1) if tail else vals  # (N,): one more read of the logits
@@ -99,8 +122,21 @@ def topk_soft_embedding(logits: torch.Tensor, E: torch.Tensor, k: int, *, scale:
     if block_h is None:  # keep the gathered tile near 8K elements on a GPU
         block_h = min(triton.next_power_of_2(H), 64 if INTERPRET else max(64, 8192 // block_k))
     _topk_soft_embedding_kernel[(N, triton.cdiv(H, block_h))](
-        vals, idx, E, out, lse, e_sum if tail else vals, k, H, E.stride(0), V, float(scale),
-        TAIL=tail, BLOCK_K=block_k, BLOCK_H=block_h)
+        vals,
+        idx,
+        E,
+        out,
+        lse,
+        e_sum if tail else vals,
+        k,
+        H,
+        E.stride(0),
+        V,
+        float(scale),
+        TAIL=tail,
+        BLOCK_K=block_k,
+        BLOCK_H=block_h,
+    )
     return out
 
 
@@ -114,11 +150,17 @@ def self_check(device: str | torch.device = "cuda") -> str | None:
         logits = (torch.randn(5, 3001, generator=g) * 4).to(dtype)
         E = torch.randn(3001, 200, generator=g).to(dtype)
         for e_sum in (None, embedding_sum(E)):
-            got = topk_soft_embedding(logits.to(device), E.to(device), 24, scale=2.0,
-                                      e_sum=None if e_sum is None else e_sum.to(device)).float().cpu()
+            got = (
+                topk_soft_embedding(
+                    logits.to(device), E.to(device), 24, scale=2.0, e_sum=None if e_sum is None else e_sum.to(device)
+                )
+                .float()
+                .cpu()
+            )
             ref = topk_soft_embedding_ref(logits, E, 24, scale=2.0, e_sum=e_sum)
             d = float((got - ref).abs().max())
             if not d <= tol * (1 + float(ref.abs().max())):
-                problems.append(f"soft_embedding {dtype} (tail {e_sum is not None}): max abs diff {d:.3g} against the "
-                                f"reference")
+                problems.append(
+                    f"soft_embedding {dtype} (tail {e_sum is not None}): max abs diff {d:.3g} against the reference"
+                )
     return "; ".join(problems) or None

@@ -38,8 +38,9 @@ def embedding_sum(E: torch.Tensor) -> torch.Tensor:
     return E.float().sum(0)
 
 
-def topk_soft_embedding_ref(logits: torch.Tensor, E: torch.Tensor, k: int, scale: float = 1.0,
-                            e_sum: torch.Tensor | None = None) -> torch.Tensor:
+def topk_soft_embedding_ref(
+    logits: torch.Tensor, E: torch.Tensor, k: int, scale: float = 1.0, e_sum: torch.Tensor | None = None
+) -> torch.Tensor:
     """Top-k soft embedding in fp32; with `e_sum`, the uniform-tail version (see topk_soft_embedding)."""
     x = logits.float()
     vals, idx = torch.topk(x, k, dim=-1)  # (N, k)

@@ -98,7 +98,7 @@ class PrefixCache:
             self.anchor_ids = ids[:cut]
         cache = fork(self.anchor)
         if len(ids) > len(self.anchor_ids):
-            cache = self._encode(ids[len(self.anchor_ids):], cache)
+            cache = self._encode(ids[len(self.anchor_ids) :], cache)
         self.ids, self.cache = ids, cache
         self.stats[kind] += 1
         return cache, kind
@@ -123,10 +123,13 @@ class DiffusionGemmaDenoiser:
 
     def __call__(self, canvas: Canvas, sc_logits: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, C, V) float32 for every slot of `canvas`."""
-        out = self.model(decoder_input_ids=canvas.tokens, past_key_values=self.cache,
-                         self_conditioning_logits=None if sc_logits is None else sc_logits.to(self.emb_dtype),
-                         decoder_position_ids=canvas.positions,
-                         decoder_attention_mask=canvas.attention_mask(self.prefix_len))
+        out = self.model(
+            decoder_input_ids=canvas.tokens,
+            past_key_values=self.cache,
+            self_conditioning_logits=None if sc_logits is None else sc_logits.to(self.emb_dtype),
+            decoder_position_ids=canvas.positions,
+            decoder_attention_mask=canvas.attention_mask(self.prefix_len),
+        )
         return out.logits.float()
 
     def noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:

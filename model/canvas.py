@@ -45,16 +45,24 @@ class Canvas:
         return torch.cat([cached, self.valid], dim=1)
 
     @classmethod
-    def build(cls, n_free: Sequence[int], suffix: Sequence[int] | torch.Tensor, start: int, noise: NoiseFn,
-              pad_id: int = 0, device: torch.device | str = "cpu") -> Canvas:
+    def build(
+        cls,
+        n_free: Sequence[int],
+        suffix: Sequence[int] | torch.Tensor,
+        start: int,
+        noise: NoiseFn,
+        pad_id: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> Canvas:
         """Lay out one row per entry of `n_free`: that many noise slots, then the pinned suffix, then padding.
 
         `start` is the position of the first canvas slot (the prefix length in the cache).
         """
         if not n_free or min(n_free) < 1:
             raise ValueError(f"every canvas row needs at least one free slot, got n_free={list(n_free)}")
-        suffix_ids = torch.as_tensor(list(suffix) if not isinstance(suffix, torch.Tensor) else suffix,
-                                     dtype=torch.long, device=device).reshape(-1)
+        suffix_ids = torch.as_tensor(
+            list(suffix) if not isinstance(suffix, torch.Tensor) else suffix, dtype=torch.long, device=device
+        ).reshape(-1)
         if start < 1:
             raise ValueError(f"canvas start position must be >= 1 (the prefix holds at least BOS), got {start}")
         B, S = len(n_free), suffix_ids.numel()
@@ -69,8 +77,13 @@ class Canvas:
         if S:
             suffix_idx = (slot - n).clamp(0, S - 1)
             tokens = torch.where(is_suffix, suffix_ids[suffix_idx], tokens)
-        return cls(tokens=tokens, pinned=is_suffix, valid=is_free | is_suffix, positions=start + slot,
-                   n_free=tuple(int(x) for x in n_free))
+        return cls(
+            tokens=tokens,
+            pinned=is_suffix,
+            valid=is_free | is_suffix,
+            positions=start + slot,
+            n_free=tuple(int(x) for x in n_free),
+        )
 
     def renoise(self, accept: torch.Tensor, sampled: torch.Tensor, noise_ids: torch.Tensor) -> None:
         """Keep `sampled` where accepted, draw fresh noise in every other free slot; pinned slots stay."""

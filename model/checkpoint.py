@@ -39,11 +39,28 @@ SAMPLER_DEFAULTS = {
 }
 
 # The keys DiffusionGemma's generation config accepts (plus those transformers itself writes).
-GENERATION_CONFIG_KEYS = frozenset({
-    "max_denoising_steps", "sampler_config", "t_min", "t_max", "stability_threshold", "confidence_threshold",
-    "bos_token_id", "pad_token_id", "eos_token_id", "transformers_version", "_from_model_config", "_commit_hash",
-    "return_dict_in_generate", "max_new_tokens", "max_length", "cache_implementation", "cache_config",
-    "disable_compile"})
+GENERATION_CONFIG_KEYS = frozenset(
+    {
+        "max_denoising_steps",
+        "sampler_config",
+        "t_min",
+        "t_max",
+        "stability_threshold",
+        "confidence_threshold",
+        "bos_token_id",
+        "pad_token_id",
+        "eos_token_id",
+        "transformers_version",
+        "_from_model_config",
+        "_commit_hash",
+        "return_dict_in_generate",
+        "max_new_tokens",
+        "max_length",
+        "cache_implementation",
+        "cache_config",
+        "disable_compile",
+    }
+)
 
 
 class ModelLoadError(Exception):
@@ -116,8 +133,10 @@ def check_generation_config(path: Path) -> None:
     """Refuse a ``generation_config.json`` with keys DiffusionGemma's generation config would reject."""
     unknown = sorted(set(read_json(path / GENERATION_CONFIG_JSON)) - GENERATION_CONFIG_KEYS)
     if unknown:
-        raise ModelLoadError(f"{path / GENERATION_CONFIG_JSON} has keys DiffusionGemma's generation config "
-                             f"rejects: {unknown}; dgls layout facts belong in {DGLS_JSON}")
+        raise ModelLoadError(
+            f"{path / GENERATION_CONFIG_JSON} has keys DiffusionGemma's generation config "
+            f"rejects: {unknown}; dgls layout facts belong in {DGLS_JSON}"
+        )
 
 
 def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
@@ -131,8 +150,12 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
     def first(*values):
         return next((v for v in values if v is not None), None)
 
-    bos = first(getattr(tokenizer, "bos_token_id", None), gen.get("bos_token_id"), config.get("bos_token_id"),
-                text_cfg.get("bos_token_id"))
+    bos = first(
+        getattr(tokenizer, "bos_token_id", None),
+        gen.get("bos_token_id"),
+        config.get("bos_token_id"),
+        text_cfg.get("bos_token_id"),
+    )
     if bos is None:
         raise ModelLoadError(f"checkpoint {path} defines no BOS token: the prefix must start with one")
     eos = first(getattr(tokenizer, "eos_token_id", None), gen.get("eos_token_id"), config.get("eos_token_id"))
@@ -164,8 +187,16 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
     languages = ours.get("languages")
     if languages is not None and (not isinstance(languages, list) or not all(isinstance(x, str) for x in languages)):
         raise ModelLoadError(f"invalid languages in {path / DGLS_JSON}: expected a list of language ids")
-    return ModelSpec(languages=None if languages is None else tuple(languages),
-                     bos_id=int(bos), eos_id=opt(eos), pad_id=opt(pad), filler_id=opt(filler),
-                     noise_low=int(ours.get("noise_low", 0)), max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
-                     max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
-                     vocab_size=vocab, canvas_lengths=lengths, sampler=sampler)
+    return ModelSpec(
+        languages=None if languages is None else tuple(languages),
+        bos_id=int(bos),
+        eos_id=opt(eos),
+        pad_id=opt(pad),
+        filler_id=opt(filler),
+        noise_low=int(ours.get("noise_low", 0)),
+        max_prefix_tokens=opt(ours.get("max_prefix_tokens")),
+        max_suffix_tokens=opt(ours.get("max_suffix_tokens")),
+        vocab_size=vocab,
+        canvas_lengths=lengths,
+        sampler=sampler,
+    )

@@ -284,11 +284,19 @@ def build_corpus(
     seen: set[str] = set()
     files = build_manifest(iter_stdlib(stdlib), "stdlib", heldout_fraction, max_bytes, seen, exclude=exclude)
     if include_site_packages:
-        files += build_manifest(iter_site_packages(site_packages), "site-packages", heldout_fraction, max_bytes,
-                                seen, max_dist_bytes, exclude)
+        files += build_manifest(
+            iter_site_packages(site_packages),
+            "site-packages",
+            heldout_fraction,
+            max_bytes,
+            seen,
+            max_dist_bytes,
+            exclude,
+        )
     if packages_dir is not None:
-        files += build_manifest(iter_packages_dir(packages_dir), "pypi", heldout_fraction, max_bytes, seen,
-                                max_dist_bytes, exclude)
+        files += build_manifest(
+            iter_packages_dir(packages_dir), "pypi", heldout_fraction, max_bytes, seen, max_dist_bytes, exclude
+        )
     if out_dir is not None:
         write_manifest(files, Path(out_dir) / MANIFEST_NAME)
     return files
@@ -357,22 +365,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site-packages", action="store_true", help="also take permissively licensed packages")
     ap.add_argument("--heldout-fraction", type=float, default=DEFAULT_HELDOUT_FRACTION)
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
-    ap.add_argument("--packages-dir", type=Path, default=None,
-                    help="add the PyPI packages benchmarks/corpus_install.py installed into this folder")
+    ap.add_argument(
+        "--packages-dir",
+        type=Path,
+        default=None,
+        help="add the PyPI packages benchmarks/corpus_install.py installed into this folder",
+    )
     ap.add_argument("--max-dist-bytes", type=int, default=DEFAULT_MAX_DIST_BYTES)
     ap.add_argument("--count-tokens", metavar="TOKENIZER", default=None, help="also count tokens with this tokenizer")
-    ap.add_argument("--exclude-packages", type=Path, default=None,
-                    help=f"leave out the top-level packages listed in this file (e.g. {HELDOUT_FILE.name})")
+    ap.add_argument(
+        "--exclude-packages",
+        type=Path,
+        default=None,
+        help=f"leave out the top-level packages listed in this file (e.g. {HELDOUT_FILE.name})",
+    )
     args = ap.parse_args(argv)
     exclude: frozenset[str] = frozenset()
     if args.exclude_packages is not None:
         exclude = frozenset(x.split("#")[0].strip() for x in args.exclude_packages.read_text().splitlines()) - {""}
     if args.packages_dir is not None and not args.packages_dir.is_dir():
-        print(f"error: --packages-dir {args.packages_dir}: no such folder (fill it with "
-              "benchmarks/corpus_install.py first)", file=sys.stderr)
+        print(
+            f"error: --packages-dir {args.packages_dir}: no such folder (fill it with "
+            "benchmarks/corpus_install.py first)",
+            file=sys.stderr,
+        )
         return 2
-    files = build_corpus(args.out, args.site_packages, args.heldout_fraction, args.max_bytes,
-                         packages_dir=args.packages_dir, max_dist_bytes=args.max_dist_bytes, exclude=exclude)
+    files = build_corpus(
+        args.out,
+        args.site_packages,
+        args.heldout_fraction,
+        args.max_bytes,
+        packages_dir=args.packages_dir,
+        max_dist_bytes=args.max_dist_bytes,
+        exclude=exclude,
+    )
     tok = None
     if args.count_tokens:
         from .tokenizer import load_tokenizer

@@ -20,9 +20,14 @@ _ACTIVATION = "gelu_pytorch_tanh"
 
 def experts_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The MoE experts modules of `model`: 3-D ``gate_up_proj`` (E, 2I, H) and ``down_proj`` (E, H, I)."""
-    return [m for m in model.modules()
-            if isinstance(getattr(m, "gate_up_proj", None), torch.Tensor) and m.gate_up_proj.ndim == 3
-            and isinstance(getattr(m, "down_proj", None), torch.Tensor) and m.down_proj.ndim == 3]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "gate_up_proj", None), torch.Tensor)
+        and m.gate_up_proj.ndim == 3
+        and isinstance(getattr(m, "down_proj", None), torch.Tensor)
+        and m.down_proj.ndim == 3
+    ]
 
 
 class MoEPatch:
@@ -42,8 +47,14 @@ class MoEPatch:
         self.modules = []
 
 
-def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usable: bool = True,
-                      release: bool = False, device: str | torch.device | None = None) -> MoEPatch:
+def patch_moe_experts(
+    model: torch.nn.Module,
+    *,
+    fp8: bool = False,
+    require_usable: bool = True,
+    release: bool = False,
+    device: str | torch.device | None = None,
+) -> MoEPatch:
     """Route every experts module of a DiffusionGemma `model` through :func:`dgls.kernels.moe.moe_experts`.
 
     Only where the registry says the kernel is usable (a CUDA device that passed the self-check) unless
@@ -68,12 +79,18 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
     mods = experts_modules(model)
     for m in mods:
         act = getattr(getattr(m, "config", None), "hidden_activation", None)
-        layout = (getattr(m, "has_bias", False), getattr(m, "is_transposed", False),
-                  getattr(m, "is_concatenated", True), getattr(m, "has_gate", True))
+        layout = (
+            getattr(m, "has_bias", False),
+            getattr(m, "is_transposed", False),
+            getattr(m, "is_concatenated", True),
+            getattr(m, "has_gate", True),
+        )
         if act != _ACTIVATION or layout != (False, False, True, True):
-            raise ValueError(f"{type(m).__name__}: the kernel computes gated {_ACTIVATION} experts with "
-                             f"concatenated [gate; up] weights and no bias; found activation {act!r}, "
-                             f"(has_bias, is_transposed, is_concatenated, has_gate) = {layout}")
+            raise ValueError(
+                f"{type(m).__name__}: the kernel computes gated {_ACTIVATION} experts with "
+                f"concatenated [gate; up] weights and no bias; found activation {act!r}, "
+                f"(has_bias, is_transposed, is_concatenated, has_gate) = {layout}"
+            )
     if fp8:
         shared: dict[tuple[int, int], FP8Experts] = {}
         for m in mods:
@@ -95,8 +112,9 @@ def patch_moe_experts(model: torch.nn.Module, *, fp8: bool = False, require_usab
     return MoEPatch(mods, released=release)
 
 
-def _patched_forward(m: torch.nn.Module, moe_experts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                     top_k_weights: torch.Tensor) -> torch.Tensor:
+def _patched_forward(
+    m: torch.nn.Module, moe_experts, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+) -> torch.Tensor:
     weights = m.__dict__.get("dgls_fp8")
     if weights is None:
         return moe_experts(hidden_states, top_k_index, top_k_weights, m.gate_up_proj, m.down_proj)
@@ -106,8 +124,10 @@ def _patched_forward(m: torch.nn.Module, moe_experts, hidden_states: torch.Tenso
 def check_fp8_experts(dev: torch.device) -> None:
     """FP8 experts run only on the dgls kernel: a CUDA GPU of compute capability 8.9+ whose self-check passed."""
     if dev.type != "cuda":
-        raise ModelLoadError(f"FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU; the device is {dev} "
-                             "(use experts 'auto' here)")
+        raise ModelLoadError(
+            f"FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU; the device is {dev} "
+            "(use experts 'auto' here)"
+        )
     from dgls import kernels
 
     status = kernels.status("moe_experts")
@@ -117,8 +137,9 @@ def check_fp8_experts(dev: torch.device) -> None:
 
     if not fp8_supported(dev):
         major, minor = torch.cuda.get_device_capability(dev)
-        raise ModelLoadError(f"FP8 experts need a GPU of compute capability 8.9 or newer (Ada, Hopper); {dev} is "
-                             f"{major}.{minor}")
+        raise ModelLoadError(
+            f"FP8 experts need a GPU of compute capability 8.9 or newer (Ada, Hopper); {dev} is {major}.{minor}"
+        )
 
 
 def experts_on_kernel(model: torch.nn.Module, dev: torch.device, implementation: str, zero_width: bool) -> str:

@@ -39,8 +39,9 @@ class Candidate:
         return sum(c) / len(c) if c else 1.0
 
 
-def token_spans(decode: Callable[[list[int]], str], ids: list[int],
-                confidence: list[float]) -> tuple[tuple[int, int, float], ...]:
+def token_spans(
+    decode: Callable[[list[int]], str], ids: list[int], confidence: list[float]
+) -> tuple[tuple[int, int, float], ...]:
     """Where each token of a middle lies in its decoded text: ``(start, end, confidence)``, code points.
 
     Decoded cumulatively (a token may hold part of a character, or decode to nothing on its own), so the last
@@ -96,10 +97,20 @@ class Infiller:
         """Fill between two strings; keyword arguments as :meth:`infill_ids`."""
         return self.infill_ids(self.tokenize(prefix), self.tokenize(suffix), **kw)
 
-    def infill_ids(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *,
-                   lengths: Sequence[int] | None = None, n_candidates: int = 1, max_blocks: int = 1,
-                   sampler: SamplerConfig | None = None, seed: int | None = 0, cancel: CancelCheck | None = None,
-                   on_step: Callable[[int, int], None] | None = None, min_tokens: int = 0) -> InfillResult:
+    def infill_ids(
+        self,
+        prefix_ids: Sequence[int],
+        suffix_ids: Sequence[int],
+        *,
+        lengths: Sequence[int] | None = None,
+        n_candidates: int = 1,
+        max_blocks: int = 1,
+        sampler: SamplerConfig | None = None,
+        seed: int | None = 0,
+        cancel: CancelCheck | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        min_tokens: int = 0,
+    ) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
 
         `lengths`: free slots per canvas row to try (default: the model's largest trained length); each is run
@@ -112,8 +123,10 @@ class Infiller:
         cfg = sampler or self.spec.sampler
         lengths = tuple(lengths or (self.spec.canvas_lengths[-1],))
         if min(lengths) < 1 or n_candidates < 1 or max_blocks < 1:
-            raise ValueError(f"need lengths >= 1, n_candidates >= 1 and max_blocks >= 1; got lengths={lengths}, "
-                             f"n_candidates={n_candidates}, max_blocks={max_blocks}")
+            raise ValueError(
+                f"need lengths >= 1, n_candidates >= 1 and max_blocks >= 1; got lengths={lengths}, "
+                f"n_candidates={n_candidates}, max_blocks={max_blocks}"
+            )
         if max_blocks > 1 and len(set(lengths)) > 1:
             raise ValueError(f"multi-block infill takes one canvas length, got {lengths}")
         device = self.model.device
@@ -139,10 +152,24 @@ class Infiller:
         nfe, blocks, step_ms = 0, 0, []
         while blocks < max_blocks and not all(ended):
             denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
-            canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len, functools.partial(denoiser.noise,
-                                  generator=generator), pad_id=self.spec.pad_id or 0, device=device)
-            res = denoise(denoiser, canvas, cfg, generator=generator, cancel=cancel, on_step=on_step,
-                          min_tokens=min_tokens if blocks == 0 else 0, end_ids=sorted(self._end_ids | filler))
+            canvas = Canvas.build(
+                rows,
+                suffix_ids,
+                denoiser.prefix_len,
+                functools.partial(denoiser.noise, generator=generator),
+                pad_id=self.spec.pad_id or 0,
+                device=device,
+            )
+            res = denoise(
+                denoiser,
+                canvas,
+                cfg,
+                generator=generator,
+                cancel=cancel,
+                on_step=on_step,
+                min_tokens=min_tokens if blocks == 0 else 0,
+                end_ids=sorted(self._end_ids | filler),
+            )
             nfe += res.steps
             blocks += 1
             step_ms += [t * 1e3 for t in res.step_times]
@@ -152,25 +179,34 @@ class Infiller:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
                 raw[i] += tokens[i][:n]
-                kept, kept_conf, ended[i] = keep_middle(tokens[i][:n], conf[i][:n], self._end_ids,
-                                                        self.spec.filler_id, self._drop_ids)
+                kept, kept_conf, ended[i] = keep_middle(
+                    tokens[i][:n], conf[i][:n], self._end_ids, self.spec.filler_id, self._drop_ids
+                )
                 pieces[i] += kept
                 confs[i] += kept_conf
             if blocks < max_blocks and not all(ended):
                 block = res.tokens[:, : rows[0]]  # every row has the same length here
                 encode(self.model, block.to(device), cache)  # commit the block as clean context
         candidates = self._rank(raw, pieces, confs, scores.tolist(), rows, ended)
-        return InfillResult(candidates=candidates, nfe=nfe, blocks=blocks,
-                            ms=(time.perf_counter() - t_start) * 1e3, encode_ms=encode_ms,
-                            prefix_cache=cache_kind, prefix_tokens=len(full_prefix), suffix_tokens=len(suffix_ids),
-                            step_ms=step_ms)
+        return InfillResult(
+            candidates=candidates,
+            nfe=nfe,
+            blocks=blocks,
+            ms=(time.perf_counter() - t_start) * 1e3,
+            encode_ms=encode_ms,
+            prefix_cache=cache_kind,
+            prefix_tokens=len(full_prefix),
+            suffix_tokens=len(suffix_ids),
+            step_ms=step_ms,
+        )
 
     def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:
         return rank_candidates(self.tokenizer, raw, pieces, confs, scores, rows, ended)
 
 
-def keep_middle(tokens: Sequence[int], conf: Sequence[float], end_ids: set[int], filler_id: int | None,
-                drop_ids: set[int]) -> tuple[list[int], list[float], bool]:
+def keep_middle(
+    tokens: Sequence[int], conf: Sequence[float], end_ids: set[int], filler_id: int | None, drop_ids: set[int]
+) -> tuple[list[int], list[float], bool]:
     """The tokens of one block's free slots that belong to the middle, their confidences, and whether it ended.
 
     The middle ends at the first end token (EOS, not kept); a filler marks it ended too. Filler and other
@@ -200,7 +236,16 @@ def rank_candidates(tokenizer, raw, pieces, confs, scores, rows, ended) -> list[
         if text in seen:
             continue
         seen.add(text)
-        out.append(Candidate(text=text, token_ids=pieces[i], raw_ids=raw[i], token_confidence=confs[i],
-                             score=scores[i], n_free=rows[i], ended=ended[i],
-                             tokens=token_spans(tokenizer.decode, pieces[i], confs[i])))
+        out.append(
+            Candidate(
+                text=text,
+                token_ids=pieces[i],
+                raw_ids=raw[i],
+                token_confidence=confs[i],
+                score=scores[i],
+                n_free=rows[i],
+                ended=ended[i],
+                tokens=token_spans(tokenizer.decode, pieces[i], confs[i]),
+            )
+        )
     return out

@@ -27,8 +27,14 @@ ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass
@@ -79,11 +85,16 @@ def _from_hub_cache(repo_id: str, allow_download: bool) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(repo_id, local_files_only=not allow_download,
-                                   allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"])
+        folder = snapshot_download(
+            repo_id,
+            local_files_only=not allow_download,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"],
+        )
     except LocalEntryNotFoundError:
-        raise ModelLoadError(f"model {repo_id} is not in the local Hugging Face cache and downloads are off "
-                             "(allow them explicitly, or pass a local folder)") from None
+        raise ModelLoadError(
+            f"model {repo_id} is not in the local Hugging Face cache and downloads are off "
+            "(allow them explicitly, or pass a local folder)"
+        ) from None
     except Exception as exc:  # network, authentication, unknown repository
         raise ModelLoadError(f"model {repo_id} could not be fetched from the Hugging Face hub: {exc}") from None
     return Path(folder)
@@ -107,8 +118,9 @@ def read_safetensors_header(file: Path) -> dict[str, Any]:
         raise ModelLoadError(f"corrupt safetensors file {file}: header is not a JSON object")
     data_end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + data_end > size:
-        raise ModelLoadError(f"truncated safetensors file {file}: tensors need {8 + n + data_end} bytes, "
-                             f"the file has {size}")
+        raise ModelLoadError(
+            f"truncated safetensors file {file}: tensors need {8 + n + data_end} bytes, the file has {size}"
+        )
     return header
 
 
@@ -121,18 +133,22 @@ def _weight_files(path: Path) -> list[Path]:
             raise ModelLoadError(f"corrupt shard index {index}: {exc}") from None
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
-            raise ModelLoadError(f"checkpoint {path} is incomplete: shard(s) {', '.join(missing)} listed in "
-                                 f"{index.name} are missing")
+            raise ModelLoadError(
+                f"checkpoint {path} is incomplete: shard(s) {', '.join(missing)} listed in {index.name} are missing"
+            )
         return [path / s for s in shards]
     files = sorted(path.glob("*.safetensors"))
     if files:
         return files
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise ModelLoadError(f"checkpoint {path} has only pickle weights ({', '.join(pickles)}): dgls loads "
-                             "safetensors only (convert it with safetensors' save_file)")
-    raise ModelLoadError(f"checkpoint {path} has no weights: expected model.safetensors or "
-                         "model.safetensors.index.json")
+        raise ModelLoadError(
+            f"checkpoint {path} has only pickle weights ({', '.join(pickles)}): dgls loads "
+            "safetensors only (convert it with safetensors' save_file)"
+        )
+    raise ModelLoadError(
+        f"checkpoint {path} has no weights: expected model.safetensors or model.safetensors.index.json"
+    )
 
 
 def check_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
@@ -149,8 +165,10 @@ def check_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     archs = config.get("architectures") or []
     if config.get("model_type") != MODEL_TYPE or (archs and ARCHITECTURE not in archs):
         found = ", ".join(archs) or config.get("model_type") or "nothing"
-        raise ModelLoadError(f"checkpoint {path} is not a DiffusionGemma model: expected {ARCHITECTURE} "
-                             f"(model_type {MODEL_TYPE!r}), found {found}")
+        raise ModelLoadError(
+            f"checkpoint {path} is not a DiffusionGemma model: expected {ARCHITECTURE} "
+            f"(model_type {MODEL_TYPE!r}), found {found}"
+        )
     return config, count_weights(path)
 
 
@@ -241,9 +259,14 @@ def _is_expert_weight(name: str) -> bool:
     return ".experts." in name
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | None = None,
-               dtype: str | torch.dtype | None = None, allow_download: bool = False,
-               experts: str = "auto") -> LoadedModel:
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_download: bool = False,
+    experts: str = "auto",
+) -> LoadedModel:
     """Load a DiffusionGemma checkpoint and its tokenizer onto a device, ready for inference.
 
     `experts` (mixture-of-experts checkpoints): ``"auto"`` runs them on the dgls grouped-GEMM kernel in the
@@ -277,19 +300,29 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
         model.to(dev).eval()
     except torch.cuda.OutOfMemoryError:
         del model  # here, not in a helper: this frame must not keep the model alive in the error's traceback
-        raise ModelLoadError(f"model {path} ran out of memory on {dev} while moving there (another process may hold "
-                             "memory on it)") from None
+        raise ModelLoadError(
+            f"model {path} ran out of memory on {dev} while moving there (another process may hold memory on it)"
+        ) from None
     spec = read_spec(path, config, tokenizer)
     if fp8:
         path_name = "dgls moe_experts kernel (FP8 e4m3 weights, per-channel scales)"
     else:
         path_name = experts_on_kernel(model, dev, implementation, zero_width)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev, dtype=dt, spec=spec,
-                       n_params=n_params, experts=path_name)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=path,
+        device=dev,
+        dtype=dt,
+        spec=spec,
+        n_params=n_params,
+        experts=path_name,
+    )
 
 
-def _check_memory(path: Path, config: dict[str, Any], numel: int, dev: torch.device, dt: torch.dtype,
-                  fp8: bool) -> None:
+def _check_memory(
+    path: Path, config: dict[str, Any], numel: int, dev: torch.device, dt: torch.dtype, fp8: bool
+) -> None:
     """Refuse a model whose weights do not fit `dev` (or, for CUDA, this machine's RAM, which they pass through)."""
     text_cfg = config.get("text_config") or {}
     size = torch.empty((), dtype=dt).element_size()
@@ -300,14 +333,18 @@ def _check_memory(path: Path, config: dict[str, Any], numel: int, dev: torch.dev
     have = available_memory(dev)
     if need > 0.9 * have:
         what = f"{str(dt)[6:]} with FP8 experts" if fp8 else str(dt)[6:]
-        raise ModelLoadError(f"model {path} needs {need / 2**30:.1f} GiB for its weights in {what} but "
-                             f"{dev} has {have / 2**30:.1f} GiB free")
+        raise ModelLoadError(
+            f"model {path} needs {need / 2**30:.1f} GiB for its weights in {what} but "
+            f"{dev} has {have / 2**30:.1f} GiB free"
+        )
     if dev.type == "cuda":  # the checkpoint is read into CPU memory whole before it moves (or its experts shrink)
         host_need, host_have = numel * size, host_memory_total()
         if host_need > host_have:  # the total, not what is free now: memory can be freed, or grow on some VMs
-            raise ModelLoadError(f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
-                                 f"RAM in {str(dt)[6:]} but this machine has {host_have / 2**30:.1f} GiB of RAM "
-                                 "and swap")
+            raise ModelLoadError(
+                f"model {path} is loaded through CPU memory: it needs {host_need / 2**30:.1f} GiB of "
+                f"RAM in {str(dt)[6:]} but this machine has {host_have / 2**30:.1f} GiB of RAM "
+                "and swap"
+            )
 
 
 def _from_pretrained(path: Path, dt: torch.dtype, implementation: str) -> tuple[Any, Any]:
@@ -321,8 +358,13 @@ def _from_pretrained(path: Path, dt: torch.dtype, implementation: str) -> tuple[
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
         model = DiffusionGemmaForBlockDiffusion.from_pretrained(
-            path, dtype=dt, use_safetensors=True, trust_remote_code=False, local_files_only=True,
-            experts_implementation=implementation)
+            path,
+            dtype=dt,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+            experts_implementation=implementation,
+        )
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for a bad folder; name the path and the cause

@@ -132,8 +132,9 @@ def layout(n_free: int, suffix_ids: Sequence[int], served_canvas: int) -> Canvas
     return CanvasLayout(n, tuple(int(t) for t in suffix_ids[: served_canvas - n]))
 
 
-def completion_body(prompt_ids: Sequence[int], canvas: CanvasLayout, noise: Sequence[int], *,
-                    model: str | None, max_steps: int) -> dict[str, Any]:
+def completion_body(
+    prompt_ids: Sequence[int], canvas: CanvasLayout, noise: Sequence[int], *, model: str | None, max_steps: int
+) -> dict[str, Any]:
     """The JSON body of one ``/v1/completions`` request for `canvas` after `prompt_ids` ([bos] + prefix)."""
     if len(noise) != canvas.n_free:
         raise ValueError(f"need {canvas.n_free} noise ids for the free slots, got {len(noise)}")
@@ -145,9 +146,15 @@ def completion_body(prompt_ids: Sequence[int], canvas: CanvasLayout, noise: Sequ
     }
     if canvas.suffix:
         xargs["diffusion_pinned"] = canvas.pinned
-    body: dict[str, Any] = {"prompt": list(prompt_ids), "max_tokens": canvas.length, "temperature": 1.0,
-                            "return_token_ids": True, "logprobs": 1, "skip_special_tokens": False,
-                            "vllm_xargs": xargs}
+    body: dict[str, Any] = {
+        "prompt": list(prompt_ids),
+        "max_tokens": canvas.length,
+        "temperature": 1.0,
+        "return_token_ids": True,
+        "logprobs": 1,
+        "skip_special_tokens": False,
+        "vllm_xargs": xargs,
+    }
     if model:
         body["model"] = model
     return body
@@ -163,13 +170,17 @@ def read_canvas(payload: Any, n_free: int) -> tuple[list[int], list[float]]:
         choice = payload["choices"][0]
         ids, logprobs = choice["token_ids"], choice["logprobs"]["token_logprobs"]
     except (KeyError, IndexError, TypeError):
-        raise RemoteError("malformed answer: expected choices[0] with token_ids and logprobs.token_logprobs "
-                          "(is the server vLLM, and the model a diffusion model?)") from None
+        raise RemoteError(
+            "malformed answer: expected choices[0] with token_ids and logprobs.token_logprobs "
+            "(is the server vLLM, and the model a diffusion model?)"
+        ) from None
     if not (isinstance(ids, list) and isinstance(logprobs, list)):
         raise RemoteError("malformed answer: token_ids and token_logprobs must be lists")
     if len(ids) < n_free or len(logprobs) < n_free:
-        raise RemoteError(f"malformed answer: {len(ids)} token ids and {len(logprobs)} log-probabilities for a "
-                          f"canvas with {n_free} free slots")
+        raise RemoteError(
+            f"malformed answer: {len(ids)} token ids and {len(logprobs)} log-probabilities for a "
+            f"canvas with {n_free} free slots"
+        )
     ids, logprobs = ids[:n_free], logprobs[:n_free]
     if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids):
         raise RemoteError("malformed answer: token_ids must be non-negative integers")
@@ -206,13 +217,15 @@ class VllmClient:
         self._thread.start()
 
         async def make() -> httpx.AsyncClient:
-            return httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(timeout_s),
-                                     follow_redirects=False, trust_env=False)
+            return httpx.AsyncClient(
+                base_url=url, headers=headers, timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
+            )
 
         self._http = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
 
-    def post_all(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None,
-                 path: str = COMPLETIONS) -> list[Any]:
+    def post_all(
+        self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None, path: str = COMPLETIONS
+    ) -> list[Any]:
         """POST every body to `path` concurrently; the decoded JSON answers in order. Cancelled closes them at once."""
         from dgls.model.sampler import Cancelled
 
@@ -259,23 +272,32 @@ class VllmClient:
         except httpx.ConnectError as exc:
             raise _ServerDown(f"cannot connect to {self.url}: {_reason(exc)}") from None
         except httpx.TransportError as exc:  # closed mid-answer, truncated body, protocol violation
-            raise _ServerDown(f"the connection to {self.url} broke before the answer was complete: "
-                              f"{_reason(exc)}") from None
+            raise _ServerDown(
+                f"the connection to {self.url} broke before the answer was complete: {_reason(exc)}"
+            ) from None
         if response.status_code >= 500:
-            raise _ServerDown(f"vLLM at {self.url} failed (HTTP {response.status_code}): "
-                              f"{error_message(response.status_code, response.text)}")
+            raise _ServerDown(
+                f"vLLM at {self.url} failed (HTTP {response.status_code}): "
+                f"{error_message(response.status_code, response.text)}"
+            )
         if response.status_code >= 400:
-            raise RemoteError(f"vLLM at {self.url} refused the request (HTTP {response.status_code}): "
-                              f"{error_message(response.status_code, response.text)}", response.status_code)
+            raise RemoteError(
+                f"vLLM at {self.url} refused the request (HTTP {response.status_code}): "
+                f"{error_message(response.status_code, response.text)}",
+                response.status_code,
+            )
         if response.status_code >= 300:
-            raise RemoteError(f"{self.url} redirects (HTTP {response.status_code}) to "
-                              f"{response.headers.get('location', 'nowhere')}; dgls does not follow redirects: set "
-                              "backend.url to the vLLM server itself")
+            raise RemoteError(
+                f"{self.url} redirects (HTTP {response.status_code}) to "
+                f"{response.headers.get('location', 'nowhere')}; dgls does not follow redirects: set "
+                "backend.url to the vLLM server itself"
+            )
         try:
             return response.json()
         except ValueError:
-            raise RemoteError(f"malformed answer from {self.url}: not JSON "
-                              f"({' '.join(response.text.split())[:80]!r})") from None
+            raise RemoteError(
+                f"malformed answer from {self.url}: not JSON ({' '.join(response.text.split())[:80]!r})"
+            ) from None
 
     def close(self) -> None:
         """Close the connections and stop the loop thread."""
@@ -372,8 +394,12 @@ class VllmInfiller:
 
     def status(self) -> dict[str, Any]:
         """The connection as ``dgls/status`` shows it."""
-        out: dict[str, Any] = {"kind": "vllm", "url": self.url, "connection": "down" if self.backoff.down else "ok",
-                               "unencrypted": is_unencrypted(self.url)}
+        out: dict[str, Any] = {
+            "kind": "vllm",
+            "url": self.url,
+            "connection": "down" if self.backoff.down else "ok",
+            "unencrypted": is_unencrypted(self.url),
+        }
         if self.backoff.down:
             out["lastError"] = self.backoff.reason
         return out
@@ -382,10 +408,20 @@ class VllmInfiller:
         """Fill between two strings; keyword arguments as :meth:`infill_ids`."""
         return self.infill_ids(self.tokenize(prefix), self.tokenize(suffix), **kw)
 
-    def infill_ids(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *,
-                   lengths: Sequence[int] | None = None, n_candidates: int = 1, max_blocks: int = 1,
-                   sampler: Any = None, seed: int | None = 0, cancel: Callable[[], bool] | None = None,
-                   on_step: Callable[[int, int], None] | None = None, min_tokens: int = 0):
+    def infill_ids(
+        self,
+        prefix_ids: Sequence[int],
+        suffix_ids: Sequence[int],
+        *,
+        lengths: Sequence[int] | None = None,
+        n_candidates: int = 1,
+        max_blocks: int = 1,
+        sampler: Any = None,
+        seed: int | None = 0,
+        cancel: Callable[[], bool] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        min_tokens: int = 0,
+    ):
         """One canvas per (length, candidate), sent concurrently; candidates ranked as in-process.
 
         `max_blocks` is 1 here (a read-only canvas is the whole output); `min_tokens` > 0 drops empty middles
@@ -396,20 +432,24 @@ class VllmInfiller:
         t0 = time.perf_counter()
         lengths = tuple(lengths or (self.spec.canvas_lengths[-1],))
         if min(lengths) < 1 or n_candidates < 1:
-            raise ValueError(f"need lengths >= 1 and n_candidates >= 1; got lengths={lengths}, "
-                             f"n_candidates={n_candidates}")
+            raise ValueError(
+                f"need lengths >= 1 and n_candidates >= 1; got lengths={lengths}, n_candidates={n_candidates}"
+            )
         max_steps = (sampler or self.spec.sampler).max_steps
         prompt = [self.spec.bos_id, *prefix_ids]
         canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(n_candidates)]
         rng = random.Random(seed)
-        bodies = [completion_body(prompt, c, self._noise(rng, c.n_free), model=self.options.model,
-                                  max_steps=max_steps) for c in canvases]
+        bodies = [
+            completion_body(prompt, c, self._noise(rng, c.n_free), model=self.options.model, max_steps=max_steps)
+            for c in canvases
+        ]
         answers = self._post(bodies, cancel)
         raw, pieces, confs, scores, ended = [], [], [], [], []
         for canvas, answer in zip(canvases, answers, strict=True):
             ids, logprobs = read_canvas(answer, canvas.n_free)
-            kept, kept_conf, end = keep_middle(ids, [_prob(lp) for lp in logprobs], self._end_ids,
-                                               self.spec.filler_id, self._drop_ids)
+            kept, kept_conf, end = keep_middle(
+                ids, [_prob(lp) for lp in logprobs], self._end_ids, self.spec.filler_id, self._drop_ids
+            )
             raw.append(ids)
             pieces.append(kept)
             confs.append(kept_conf)
@@ -418,19 +458,33 @@ class VllmInfiller:
         if on_step is not None:
             on_step(1, 1)
         keep = [i for i in range(len(canvases)) if pieces[i] or min_tokens <= 0]
-        candidates = rank_candidates(self.tokenizer, [raw[i] for i in keep], [pieces[i] for i in keep],
-                                     [confs[i] for i in keep], [scores[i] for i in keep],
-                                     [canvases[i].n_free for i in keep], [ended[i] for i in keep])
-        return InfillResult(candidates=candidates, nfe=0, blocks=1, ms=(time.perf_counter() - t0) * 1e3,
-                            encode_ms=0.0, prefix_cache="remote", prefix_tokens=len(prompt),
-                            suffix_tokens=len(canvases[0].suffix))
+        candidates = rank_candidates(
+            self.tokenizer,
+            [raw[i] for i in keep],
+            [pieces[i] for i in keep],
+            [confs[i] for i in keep],
+            [scores[i] for i in keep],
+            [canvases[i].n_free for i in keep],
+            [ended[i] for i in keep],
+        )
+        return InfillResult(
+            candidates=candidates,
+            nfe=0,
+            blocks=1,
+            ms=(time.perf_counter() - t0) * 1e3,
+            encode_ms=0.0,
+            prefix_cache="remote",
+            prefix_tokens=len(prompt),
+            suffix_tokens=len(canvases[0].suffix),
+        )
 
     def _noise(self, rng: random.Random, n: int) -> list[int]:
         """Uniform noise ids over ``[noise_low, vocab)``, the model's training noise."""
         return [rng.randrange(self.spec.noise_low, self.spec.vocab_size) for _ in range(n)]
 
-    def _post(self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None,
-              path: str = COMPLETIONS) -> list[Any]:
+    def _post(
+        self, bodies: list[dict[str, Any]], cancel: Callable[[], bool] | None, path: str = COMPLETIONS
+    ) -> list[Any]:
         """Send the requests unless the server is in its backoff delay; keep the backoff up to date.
 
         The first contact also checks that the local tokenizer is the served model's (:meth:`_check_tokenizer`).
@@ -468,16 +522,22 @@ class VllmInfiller:
             if exc.status != 404:
                 raise
             self.tokenizer_check = "unchecked"
-            log.info("%s has no %s: the tokenizer at %s is not checked against the served model's", self.url,
-                     TOKENIZE, self.tokenizer_path)
+            log.info(
+                "%s has no %s: the tokenizer at %s is not checked against the served model's",
+                self.url,
+                TOKENIZE,
+                self.tokenizer_path,
+            )
             return
         tokens = answer.get("tokens") if isinstance(answer, dict) else None
         if tokens == self.tokenize(TOKENIZER_PROBE):
             self.tokenizer_check = "same"
             return
-        self.tokenizer_check = (f"the tokenizer at {self.tokenizer_path} is not the one {self.url} serves "
-                                f"{self.options.model or 'its model'} with (they split a test line differently); "
-                                "set backend.tokenizer to the served checkpoint's folder")
+        self.tokenizer_check = (
+            f"the tokenizer at {self.tokenizer_path} is not the one {self.url} serves "
+            f"{self.options.model or 'its model'} with (they split a test line differently); "
+            "set backend.tokenizer to the served checkpoint's folder"
+        )
         log.warning("%s", self.tokenizer_check)
         raise RemoteError(self.tokenizer_check)
 
@@ -544,8 +604,11 @@ def _with_sampler(spec: Any, overrides: dict[str, Any]) -> Any:
 
     ignored = sorted(set(overrides) - {"max_steps"})
     if ignored:
-        log.warning("backend vllm: %s come from the served checkpoint's generation_config.json, not from dgls "
-                    "settings; ignoring them", ", ".join(ignored))
+        log.warning(
+            "backend vllm: %s come from the served checkpoint's generation_config.json, not from dgls "
+            "settings; ignoring them",
+            ", ".join(ignored),
+        )
     if "max_steps" in overrides:
         return replace(spec, sampler=spec.sampler.replace(max_steps=overrides["max_steps"]))
     return spec

@@ -192,8 +192,15 @@ def logp_of_argmax(logits: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
     return torch.gather(logits, -1, argmax.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
-def draw_accepted(logits: torch.Tensor, scaled: torch.Tensor, t: torch.Tensor, free: torch.Tensor,
-                  tokens: torch.Tensor, bound: float, generator: torch.Generator | None) -> SlotDraw:
+def draw_accepted(
+    logits: torch.Tensor,
+    scaled: torch.Tensor,
+    t: torch.Tensor,
+    free: torch.Tensor,
+    tokens: torch.Tensor,
+    bound: float,
+    generator: torch.Generator | None,
+) -> SlotDraw:
     """Statistics of every slot, a sample only where accepted: the fused kernel on CUDA, else torch.
 
     Acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial is the
@@ -239,8 +246,9 @@ class _StopRule:
             stable = torch.ones(B, dtype=torch.bool, device=argmax.device)
         else:
             if self.history is None:
-                self.history = torch.full((self.cfg.stability_threshold, B, C), -2, dtype=torch.long,
-                                          device=argmax.device)
+                self.history = torch.full(
+                    (self.cfg.stability_threshold, B, C), -2, dtype=torch.long, device=argmax.device
+                )
             stable = (self.history == masked_argmax[None]).all(-1).all(0)
             self.history = torch.roll(self.history, -1, 0)
             self.history[-1] = masked_argmax
@@ -258,9 +266,17 @@ def _pinned_onehot(canvas: Canvas, vocab_size: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator: torch.Generator | None = None,
-            cancel: CancelCheck | None = None, on_step: Callable[[int, int], None] | None = None,
-            min_tokens: int = 0, end_ids: Sequence[int] = ()) -> DenoiseResult:
+def denoise(
+    denoiser: Denoiser,
+    canvas: Canvas,
+    cfg: SamplerConfig,
+    *,
+    generator: torch.Generator | None = None,
+    cancel: CancelCheck | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    min_tokens: int = 0,
+    end_ids: Sequence[int] = (),
+) -> DenoiseResult:
     """Denoise the free slots of `canvas` in place; return the argmax canvas, confidences and NFE.
 
     `cancel` is checked before every decoder pass; when it returns True, :class:`Cancelled` is raised, so a
@@ -331,5 +347,6 @@ def denoise(denoiser: Denoiser, canvas: Canvas, cfg: SamplerConfig, *, generator
             on_step(steps, cfg.max_steps)
         if bool(done.all()):
             break
-    return DenoiseResult(tokens=out_tokens, confidence=out_conf, score=out_score, steps=steps,
-                         row_steps=row_steps, step_times=step_times)
+    return DenoiseResult(
+        tokens=out_tokens, confidence=out_conf, score=out_score, steps=steps, row_steps=row_steps, step_times=step_times
+    )

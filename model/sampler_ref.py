@@ -13,8 +13,15 @@ import torch
 from dgls.model.sampler import SlotDraw, accept_mask, entropy, logp_of_argmax
 
 
-def draw_every_slot(logits: torch.Tensor, scaled: torch.Tensor, t: torch.Tensor, free: torch.Tensor,
-                    tokens: torch.Tensor, bound: float, generator: torch.Generator | None) -> SlotDraw:
+def draw_every_slot(
+    logits: torch.Tensor,
+    scaled: torch.Tensor,
+    t: torch.Tensor,
+    free: torch.Tensor,
+    tokens: torch.Tensor,
+    bound: float,
+    generator: torch.Generator | None,
+) -> SlotDraw:
     """generate()'s step: a sample in every slot from the global RNG (`generator` and `tokens` unused)."""
     B, C, V = scaled.shape
     argmax = scaled.argmax(-1)  # (B, C)

@@ -416,8 +416,7 @@ def infill_loss(
             ar_logits = model.lm_head(enc.last_hidden_state[:, :-1])  # (B, P-1, V)
             if cap:
                 ar_logits = torch.tanh(ar_logits / cap) * cap
-            ar_ce = F.cross_entropy(ar_logits.float().reshape(-1, V), batch.prefix[:, 1:].reshape(-1),
-                                    reduction="none")
+            ar_ce = F.cross_entropy(ar_logits.float().reshape(-1, V), batch.prefix[:, 1:].reshape(-1), reduction="none")
             ar_mask = batch.prefix_mask[:, 1:].reshape(-1).float()  # right-padded: target valid => source valid
             ce_ar = (ar_ce * ar_mask).sum() / ar_mask.sum().clamp(min=1)
     kw = dict(
@@ -557,13 +556,13 @@ def _warm_start(model, folder: Path) -> str | None:
         str(folder), experts_implementation=EXPERTS_IMPLEMENTATION, dtype=torch.float32
     )
     mine, theirs = model.state_dict(), src.state_dict()
-    bad = sorted(k for k in mine.keys() | theirs.keys() if k not in mine or k not in theirs
-                 or mine[k].shape != theirs[k].shape)
+    bad = sorted(
+        k for k in mine.keys() | theirs.keys() if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape
+    )
     if bad:
         return f"--init-from {folder}: the weights do not fit this model's shape ({len(bad)} differ, e.g. {bad[0]})"
     model.load_state_dict(theirs)
     return None
-
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
@@ -576,11 +575,19 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
         if isinstance(default, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name == "canvas_lengths":
-            ap.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=default,
-                            help="comma-separated free canvas lengths, e.g. 16,32,64")
+            ap.add_argument(
+                flag,
+                type=lambda s: [int(x) for x in s.split(",")],
+                default=default,
+                help="comma-separated free canvas lengths, e.g. 16,32,64",
+            )
         elif f.name == "languages":
-            ap.add_argument(flag, type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=default,
-                            help="comma-separated LSP language ids the corpus holds (written to dgls.json)")
+            ap.add_argument(
+                flag,
+                type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                default=default,
+                help="comma-separated LSP language ids the corpus holds (written to dgls.json)",
+            )
         else:
             kind = {"int": int, "float": float}.get(type(default).__name__, str)
             if f.name in ("max_minutes", "stop_at", "max_shard_mb"):
@@ -698,9 +705,11 @@ class _LossWindow:
     def line(self, step: int, steps: int, lr: float, minutes: float) -> str:
         """The console line of the window."""
         n = self.n
-        return (f"step {step}/{steps} loss {self.loss / n:.3f} middle {self.mid / n:.3f} "
-                f"filler {self.fill / n:.3f} ar {self.ar / n:.3f} lr {lr:.2e} "
-                f"tok/s {self.tokens / self.t:.0f} (free {self.canvas / self.t:.0f}) elapsed {minutes:.1f}m")
+        return (
+            f"step {step}/{steps} loss {self.loss / n:.3f} middle {self.mid / n:.3f} "
+            f"filler {self.fill / n:.3f} ar {self.ar / n:.3f} lr {lr:.2e} "
+            f"tok/s {self.tokens / self.t:.0f} (free {self.canvas / self.t:.0f}) elapsed {minutes:.1f}m"
+        )
 
 
 def _load_corpus(cfg: TrainConfig) -> tuple[list[str], list[str]]:
@@ -709,12 +718,14 @@ def _load_corpus(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     if manifest.is_file():
         files = load_manifest(manifest)
     else:
-        files = build_corpus(cfg.corpus, cfg.site_packages, cfg.heldout_fraction,
-                             stdlib=Path(cfg.stdlib) if cfg.stdlib else None)
+        files = build_corpus(
+            cfg.corpus, cfg.site_packages, cfg.heldout_fraction, stdlib=Path(cfg.stdlib) if cfg.stdlib else None
+        )
     train_files, held_files = split_files(files)
     if not train_files or not held_files:
-        raise _RunError(f"corpus {cfg.corpus} needs train and held-out files, found {len(train_files)} and "
-                        f"{len(held_files)}")
+        raise _RunError(
+            f"corpus {cfg.corpus} needs train and held-out files, found {len(train_files)} and {len(held_files)}"
+        )
     return [read_source(f) for f in train_files], [read_source(f) for f in held_files]
 
 
@@ -736,12 +747,14 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
 
 
-def _restore(cfg: TrainConfig, resume: bool, state_path: Path, model, opt, rng: random.Random, gen,
-             device: torch.device) -> tuple[int, float]:
+def _restore(
+    cfg: TrainConfig, resume: bool, state_path: Path, model, opt, rng: random.Random, gen, device: torch.device
+) -> tuple[int, float]:
     """Resume from ``train_state.pt`` or warm-start from ``--init-from``; returns (step, elapsed seconds)."""
     if resume and not state_path.is_file() and not cfg.init_from:
         raise _RunError(f"--resume expects {state_path}, which does not exist (or give --init-from)")
@@ -759,8 +772,9 @@ def _restore(cfg: TrainConfig, resume: bool, state_path: Path, model, opt, rng: 
     return 0, 0.0
 
 
-def _train_step(model, opt, batch: Batch, gen, noise_low: int, cfg: TrainConfig,
-                amp: contextlib.AbstractContextManager) -> tuple[dict[str, float], torch.Tensor, float]:
+def _train_step(
+    model, opt, batch: Batch, gen, noise_low: int, cfg: TrainConfig, amp: contextlib.AbstractContextManager
+) -> tuple[dict[str, float], torch.Tensor, float]:
     """One optimizer step on `batch`: (loss stats, gradient norm before clipping, seconds)."""
     ts = time.perf_counter()
     with amp:
@@ -785,8 +799,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = Path(cfg.out) if cfg.out else run_dir / "model"
@@ -852,12 +869,17 @@ def _run(cfg: TrainConfig, resume: bool, device: torch.device, run_dir: Path, ou
     eval_batches = make_eval_batches(InfillExamples(held_texts, tok, cfg), tok, cfg)
     amp, precision = autocast_for(cfg, device)
     run = _Session(cfg, device, run_dir, out, log, tok, model, opt, rng, gen, amp, noise_low_id(tok), eval_batches)
-    log({"precision": precision, "init_from": cfg.init_from if step == 0 else None},
-        f"precision {precision} device {device} threads {torch.get_num_threads()}")
+    log(
+        {"precision": precision, "init_from": cfg.init_from if step == 0 else None},
+        f"precision {precision} device {device} threads {torch.get_num_threads()}",
+    )
     ev = run.evaluate()
     first_eval = ev if step == 0 else None
-    log({"step": step, **ev}, f"step {step} params {n_params:,} train_files {len(train_texts)} "
-        f"heldout_files {len(held_texts)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}")
+    log(
+        {"step": step, **ev},
+        f"step {step} params {n_params:,} train_files {len(train_texts)} "
+        f"heldout_files {len(held_texts)} eval_ce {ev['eval_ce']:.3f} middle {ev['eval_ce_middle']:.3f}",
+    )
     if first_eval:
         (run_dir / "eval_init.json").write_text(json.dumps(first_eval) + "\n")
     elif (run_dir / "eval_init.json").is_file():
@@ -911,8 +933,14 @@ def _train_loop(run: _Session, examples: InfillExamples, step: int, t_start: flo
         s, gnorm, dt = _train_step(run.model, run.opt, batch, run.gen, run.noise_low, cfg, run.amp)
         step += 1
         window.add(s, dt)
-        rec = {"step": step, "lr": run.opt.param_groups[0]["lr"], "gnorm": gnorm.item(), "n_free": n_free,
-               "step_s": dt, **s}
+        rec = {
+            "step": step,
+            "lr": run.opt.param_groups[0]["lr"],
+            "gnorm": gnorm.item(),
+            "n_free": n_free,
+            "step_s": dt,
+            **s,
+        }
         if step % cfg.log_every == 0:
             line = window.line(step, cfg.steps, rec["lr"], (time.perf_counter() - t_start) / 60)
             window.reset()

@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
     # collected: triton reads it when it is imported, and test modules outside tests/kernels import triton too.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
 def build_tokenizer(out: Path, vocab_size: int = 512) -> None:
     """The project's byte-level BPE (dgls.model.tokenizer), trained on a few stdlib files."""
     from dgls.model.tokenizer import train_tokenizer
@@ -36,14 +37,34 @@ def tiny_config(vocab_size: int, moe: bool = False, canvas_length: int = 32, sli
         moe_kw = dict(num_experts=4, top_k_experts=2, moe_intermediate_size=32)
     else:
         moe_kw = dict(num_experts=1, top_k_experts=1, moe_intermediate_size=0)
-    tc = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=2, num_key_value_heads=1, head_dim=32, global_head_dim=32,
-              layer_types=["sliding_attention", "full_attention"], sliding_window=sliding_window,
-              pad_token_id=0, eos_token_id=1, bos_token_id=2, **moe_kw)
-    return DiffusionGemmaConfig(text_config=tc, vision_config=TINY_VISION, canvas_length=canvas_length,
-                                image_token_id=6, boi_token_id=7, eoi_token_id=8,
-                                pad_token_id=0, eos_token_id=1, bos_token_id=2,
-                                experts_implementation="eager")
+    tc = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        global_head_dim=32,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=sliding_window,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        **moe_kw,
+    )
+    return DiffusionGemmaConfig(
+        text_config=tc,
+        vision_config=TINY_VISION,
+        canvas_length=canvas_length,
+        image_token_id=6,
+        boi_token_id=7,
+        eoi_token_id=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        experts_implementation="eager",
+    )
 
 
 def save_tiny_checkpoint(out: Path, moe: bool = False, seed: int = 0, dgls_defaults: dict | None = None) -> Path:
@@ -83,9 +104,19 @@ def tiny_loaded(tiny_checkpoint):
 
 # The fast tier, `pytest -m "not slow"`, leaves out what starts servers, editors, the CLI or benchmark scripts, and
 # the kernels at the real model's sizes; the full suite (CI) runs everything.
-SLOW_PATHS = ("e2e/", "editors/", "benchmarks/", "remote/", "reliability/test_faults.py",
-              "reliability/test_jsonrpc_fuzz.py", "reliability/test_leaks.py", "reliability/test_security.py",
-              "reliability/test_soak.py", "dgls/test_cli.py", "kernels/test_real_sizes.py")
+SLOW_PATHS = (
+    "e2e/",
+    "editors/",
+    "benchmarks/",
+    "remote/",
+    "reliability/test_faults.py",
+    "reliability/test_jsonrpc_fuzz.py",
+    "reliability/test_leaks.py",
+    "reliability/test_security.py",
+    "reliability/test_soak.py",
+    "dgls/test_cli.py",
+    "kernels/test_real_sizes.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -70,12 +70,15 @@ class Session:
         self.tmp, self.nvim = tmp, nvim
         self.socket = str(tmp / "nvim.sock")
         self.tmux = ["tmux", "-L", f"dgls-shot-{os.getpid()}", "-f", str(tmp / "tmux.conf")]
-        (tmp / "tmux.conf").write_text('set -g default-terminal "tmux-256color"\nset -g status off\n'
-                                       "set -sg escape-time 0\n")
+        (tmp / "tmux.conf").write_text(
+            'set -g default-terminal "tmux-256color"\nset -g status off\nset -sg escape-time 0\n'
+        )
         command = shlex.join([nvim, "--listen", self.socket, *argv])
         env_args = [x for k, v in env.items() for x in ("-e", f"{k}={v}")]
-        subprocess.run([*self.tmux, "new-session", "-d", "-x", str(COLS), "-y", str(ROWS), "-c", str(REPO),
-                        *env_args, command], check=True)
+        subprocess.run(
+            [*self.tmux, "new-session", "-d", "-x", str(COLS), "-y", str(ROWS), "-c", str(REPO), *env_args, command],
+            check=True,
+        )
 
     def keys(self, *keys: str) -> None:
         """Type keys into the pane (tmux send-keys)."""
@@ -86,9 +89,21 @@ class Session:
         if not os.path.exists(self.socket):
             return ""
         try:
-            proc = subprocess.run([self.nvim, "--headless", "--clean", "--server", self.socket, "--remote-expr",
-                                   "luaeval('" + expr.replace("'", "''") + "')"], capture_output=True, text=True,
-                                  timeout=10, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [
+                    self.nvim,
+                    "--headless",
+                    "--clean",
+                    "--server",
+                    self.socket,
+                    "--remote-expr",
+                    "luaeval('" + expr.replace("'", "''") + "')",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return ""
         return proc.stdout.strip()
@@ -105,15 +120,15 @@ class Session:
 
     def cursor(self) -> tuple[int, int]:
         """The cursor of the pane: (column, row), 0-based."""
-        out = subprocess.run([*self.tmux, "display-message", "-p", "#{cursor_x} #{cursor_y}"], check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [*self.tmux, "display-message", "-p", "#{cursor_x} #{cursor_y}"], check=True, capture_output=True, text=True
+        ).stdout.split()
         return int(out[0]), int(out[1])
 
     def capture(self, plain: bool = False) -> str:
         """The pane's text, with SGR escapes unless `plain`, trailing spaces kept."""
         flags = ["-p", "-N"] if plain else ["-p", "-e", "-N"]
-        return subprocess.run([*self.tmux, "capture-pane", *flags], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run([*self.tmux, "capture-pane", *flags], check=True, capture_output=True, text=True).stdout
 
     def close(self) -> None:
         """Stop this private tmux server (Neovim and dgls end with it)."""
@@ -143,15 +158,17 @@ def main() -> None:
         s = Session(tmp, nvim, ["-n", "-i", "NONE", "-u", str(tmp / "init.lua"), args.file], env)
         try:
             s.wait("Neovim's RPC socket", lambda: s.lua("1") == "1", 30)
-            s.wait("the model to load (dgls/status ready)",
-                   lambda: s.lua("require'dgls'.statusline()").startswith("dgls: ready"), args.timeout)
+            s.wait(
+                "the model to load (dgls/status ready)",
+                lambda: s.lua("require'dgls'.statusline()").startswith("dgls: ready"),
+                args.timeout,
+            )
             s.keys(f"{args.line}G", "A")
             if args.type:
                 s.keys("-l", args.type)
             has_ghost = "require'dgls.ghost'.current(0) and 1 or 0"
             s.wait("ghost text", lambda: s.lua(has_ghost) == "1", args.timeout)
-            s.wait("the status line to show the latency",
-                   lambda: "ms" in s.lua("require'dgls'.statusline()"), 30)
+            s.wait("the status line to show the latency", lambda: "ms" in s.lua("require'dgls'.statusline()"), 30)
             s.lua("vim.cmd.redrawstatus()")  # the status line shows the new latency at the next redraw anyway
             time.sleep(0.5)  # let the screen settle
             assert s.lua(has_ghost) == "1", "the ghost text went away before the capture"
@@ -168,8 +185,10 @@ def main() -> None:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
         Path(args.keep, "screenshot.ans").write_text(shot)
         Path(args.keep, "screenshot-status.ans").write_text(status)
-    for text, cursor, shape, out in ((shot, shot_cursor, "bar", args.out),
-                                     (status, status_cursor, "block", args.status_out)):
+    for text, cursor, shape, out in (
+        (shot, shot_cursor, "bar", args.out),
+        (status, status_cursor, "block", args.status_out),
+    ):
         ansi_png.save_png(ansi_png.render(text, COLS, ROWS, cursor=cursor, cursor_shape=shape), out)
         print(f"wrote {out} ({Path(out).stat().st_size} bytes)")
     print(f"{version}, model {args.model}; ghost text: {ghost!r}")

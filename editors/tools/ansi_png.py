@@ -28,8 +28,21 @@ RGB = tuple[int, int, int]
 
 # the 16 base colors (xterm's defaults)
 BASE16: list[RGB] = [
-    (0, 0, 0), (205, 0, 0), (0, 205, 0), (205, 205, 0), (0, 0, 238), (205, 0, 205), (0, 205, 205), (229, 229, 229),
-    (127, 127, 127), (255, 0, 0), (0, 255, 0), (255, 255, 0), (92, 92, 255), (255, 0, 255), (0, 255, 255),
+    (0, 0, 0),
+    (205, 0, 0),
+    (0, 205, 0),
+    (205, 205, 0),
+    (0, 0, 238),
+    (205, 0, 205),
+    (0, 205, 205),
+    (229, 229, 229),
+    (127, 127, 127),
+    (255, 0, 0),
+    (0, 255, 0),
+    (255, 255, 0),
+    (92, 92, 255),
+    (255, 0, 255),
+    (0, 255, 255),
     (255, 255, 255),
 ]
 DEFAULT_FG: RGB = (208, 208, 208)
@@ -84,7 +97,7 @@ def _extended_color(params: list[list[str]], i: int) -> tuple[RGB | None, int]:
             r, g, b = nums[-3:]
             return (r & 255, g & 255, b & 255), i + 1
         return None, i + 1
-    flat = [int(p[0]) if p[0] else 0 for p in params[i + 1:i + 5]]
+    flat = [int(p[0]) if p[0] else 0 for p in params[i + 1 : i + 5]]
     if flat and flat[0] == 5 and len(flat) >= 2:
         return xterm256(flat[1] & 255), i + 3
     if flat and flat[0] == 2 and len(flat) >= 4:
@@ -94,8 +107,14 @@ def _extended_color(params: list[list[str]], i: int) -> tuple[RGB | None, int]:
 
 # SGR codes that set or clear text attributes (4, underline, has sub-parameters: handled in apply_sgr)
 _ATTRIBUTES: dict[int, dict[str, bool]] = {
-    1: {"bold": True}, 2: {"dim": True}, 3: {"italic": True}, 7: {"reverse": True},
-    22: {"bold": False, "dim": False}, 23: {"italic": False}, 24: {"underline": False}, 27: {"reverse": False},
+    1: {"bold": True},
+    2: {"dim": True},
+    3: {"italic": True},
+    7: {"reverse": True},
+    22: {"bold": False, "dim": False},
+    23: {"italic": False},
+    24: {"underline": False},
+    27: {"reverse": False},
 }
 
 
@@ -151,7 +170,7 @@ def parse(text: str, cols: int, rows: int) -> list[list[Cell | None]]:
         row: list[Cell | None] = []
         pos = 0
         for m in _ESCAPE.finditer(line + "\x1b[?0h"):  # a sentinel escape so the tail is handled in the loop
-            for ch in line[pos:m.start()]:
+            for ch in line[pos : m.start()]:
                 if ch == "\r":
                     continue
                 if ch == "\t":
@@ -177,9 +196,19 @@ def _mix(a: RGB, b: RGB, t: float) -> RGB:
     return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
-def render(text: str, cols: int, rows: int, *, font_size: int = 14, default_fg: RGB = DEFAULT_FG,
-           default_bg: RGB = DEFAULT_BG, padding: int = 6, font_dir: Path = FONT_DIR,
-           cursor: tuple[int, int] | None = None, cursor_shape: str = "bar"):
+def render(
+    text: str,
+    cols: int,
+    rows: int,
+    *,
+    font_size: int = 14,
+    default_fg: RGB = DEFAULT_FG,
+    default_bg: RGB = DEFAULT_BG,
+    padding: int = 6,
+    font_dir: Path = FONT_DIR,
+    cursor: tuple[int, int] | None = None,
+    cursor_shape: str = "bar",
+):
     """A PIL image of the terminal text (cols x rows cells), `padding` px of default background around it.
 
     `cursor` (column, row), 0-based, draws the terminal cursor there (a capture has no cursor of its own):
@@ -216,8 +245,10 @@ def render(text: str, cols: int, rows: int, *, font_size: int = 14, default_fg: 
                 draw.line([left, top + ascent + 1, left + width - 1, top + ascent + 1], fill=fg)
     if cursor is not None:
         left, top = padding + cursor[0] * cw, padding + cursor[1] * ch
-        box = {"bar": [left, top, left + 1, top + ch - 1],
-               "underline": [left, top + ch - 2, left + cw - 1, top + ch - 1]}.get(cursor_shape)
+        box = {
+            "bar": [left, top, left + 1, top + ch - 1],
+            "underline": [left, top + ch - 2, left + cw - 1, top + ch - 1],
+        }.get(cursor_shape)
         if box is None:  # block: the cell in reverse video
             draw.rectangle([left, top, left + cw - 1, top + ch - 1], outline=default_fg)
         else:
@@ -229,8 +260,7 @@ def save_png(img, path: str | Path, colors: int = 128) -> None:
     """Save `img` as a palette PNG (`colors` entries) to keep the file small."""
     from PIL import Image
 
-    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-        path, optimize=True)
+    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,14 @@ def test_session_script_runs_every_step_against_the_tree_and_brings_back_its_fil
     root, out = device_script_run.root, device_script_run.out
     env = {**device_script_run.env, "DGLS_SESSION_SMOKE": "1", "DGLS_SESSION_BUDGET_S": "300"}
     env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_session.sh")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_session.sh")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = (out / "session.txt").read_text()
     for name in ("kernel_tests", "doctor", "infill", "gpu_speed"):
@@ -37,4 +43,3 @@ def test_session_script_runs_every_step_against_the_tree_and_brings_back_its_fil
     assert (out / "gpu_speed.md").read_text().startswith("\n## GPU speed")
     assert len(list(out.iterdir())) <= 8, "the device tool brings back 8 files at most"
     assert device_script_run.tree_as_it_was(), "the session script must leave the tree as it was"
-

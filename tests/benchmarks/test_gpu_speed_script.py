@@ -28,9 +28,12 @@ def test_without_cuda_it_says_so_without_a_traceback():
 
 
 def test_layers_option_is_checked_before_anything_runs():
-    for args, message in ((["--layers", "0"], "--layers must be 1 to 30"), (["--layers", "31"], "--layers must be 1"),
-                          (["--tiny", "--layers", "2"], "one or the other"),
-                          (["--layers", "2", "--write"], "do not go into RESULTS.md")):
+    for args, message in (
+        (["--layers", "0"], "--layers must be 1 to 30"),
+        (["--layers", "31"], "--layers must be 1"),
+        (["--tiny", "--layers", "2"], "one or the other"),
+        (["--layers", "2", "--write"], "do not go into RESULTS.md"),
+    ):
         proc = run("--device", "cpu", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
 
@@ -41,9 +44,28 @@ def test_tiny_smoke_run_on_cpu(tmp_path):
 
     The prefix (150 tokens) is longer than the tiny model's sliding window (64), as 4,096 is than the real 1,024.
     """
-    proc = run("--tiny", "--device", "cpu", "--steps", "2", "--warmup", "0", "--canvases", "4", "--prefixes", "150",
-               "--infill-steps", "1", "--infill-canvas", "3", "--infill-suffix", "2", "--moe-interpret",
-               "--out", str(tmp_path / "out"))
+    proc = run(
+        "--tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--canvases",
+        "4",
+        "--prefixes",
+        "150",
+        "--infill-steps",
+        "1",
+        "--infill-canvas",
+        "3",
+        "--infill-suffix",
+        "2",
+        "--moe-interpret",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads((tmp_path / "out" / "gpu_speed.json").read_text()) == last  # what the GPU session brings back
@@ -89,8 +111,21 @@ def test_real_config_on_meta_has_the_26b_size_and_the_reference_step_bytes():
 
 def test_a_spent_budget_reports_every_row_as_skipped_with_the_reason(tmp_path):
     """--budget-s 0: no row starts, each is in the table as skipped with why, and the run still succeeds."""
-    proc = run("--tiny", "--device", "cpu", "--budget-s", "0", "--canvases", "4,8", "--prefixes", "20,30",
-               "--infill-steps", "1,2", "--out", str(tmp_path))
+    proc = run(
+        "--tiny",
+        "--device",
+        "cpu",
+        "--budget-s",
+        "0",
+        "--canvases",
+        "4,8",
+        "--prefixes",
+        "20,30",
+        "--infill-steps",
+        "1,2",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads((tmp_path / "gpu_speed.json").read_text())
     assert len(last["rows"]) == 2 * 2 * 4 and len(last["infill"]) == 2 * 2 * 4 and last["micro"] == []

@@ -12,10 +12,21 @@ import pytest
 @pytest.mark.slow
 def test_gpu_train_script_builds_trains_and_brings_back_a_loadable_model(tmp_path, device_script_run):
     root, out = device_script_run.root, device_script_run.out
-    env = {**device_script_run.env, "DGLS_TRAIN_SMOKE": "1", "DGLS_TRAIN_BUDGET_S": "300",
-           "DGLS_TRAIN_SIZE": "32 2 64 2 1 16", "DGLS_TRAIN_BATCH": "4"}
-    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_train.sh")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **device_script_run.env,
+        "DGLS_TRAIN_SMOKE": "1",
+        "DGLS_TRAIN_BUDGET_S": "300",
+        "DGLS_TRAIN_SIZE": "32 2 64 2 1 16",
+        "DGLS_TRAIN_BATCH": "4",
+    }
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_train.sh")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = (out / "session.txt").read_text()
     assert "corpus: exit 0 in" in session and "train: exit 0 in" in session, session

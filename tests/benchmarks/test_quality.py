@@ -51,8 +51,7 @@ def test_cases_are_deterministic_well_formed_and_cut_at_lines(texts, tok):
 def test_score_exact_partial_and_broken(texts, tok):
     case = quality.Case("x", "f.py", "single_line", "def f(x):\n    ", "return x + 1", "\n")
     good = quality.score(case, "return x + 1", tok)
-    assert good == {"exact": 1.0, "exact_ws": 1.0, "token_acc": 1.0, "char_sim": 1.0, "parses": 1.0,
-                    "len_ratio": 1.0}
+    assert good == {"exact": 1.0, "exact_ws": 1.0, "token_acc": 1.0, "char_sim": 1.0, "parses": 1.0, "len_ratio": 1.0}
     ws = quality.score(case, "return x + 1  ", tok)
     assert ws["exact"] == 0.0 and ws["exact_ws"] == 1.0
     broken = quality.score(case, "return (x +", tok)
@@ -77,16 +76,21 @@ def test_evaluate_through_a_subprocess_cli(texts, tok, tmp_path):
     truth = {c.prefix[-200:] + "|" + c.suffix[:200]: c.middle for c in cases}
     (tmp_path / "truth.json").write_text(json.dumps(truth))
     (tmp_path / "cli.py").write_text(FAKE_CLI)
-    perfect = quality.evaluate(cases, [sys.executable, str(tmp_path / "cli.py"), str(tmp_path / "truth.json"),
-                                       "oracle"], tok)
+    perfect = quality.evaluate(
+        cases, [sys.executable, str(tmp_path / "cli.py"), str(tmp_path / "truth.json"), "oracle"], tok
+    )
     for key in ("variable/all", "oracle/all", "variable/rest_of_line", "oracle/multi_line"):
         assert perfect[key]["exact"] == 1.0 and perfect[key]["parses"] == 1.0, key
     assert perfect["variable/all"]["nfe"] == 3.0
     # the oracle mode sends the reference token count
     n_ref = [len(tok.encode(c.middle, add_special_tokens=False)) for c in cases]
     assert perfect["oracle/all"]["nfe"] == pytest.approx(sum(n_ref) / len(n_ref))
-    empty = quality.evaluate(cases, [sys.executable, str(tmp_path / "cli.py"), str(tmp_path / "truth.json"),
-                                     "empty"], tok, modes=("variable",))
+    empty = quality.evaluate(
+        cases,
+        [sys.executable, str(tmp_path / "cli.py"), str(tmp_path / "truth.json"), "empty"],
+        tok,
+        modes=("variable",),
+    )
     assert empty["variable/all"]["exact"] == 0.0 and empty["variable/all"]["token_acc"] == 0.0
     md = quality.table(perfect)
     assert md.count("\n") == 2 + len(perfect) and "| oracle | all |" in md
@@ -99,8 +103,10 @@ def test_cli_errors_are_reported(texts, tok, tmp_path):
     with pytest.raises(RuntimeError, match="exited with 3"):
         quality.run_cli(cases, [sys.executable, "-c", "import sys; sys.exit(3)"], tok, oracle=False)
     # a failed line (exit status 1, one answer per line) is scored as an error, not a crash
-    some_fail = ("import sys, json\nfor i, line in enumerate(sys.stdin):\n"
-                 "    print(json.dumps({'error': 'bad'} if i == 0 else {'middle': '', 'nfe': 1, 'ms': 1.0}))\n"
-                 "sys.exit(1)")
+    some_fail = (
+        "import sys, json\nfor i, line in enumerate(sys.stdin):\n"
+        "    print(json.dumps({'error': 'bad'} if i == 0 else {'middle': '', 'nfe': 1, 'ms': 1.0}))\n"
+        "sys.exit(1)"
+    )
     res = quality.evaluate(cases, [sys.executable, "-c", some_fail], tok, modes=("variable",))
     assert res["variable/all"]["errors"] == 1 and res["variable/all"]["n"] == 3

@@ -15,8 +15,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fib.py"
 
 
 def dgls(*args, stdin: str | None = None, timeout: float = 300):
-    return subprocess.run([sys.executable, "-m", "dgls.cli", *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dgls.cli", *args], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_clean_error(proc, *fragments):
@@ -35,8 +36,21 @@ def test_version():
 
 def test_infill_a_file_keeps_the_suffix(tiny_checkpoint):
     text = EXAMPLE.read_text()
-    proc = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--json",
-                "--candidates", "2", "--steps", "4")
+    proc = dgls(
+        "infill",
+        str(EXAMPLE),
+        "--line",
+        "7",
+        "--col",
+        "9",
+        "--model",
+        str(tiny_checkpoint),
+        "--json",
+        "--candidates",
+        "2",
+        "--steps",
+        "4",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["range"] == {"start": [7, 9], "end": [7, 9]}
@@ -46,15 +60,40 @@ def test_infill_a_file_keeps_the_suffix(tiny_checkpoint):
     cursor = sum(len(x) for x in lines[:6]) + 8
     filled = text[:cursor] + out["text"] + text[cursor:]
     assert filled.endswith(text[cursor:]) and filled.startswith(text[:cursor])
-    raw = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--steps", "4",
-               "--candidates", "2", "--raw")
+    raw = dgls(
+        "infill",
+        str(EXAMPLE),
+        "--line",
+        "7",
+        "--col",
+        "9",
+        "--model",
+        str(tiny_checkpoint),
+        "--steps",
+        "4",
+        "--candidates",
+        "2",
+        "--raw",
+    )
     assert raw.returncode == 0 and raw.stdout == out["text"] + "\n"  # same seed, same middle
     # the default output is what an editor would be offered: the best edit that keeps the file parsing, or nothing
     for e in out["edits"]:
         assert e["syntax_ok"] is True and e["range"] == out["range"]
         ast.parse(text[:cursor] + e["text"] + text[cursor:])
-    plain = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_checkpoint), "--steps", "4",
-                 "--candidates", "2")
+    plain = dgls(
+        "infill",
+        str(EXAMPLE),
+        "--line",
+        "7",
+        "--col",
+        "9",
+        "--model",
+        str(tiny_checkpoint),
+        "--steps",
+        "4",
+        "--candidates",
+        "2",
+    )
     assert plain.returncode == 0
     if out["edits"]:
         assert plain.stdout == out["edits"][0]["text"] + "\n"
@@ -63,10 +102,13 @@ def test_infill_a_file_keeps_the_suffix(tiny_checkpoint):
 
 
 def test_jsonl_answers_100_requests_with_one_model_load(tiny_checkpoint):
-    reqs = [json.dumps({"prefix": f"def f{i}(x):\n    return ", "suffix": "\n", "language": "python", "id": i})
-            for i in range(100)]
-    proc = dgls("-v", "infill", "--jsonl", "--model", str(tiny_checkpoint), "--steps", "2",
-                stdin="\n".join(reqs) + "\n")
+    reqs = [
+        json.dumps({"prefix": f"def f{i}(x):\n    return ", "suffix": "\n", "language": "python", "id": i})
+        for i in range(100)
+    ]
+    proc = dgls(
+        "-v", "infill", "--jsonl", "--model", str(tiny_checkpoint), "--steps", "2", stdin="\n".join(reqs) + "\n"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [o["id"] for o in out] == list(range(100))
@@ -75,9 +117,15 @@ def test_jsonl_answers_100_requests_with_one_model_load(tiny_checkpoint):
 
 
 def test_jsonl_bad_lines_are_reported_and_skipped(tiny_checkpoint):
-    lines = ["not json", json.dumps([1, 2]), json.dumps({"prefix": 3}), json.dumps({"prefix": "a", "suffix": 5}),
-             json.dumps({"prefix": "a", "n_middle": 0}), "",
-             json.dumps({"prefix": "x = ", "n_middle": 4, "id": "ok"})]
+    lines = [
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps({"prefix": 3}),
+        json.dumps({"prefix": "a", "suffix": 5}),
+        json.dumps({"prefix": "a", "n_middle": 0}),
+        "",
+        json.dumps({"prefix": "x = ", "n_middle": 4, "id": "ok"}),
+    ]
     proc = dgls("infill", "--jsonl", "--model", str(tiny_checkpoint), "--steps", "2", stdin="\n".join(lines) + "\n")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     out = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -88,14 +136,17 @@ def test_jsonl_bad_lines_are_reported_and_skipped(tiny_checkpoint):
     assert '"n_middle" must be an integer >= 1' in out[4]["error"]
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["infill", "nope.py", "--line", "1", "--col", "1"], ["nope.py: no such file"]),
-    (["infill", str(EXAMPLE), "--line", "99", "--col", "1"], ["line 99 is out of range", "12 lines"]),
-    (["infill", str(EXAMPLE), "--line", "1", "--col", "99"], ["column 99 is out of range"]),
-    (["infill", str(EXAMPLE), "--line", "0", "--col", "1"], ["line 0 is out of range"]),
-    (["infill", str(EXAMPLE)], ["needs FILE --line N --col M"]),
-    (["infill", str(EXAMPLE), "--line", "1", "--col", "1", "--select-to", "x"], ["--select-to expects LINE:COL"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["infill", "nope.py", "--line", "1", "--col", "1"], ["nope.py: no such file"]),
+        (["infill", str(EXAMPLE), "--line", "99", "--col", "1"], ["line 99 is out of range", "12 lines"]),
+        (["infill", str(EXAMPLE), "--line", "1", "--col", "99"], ["column 99 is out of range"]),
+        (["infill", str(EXAMPLE), "--line", "0", "--col", "1"], ["line 0 is out of range"]),
+        (["infill", str(EXAMPLE)], ["needs FILE --line N --col M"]),
+        (["infill", str(EXAMPLE), "--line", "1", "--col", "1", "--select-to", "x"], ["--select-to expects LINE:COL"]),
+    ],
+)
 def test_user_mistakes_get_one_line(args, fragments):
     assert_clean_error(dgls(*args), *fragments)
 
@@ -107,14 +158,16 @@ def test_bad_files_and_models(tmp_path):
     latin = tmp_path / "l.py"
     latin.write_bytes("x = 'caf\xe9'\n".encode("latin-1"))
     assert_clean_error(dgls("infill", str(latin), "--line", "1", "--col", "1"), "not UTF-8 text")
-    assert_clean_error(dgls("infill", str(EXAMPLE), "--line", "1", "--col", "1", "--model", str(tmp_path / "m")),
-                       "model not found")
+    assert_clean_error(
+        dgls("infill", str(EXAMPLE), "--line", "1", "--col", "1", "--model", str(tmp_path / "m")), "model not found"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU answer")
 def test_fp8_experts_on_the_cpu_say_why_in_one_line(tiny_moe_checkpoint):
-    proc = dgls("infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_moe_checkpoint),
-                "--experts", "fp8")
+    proc = dgls(
+        "infill", str(EXAMPLE), "--line", "7", "--col", "9", "--model", str(tiny_moe_checkpoint), "--experts", "fp8"
+    )
     assert_clean_error(proc, "FP8 experts run on the dgls MoE kernel, which needs a CUDA GPU")
 
 

@@ -38,8 +38,9 @@ class Host:
 
 
 def test_the_policy_imports_no_lsp_types():
-    code = ("import sys, dgls.policy; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lsprotocol', 'pygls')))")
+    code = (
+        "import sys, dgls.policy; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lsprotocol', 'pygls')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -34,7 +34,7 @@ def test_rest_of_line_cut_at_first_newline():
 
 
 def test_closer_already_on_the_line_is_replaced_not_duplicated():
-    text, req = at('print(|)\n')
+    text, req = at("print(|)\n")
     edit = shape_middle(text, req, '"hi")')
     assert edit == (6, 7, '"hi")')
     assert apply(text, edit) == 'print("hi")\n'
@@ -80,8 +80,17 @@ def test_syntax_errors_counted():
 
 def test_make_edits_drops_parse_breakers_and_ranks():
     text, req = at("def f(a):\n    return |\n\nprint(f(1))\n")
-    edits = make_edits(text, req, [S("a + (1", score=-0.1), S("a + 1", score=-2.0), S("a * 2", score=-1.0),
-                                   S("a * 2\n", score=-3.0), S("   ", score=0.0)])
+    edits = make_edits(
+        text,
+        req,
+        [
+            S("a + (1", score=-0.1),
+            S("a + 1", score=-2.0),
+            S("a * 2", score=-1.0),
+            S("a * 2\n", score=-3.0),
+            S("   ", score=0.0),
+        ],
+    )
     assert [e.new_text for e in edits] == ["a * 2", "a + 1"]  # broken one dropped, duplicate merged, blank gone
     assert all(e.syntax_ok for e in edits)
 

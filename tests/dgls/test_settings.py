@@ -34,10 +34,18 @@ def test_raw_dict_with_unknown_keys_and_nesting():
     settings, problems = parse_settings(raw)
     assert problems == []
     assert settings == Settings(
-        model="/models/dg", device="cpu", dtype=None, experts="fp8", max_canvas=32, steps=6, entropy_bound=0.5,
+        model="/models/dg",
+        device="cpu",
+        dtype=None,
+        experts="fp8",
+        max_canvas=32,
+        steps=6,
+        entropy_bound=0.5,
         debounce_ms=20,
-        context_budget=ContextBudget(prefix_tokens=300, suffix_tokens=40), candidates=2,
-        languages=LanguageSettings(enable=("python", "go"), disable=("go",)), hole_markers=("...", "pass"),
+        context_budget=ContextBudget(prefix_tokens=300, suffix_tokens=40),
+        candidates=2,
+        languages=LanguageSettings(enable=("python", "go"), disable=("go",)),
+        hole_markers=("...", "pass"),
         completion_in_strings=True,
     )
     assert settings.sampler_overrides() == {"max_steps": 6, "entropy_bound": 0.5}
@@ -51,8 +59,17 @@ def test_top_level_keys_work_too():
 
 
 def test_invalid_values_fall_back_with_one_message_each():
-    raw = {"steps": 0, "maxCanvas": "big", "debounceMs": True, "candidates": 2, "languages": {"enable": [1]},
-           "contextBudget": 5, "completionInStrings": "yes", "entropyBound": -1, "experts": "int4"}
+    raw = {
+        "steps": 0,
+        "maxCanvas": "big",
+        "debounceMs": True,
+        "candidates": 2,
+        "languages": {"enable": [1]},
+        "contextBudget": 5,
+        "completionInStrings": "yes",
+        "entropyBound": -1,
+        "experts": "int4",
+    }
     settings, problems = parse_settings(raw)
     assert settings.candidates == 2  # the valid key still applies
     assert settings.steps is None and settings.max_canvas == 64 and settings.debounce_ms == 75
@@ -78,8 +95,9 @@ def test_overlay_keeps_what_is_not_sent():
 
 def test_not_an_object():
     settings, problems = parse_settings(["steps", 3])
-    assert settings == Settings() and problems == ["settings: expected an object, got a list ['steps', 3]; "
-                                                   "keeping the previous settings"]
+    assert settings == Settings() and problems == [
+        "settings: expected an object, got a list ['steps', 3]; keeping the previous settings"
+    ]
     _, problems = parse_settings({"dgls": 7})
     assert problems and problems[0].startswith("dgls: expected an object, got int 7")
 

@@ -45,20 +45,22 @@ def capabilities() -> types.ClientCapabilities:
     return types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
         workspace=types.WorkspaceClientCapabilities(
-            apply_edit=True, workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)),
+            apply_edit=True, workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)
+        ),
         text_document=types.TextDocumentClientCapabilities(
             inline_completion=types.InlineCompletionClientCapabilities(),
             code_action=types.CodeActionClientCapabilities(
-                resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]),
-                data_support=True),
+                resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]), data_support=True
+            ),
         ),
     )
 
 
 async def initialize(client: LanguageClient, options: dict[str, Any]) -> types.InitializeResult:
     """Initialize with `options` as initializationOptions."""
-    return await client.initialize_session(types.InitializeParams(
-        capabilities=capabilities(), initialization_options=options, process_id=None))
+    return await client.initialize_session(
+        types.InitializeParams(capabilities=capabilities(), initialization_options=options, process_id=None)
+    )
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, what: str = "condition") -> Any:
@@ -75,8 +77,10 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, what: s
 
 async def wait_ready(client: LanguageClient) -> dict:
     """Wait for a dgls/status saying the model is ready (or failed)."""
-    status = await wait_for(lambda: next((s for s in reversed(client.statuses) if s.state in ("ready", "error")),
-                                         None), what="the model to load")
+    status = await wait_for(
+        lambda: next((s for s in reversed(client.statuses) if s.state in ("ready", "error")), None),
+        what="the model to load",
+    )
     return status
 
 
@@ -85,8 +89,11 @@ class Doc:
 
     def __init__(self, client: LanguageClient, uri: str, text: str, language: str = "python"):
         self.client, self.uri, self.text, self.version = client, uri, text, 1
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=uri, language_id=language, version=1, text=text)))
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
+            )
+        )
 
     def pos(self, marker: str, after: bool = True) -> types.Position:
         """LSP position (utf-16) just after (or at) the first occurrence of `marker`."""
@@ -98,14 +105,18 @@ class Doc:
         rng = types.Range(start=position(self.text, start), end=position(self.text, end))
         self.text = self.text[:start] + new_text + self.text[end:]
         self.version += 1
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
-            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=new_text)]))
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
+                content_changes=[types.TextDocumentContentChangePartial(range=rng, text=new_text)],
+            )
+        )
 
     def close(self) -> None:
         """Send didClose."""
-        self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=self.uri)))
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=self.uri))
+        )
 
     def ident(self) -> types.TextDocumentIdentifier:
         """The identifier for requests."""
@@ -127,17 +138,20 @@ def offset(text: str, pos: types.Position) -> int:
 
 def apply(text: str, edits: list[types.TextEdit]) -> str:
     """Apply LSP text edits to `text` as a client does."""
-    return apply_edits(text, [Edit(offset(text, e.range.start), offset(text, e.range.end), e.new_text)
-                              for e in edits])
+    return apply_edits(text, [Edit(offset(text, e.range.start), offset(text, e.range.end), e.new_text) for e in edits])
 
 
-def inline_params(doc: Doc, pos: types.Position, automatic: bool = False,
-                  token: str | None = None) -> types.InlineCompletionParams:
+def inline_params(
+    doc: Doc, pos: types.Position, automatic: bool = False, token: str | None = None
+) -> types.InlineCompletionParams:
     """Params of textDocument/inlineCompletion."""
     kind = types.InlineCompletionTriggerKind.Automatic if automatic else types.InlineCompletionTriggerKind.Invoked
-    return types.InlineCompletionParams(text_document=doc.ident(), position=pos,
-                                        context=types.InlineCompletionContext(trigger_kind=kind),
-                                        work_done_token=token)
+    return types.InlineCompletionParams(
+        text_document=doc.ident(),
+        position=pos,
+        context=types.InlineCompletionContext(trigger_kind=kind),
+        work_done_token=token,
+    )
 
 
 def send_raw_request(client: LanguageClient, method: str, params: Any) -> asyncio.Future:

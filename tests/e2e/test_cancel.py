@@ -29,8 +29,9 @@ AT = TEXT.index("\n\n") + 1
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient, tiny_checkpoint):
-    await initialize(lsp_client, {"model": str(tiny_checkpoint), "steps": STEPS, "debounceMs": 0,
-                                  "maxCanvas": 16, "candidates": 1})
+    await initialize(
+        lsp_client, {"model": str(tiny_checkpoint), "steps": STEPS, "debounceMs": 0, "maxCanvas": 16, "candidates": 1}
+    )
     assert (await wait_ready(lsp_client)).state == "ready"
     yield
     await lsp_client.shutdown_session()
@@ -42,9 +43,11 @@ def step_reports(client: LanguageClient, token: str) -> list:
 
 async def start(client: LanguageClient, doc: Doc, token: str, automatic: bool = False):
     """Send an inline completion with a progress token; return its future once the model ran a step."""
-    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION,
-                                       inline_params(doc, position(doc.text, AT), automatic=automatic, token=token),
-                                       msg_id=token)
+    fut = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION,
+        inline_params(doc, position(doc.text, AT), automatic=automatic, token=token),
+        msg_id=token,
+    )
     await wait_for(lambda: step_reports(client, token), timeout=60, what=f"a denoising step of {token}")
     return asyncio.wrap_future(fut)
 
@@ -55,8 +58,11 @@ async def test_cancel_request_stops_the_worker(client: LanguageClient):
     client.cancel_request(types.CancelParams(id="slow-1"))
     with pytest.raises(JsonRpcRequestCancelled):
         await asyncio.wait_for(running, timeout=60)
-    note = await wait_for(lambda: next((s for s in client.statuses if getattr(s, "event", None) == "cancelled"),
-                                       None), timeout=60, what="the cancelled status")
+    note = await wait_for(
+        lambda: next((s for s in client.statuses if getattr(s, "event", None) == "cancelled"), None),
+        timeout=60,
+        what="the cancelled status",
+    )
     assert note.steps is not None and note.steps < STEPS  # the worker stopped between steps
     assert client.progress_reports["slow-1"][-1].kind == "end"
     # the worker is free: a follow-up request gets the model (its first step is reported), then cancel it too
@@ -89,12 +95,30 @@ async def test_work_done_progress_cancel_stops_a_rewrite(client: LanguageClient)
     text = "first line\nsecond line\n"
     doc = Doc(client, "file:///e2e/todo4.txt", text, language="plaintext")
     before = set(client.progress_reports)
-    task = asyncio.ensure_future(client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 0, "character": 0},
-                                                     "end": {"line": 0, "character": 10}}, "shout"])))
-    token = await wait_for(lambda: next((t for t in client.progress_reports if t not in before
-                                         and any(r.kind == "report" for r in client.progress_reports[t])), None),
-                           timeout=60, what="the rewrite's progress")
+    task = asyncio.ensure_future(
+        client.workspace_execute_command_async(
+            types.ExecuteCommandParams(
+                command="dgls.rewrite",
+                arguments=[
+                    doc.uri,
+                    {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 10}},
+                    "shout",
+                ],
+            )
+        )
+    )
+    token = await wait_for(
+        lambda: next(
+            (
+                t
+                for t in client.progress_reports
+                if t not in before and any(r.kind == "report" for r in client.progress_reports[t])
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the rewrite's progress",
+    )
     begin = client.progress_reports[token][0]
     assert begin.kind == "begin" and begin.cancellable is True
     client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
@@ -112,19 +136,40 @@ async def test_cancel_request_stops_a_rewrite_command(client: LanguageClient):
     text = "first line\nsecond line\n"
     doc = Doc(client, "file:///e2e/todo5.txt", text, language="plaintext")
     before, seen = set(client.progress_reports), len(client.statuses)
-    running = asyncio.wrap_future(client.protocol.send_request(
-        types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(
-            command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 0, "character": 0},
-                                                         "end": {"line": 0, "character": 10}}, "shout"]),
-        msg_id="rewrite-1"))
-    token = await wait_for(lambda: next((t for t in client.progress_reports if t not in before
-                                         and any(r.kind == "report" for r in client.progress_reports[t])), None),
-                           timeout=60, what="the rewrite's progress")
+    running = asyncio.wrap_future(
+        client.protocol.send_request(
+            types.WORKSPACE_EXECUTE_COMMAND,
+            types.ExecuteCommandParams(
+                command="dgls.rewrite",
+                arguments=[
+                    doc.uri,
+                    {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 10}},
+                    "shout",
+                ],
+            ),
+            msg_id="rewrite-1",
+        )
+    )
+    token = await wait_for(
+        lambda: next(
+            (
+                t
+                for t in client.progress_reports
+                if t not in before and any(r.kind == "report" for r in client.progress_reports[t])
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the rewrite's progress",
+    )
     client.cancel_request(types.CancelParams(id="rewrite-1"))
     with pytest.raises(JsonRpcRequestCancelled):
         await asyncio.wait_for(running, timeout=60)
-    note = await wait_for(lambda: next((s for s in client.statuses[seen:] if getattr(s, "event", None) == "cancelled"),
-                                       None), timeout=60, what="the rewrite's worker stopping")
+    note = await wait_for(
+        lambda: next((s for s in client.statuses[seen:] if getattr(s, "event", None) == "cancelled"), None),
+        timeout=60,
+        what="the rewrite's worker stopping",
+    )
     assert note.steps is not None and note.steps < STEPS
     assert client.progress_reports[token][-1].kind == "end"
     await asyncio.sleep(0.5)

@@ -25,8 +25,9 @@ async def client(lsp_client: LanguageClient):
 
 
 async def test_settings_problems_are_shown(client: LanguageClient):
-    await wait_for(lambda: len([m for m in client.messages if "dgls settings" in m.message]) >= 2,
-                   what="the settings messages")
+    await wait_for(
+        lambda: len([m for m in client.messages if "dgls settings" in m.message]) >= 2, what="the settings messages"
+    )
     texts = [m.message for m in client.messages if "dgls settings" in m.message]
     assert any(t.startswith("dgls settings: steps: expected an integer >= 1") for t in texts)
     assert any("debounceMs: expected an integer" in t and "keeping 75" in t for t in texts)
@@ -44,9 +45,12 @@ async def test_failed_load_is_reported_and_the_server_keeps_serving(client: Lang
     result = await client.text_document_inline_completion_async(inline_params(doc, types.Position(line=1, character=4)))
     assert not result.items
     with pytest.raises(JsonRpcException, match="the model is error") as err:
-        await client.workspace_execute_command_async(types.ExecuteCommandParams(
-            command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 1, "character": 4},
-                                                         "end": {"line": 1, "character": 7}}, "x"]))
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(
+                command="dgls.rewrite",
+                arguments=[doc.uri, {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 7}}, "x"],
+            )
+        )
     assert err.value.code == -32803  # RequestFailed
     config = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
     assert config["status"]["state"] == "error"
@@ -55,11 +59,13 @@ async def test_failed_load_is_reported_and_the_server_keeps_serving(client: Lang
 
 async def test_configuration_change_fixes_the_model(client: LanguageClient, tiny_checkpoint):
     n = len(client.statuses)
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"dgls": {"model": str(tiny_checkpoint), "candidates": "many"}}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"dgls": {"model": str(tiny_checkpoint), "candidates": "many"}})
+    )
     await wait_for(lambda: any("candidates" in m.message for m in client.messages), what="the candidates message")
-    status = await wait_for(lambda: next((s for s in client.statuses[n:] if s.state in ("ready", "error")), None),
-                            what="the reload")
+    status = await wait_for(
+        lambda: next((s for s in client.statuses[n:] if s.state in ("ready", "error")), None), what="the reload"
+    )
     assert status.state == "ready"
     config = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
     assert config["settings"]["model"] == str(tiny_checkpoint) and config["settings"]["candidates"] == 3
@@ -72,8 +78,7 @@ async def test_request_before_ready_gets_an_empty_answer_and_a_status(client: La
     n = len(client.statuses)
     await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.restartModel"))
     doc = Doc(client, "file:///e2e/early.txt", "Early:\n\n\nLate.\n", language="plaintext")
-    result = await client.text_document_inline_completion_async(inline_params(doc, types.Position(line=1,
-                                                                                                  character=0)))
+    result = await client.text_document_inline_completion_async(inline_params(doc, types.Position(line=1, character=0)))
     loading = [s for s in client.statuses[n:] if s.state == "loading"]
     if not any(s.state == "ready" for s in client.statuses[n:]):  # still loading when the request came
         assert not result.items and len(loading) >= 2  # the restart's status and the request's

@@ -39,11 +39,13 @@ async def test_go_gets_nothing_and_one_message_python_still_gets_items(client: L
     calls = await model_calls(client)
     go = Doc(client, "file:///e2e/add.go", GO, language="go")
     for automatic in (False, True, False):
-        result = await client.text_document_inline_completion_async(inline_params(go, go.pos("return "),
-                                                                                  automatic=automatic))
+        result = await client.text_document_inline_completion_async(
+            inline_params(go, go.pos("return "), automatic=automatic)
+        )
         assert not result.items
-    fallback = await client.text_document_completion_async(types.CompletionParams(
-        text_document=go.ident(), position=go.pos("return ")))
+    fallback = await client.text_document_completion_async(
+        types.CompletionParams(text_document=go.ident(), position=go.pos("return "))
+    )
     assert not fallback.items
     other = Doc(client, "file:///e2e/other.go", GO, language="go")  # another Go file: still told only once
     assert not (await client.text_document_inline_completion_async(inline_params(other, other.pos("return ")))).items
@@ -66,8 +68,9 @@ async def test_go_gets_nothing_and_one_message_python_still_gets_items(client: L
 
 
 async def test_enabling_the_language_turns_it_on(client: LanguageClient):
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"dgls": {"languages": {"enable": ["go"]}}}))  # handled before the request that follows it
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"dgls": {"languages": {"enable": ["go"]}}})
+    )  # handled before the request that follows it
     go = Doc(client, "file:///e2e/enabled.go", GO, language="go")
     calls = await model_calls(client)
     await client.text_document_inline_completion_async(inline_params(go, go.pos("return ")))

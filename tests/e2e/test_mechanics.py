@@ -22,9 +22,19 @@ NOTES_AT = NOTES.index("\n\n") + 1  # the empty line: a LINE span, multi-line mi
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient, model_path):
-    await initialize(lsp_client, {"dgls": {"model": model_path, "steps": 4, "debounceMs": 20,
-                                           "candidates": 3, "maxCanvas": 32,
-                                           "languages": {"enable": ["plaintext"]}}})  # not dgls-tiny's python
+    await initialize(
+        lsp_client,
+        {
+            "dgls": {
+                "model": model_path,
+                "steps": 4,
+                "debounceMs": 20,
+                "candidates": 3,
+                "maxCanvas": 32,
+                "languages": {"enable": ["plaintext"]},
+            }
+        },
+    )  # not dgls-tiny's python
     status = await wait_ready(lsp_client)
     assert status.state == "ready", f"model did not load: {status}"
     yield
@@ -43,7 +53,7 @@ async def test_inline_completion_keeps_the_suffix(client: LanguageClient):
         assert start == NOTES_AT
         after = apply(NOTES, [types.TextEdit(range=item.range, new_text=item.insert_text)])
         assert after[:start] == NOTES[:start]
-        assert after[start + len(item.insert_text):] == NOTES[end:]  # suffix preserved
+        assert after[start + len(item.insert_text) :] == NOTES[end:]  # suffix preserved
         assert item.insert_text.strip()
     doc.close()
 
@@ -51,9 +61,13 @@ async def test_inline_completion_keeps_the_suffix(client: LanguageClient):
 async def test_completion_fallback(client: LanguageClient):
     doc = Doc(client, "file:///e2e/notes3.txt", NOTES, language="plaintext")
     cursor = position(NOTES, NOTES_AT)
-    result = await client.text_document_completion_async(types.CompletionParams(
-        text_document=doc.ident(), position=cursor,
-        context=types.CompletionContext(trigger_kind=types.CompletionTriggerKind.Invoked)))
+    result = await client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=doc.ident(),
+            position=cursor,
+            context=types.CompletionContext(trigger_kind=types.CompletionTriggerKind.Invoked),
+        )
+    )
     assert result.is_incomplete is True
     assert result.items
     for item in result.items:
@@ -86,7 +100,8 @@ TOTAL = "def total(items):\n    result = \n    for item in items:\n        resul
 
 @pytest.mark.parametrize(("after", "incomplete"), [("result = ", True), ("return result", False)])
 async def test_automatic_request_needs_a_middle_only_where_the_code_is_incomplete(
-        client: LanguageClient, after: str, incomplete: bool):
+    client: LanguageClient, after: str, incomplete: bool
+):
     """Automatic requests may end the middle at once, except where the code is incomplete as it stands.
 
     After ``result = `` the line needs an operand, so the server asks the model for a non-empty middle even on an
@@ -98,9 +113,13 @@ async def test_automatic_request_needs_a_middle_only_where_the_code_is_incomplet
 
     async def complete(uri: str, kind: types.CompletionTriggerKind) -> None:
         doc = Doc(client, uri, TOTAL)  # a document of its own: no ghost text of the other request to type through
-        await client.text_document_completion_async(types.CompletionParams(
-            text_document=doc.ident(), position=position(TOTAL, at),
-            context=types.CompletionContext(trigger_kind=kind, trigger_character=" ")))
+        await client.text_document_completion_async(
+            types.CompletionParams(
+                text_document=doc.ident(),
+                position=position(TOTAL, at),
+                context=types.CompletionContext(trigger_kind=kind, trigger_character=" "),
+            )
+        )
         doc.close()
 
     await complete(f"file:///e2e/invoked{at}.py", types.CompletionTriggerKind.Invoked)  # one candidate, non-empty
@@ -121,9 +140,13 @@ async def test_fill_holes_through_resolve(client: LanguageClient):
     text = "Recipe:\n...\nBake for 20 minutes.\n"
     doc = Doc(client, "file:///e2e/recipe.txt", text, language="plaintext")
     here = position(text, 0)
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=doc.ident(), range=types.Range(start=here, end=here),
-        context=types.CodeActionContext(diagnostics=[])))
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=doc.ident(),
+            range=types.Range(start=here, end=here),
+            context=types.CodeActionContext(diagnostics=[]),
+        )
+    )
     action = _action(actions, "Fill 1 hole")
     assert action.edit is None  # the model runs only on resolve
     resolved = await client.code_action_resolve_async(action)
@@ -143,8 +166,9 @@ async def test_regenerate_selection_through_resolve(client: LanguageClient):
     doc = Doc(client, "file:///e2e/letter.txt", text, language="plaintext")
     start, end = text.index("thanks"), text.index(" last night")
     sel = types.Range(start=position(text, start), end=position(text, end))
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=doc.ident(), range=sel, context=types.CodeActionContext(diagnostics=[])))
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(text_document=doc.ident(), range=sel, context=types.CodeActionContext(diagnostics=[]))
+    )
     resolved = await client.code_action_resolve_async(_action(actions, "Regenerate selection"))
     (change,) = resolved.edit.document_changes
     assert change.text_document.version == doc.version
@@ -158,9 +182,13 @@ async def test_resolve_after_the_document_changed_is_refused(client: LanguageCli
     text = "Recipe:\n...\n"
     doc = Doc(client, "file:///e2e/recipe2.txt", text, language="plaintext")
     here = position(text, 0)
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=doc.ident(), range=types.Range(start=here, end=here),
-        context=types.CodeActionContext(diagnostics=[])))
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=doc.ident(),
+            range=types.Range(start=here, end=here),
+            context=types.CodeActionContext(diagnostics=[]),
+        )
+    )
     doc.edit(0, 0, "My ")
     with pytest.raises(JsonRpcException, match="changed since the action was offered"):
         await client.code_action_resolve_async(actions[0])
@@ -172,9 +200,16 @@ async def test_rewrite_command_applies_a_versioned_edit(client: LanguageClient):
     doc = Doc(client, "file:///e2e/rewrite.txt", text, language="plaintext")
     rng = types.Range(start=position(text, 6), end=position(text, 11))
     n = len(client.applied)
-    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="dgls.rewrite", arguments=[doc.uri, {"start": {"line": 1, "character": 0},
-                                                     "end": {"line": 1, "character": 5}}, "use a bigger number"]))
+    res = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="dgls.rewrite",
+            arguments=[
+                doc.uri,
+                {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 5}},
+                "use a bigger number",
+            ],
+        )
+    )
     assert res == {"applied": True, "reason": None}
     (params,) = client.applied[n:]
     (change,) = params.edit.document_changes
@@ -188,14 +223,19 @@ async def test_code_action_as_a_command(client: LanguageClient):
     text = "Recipe:\n...\nServe warm.\n"
     doc = Doc(client, "file:///e2e/recipe3.txt", text, language="plaintext")
     here = position(text, 0)
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=doc.ident(), range=types.Range(start=here, end=here),
-        context=types.CodeActionContext(diagnostics=[])))
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=doc.ident(),
+            range=types.Range(start=here, end=here),
+            context=types.CodeActionContext(diagnostics=[]),
+        )
+    )
     action = _action(actions, "Fill 1 hole")
     assert action.command is None  # this client resolves, so no command is attached
     n = len(client.applied)
-    res = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="dgls.applyCodeAction", arguments=[{**action.data, "title": action.title}]))
+    res = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="dgls.applyCodeAction", arguments=[{**action.data, "title": action.title}])
+    )
     assert res == {"applied": True, "reason": None}
     (params,) = client.applied[n:]
     (change,) = params.edit.document_changes

@@ -12,8 +12,14 @@ def test_nvim_plugin_end_to_end(dgls_server, editor_model):
     nvim = tool("nvim")
     env = {**os.environ, "DGLS_SERVER": dgls_server, "DGLS_MODEL": editor_model}
     script = REPO / "tests" / "editors" / "nvim_test.lua"
-    proc = subprocess.run([nvim, "--headless", "--clean", "-c", f"luafile {script}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [nvim, "--headless", "--clean", "-c", f"luafile {script}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "NVIM OK" in output, f"nvim exited {proc.returncode}:\n{output}"
 
@@ -23,7 +29,13 @@ def test_nvim_first_start_reports_nothing_and_a_missing_server_once(dgls_server)
     nvim = tool("nvim")
     env = {**os.environ, "DGLS_SERVER": dgls_server}
     script = REPO / "tests" / "editors" / "nvim_first_start.lua"
-    proc = subprocess.run([nvim, "--headless", "--clean", "-c", f"luafile {script}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [nvim, "--headless", "--clean", "-c", f"luafile {script}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "NVIM OK" in output, f"nvim exited {proc.returncode}:\n{output}"

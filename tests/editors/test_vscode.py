@@ -18,8 +18,9 @@ EXT = REPO / "editors" / "vscode"
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 240) -> str:
-    proc = subprocess.run(cmd, cwd=EXT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=EXT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{output}"
     return output
@@ -59,8 +60,11 @@ def test_vsix_contents(npm):
 def test_settings_defaults_match_the_server():
     """package.json's dgls.* defaults are the server's defaults (so sending them changes nothing)."""
     props = json.loads((EXT / "package.json").read_text())["contributes"]["configuration"]["properties"]
-    client = {k.removeprefix("dgls."): v["default"] for k, v in props.items()
-              if not k.startswith(("dgls.server.", "dgls.trace."))}
+    client = {
+        k.removeprefix("dgls."): v["default"]
+        for k, v in props.items()
+        if not k.startswith(("dgls.server.", "dgls.trace."))
+    }
     assert client == Settings().to_json()
 
 

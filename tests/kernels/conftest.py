@@ -30,7 +30,8 @@ def _assert_close(name: str, got: torch.Tensor, want: torch.Tensor, atol: float,
     max_diff = float(diff.max())
     assert excess[worst] <= 0, (
         f"{name}: max abs diff {max_diff:.3g} (tolerance {atol:g} + {rtol:g}|ref|); worst at {where}: "
-        f"got {float(got.flatten()[worst]):.8g}, want {float(want.flatten()[worst]):.8g}")
+        f"got {float(got.flatten()[worst]):.8g}, want {float(want.flatten()[worst]):.8g}"
+    )
     return max_diff
 
 

@@ -122,9 +122,14 @@ def test_entropy_accuracy_against_float64():
     z = x.double().cpu() / 0.6
     logp = torch.log_softmax(z, -1)
     exact = -(logp.exp() * logp).sum(-1)
-    errs = {name: float((h.double().cpu() - exact).abs().max()) for name, h in [
-        ("kernel", row_stats(x, 0.6).entropy), ("reference", row_stats_ref(x, 0.6).entropy),
-        ("sampler", entropy(x / 0.6))]}  # dgls.model.sampler's statistic: clamp + softmax(log p), as Categorical
+    errs = {
+        name: float((h.double().cpu() - exact).abs().max())
+        for name, h in [
+            ("kernel", row_stats(x, 0.6).entropy),
+            ("reference", row_stats_ref(x, 0.6).entropy),
+            ("sampler", entropy(x / 0.6)),
+        ]
+    }  # dgls.model.sampler's statistic: clamp + softmax(log p), as Categorical
     print("max |H - H_fp64|:", errs)
     # measured on CPU (interpreter): kernel 3.1e-7, reference 1.2e-6, sampler 4.0e-6; a GPU's exp/log are
     # approximate to a few ulp, hence the kernel's margin
@@ -133,8 +138,14 @@ def test_entropy_accuracy_against_float64():
 
 def test_rejects_bad_inputs():
     x = torch.randn(3, 10)
-    for bad, kw in [(x[None], {}), (x.long(), {}), (x.t(), {}), (x, {"temperature": 0.0}),
-                    (x, {"temperature": float("nan")}), (x, {"cap": -1.0})]:
+    for bad, kw in [
+        (x[None], {}),
+        (x.long(), {}),
+        (x.t(), {}),
+        (x, {"temperature": 0.0}),
+        (x, {"temperature": float("nan")}),
+        (x, {"cap": -1.0}),
+    ]:
         kw = {"temperature": 0.5, **kw}
         with pytest.raises(ValueError):
             row_stats(bad, **kw)

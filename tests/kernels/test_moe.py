@@ -38,11 +38,22 @@ def weights(E, H, I, dtype=torch.float32):  # noqa: E741
 
 def tiny_text_config(E=7, K=3, H=40, I=24):  # noqa: E741
     cfg = DiffusionGemmaConfig(
-        text_config=dict(vocab_size=64, hidden_size=H, intermediate_size=16, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=16,
-                         num_experts=E, top_k_experts=K, moe_intermediate_size=I,
-                         layer_types=["sliding_attention", "full_attention"]),
-        experts_implementation="eager")
+        text_config=dict(
+            vocab_size=64,
+            hidden_size=H,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            global_head_dim=16,
+            num_experts=E,
+            top_k_experts=K,
+            moe_intermediate_size=I,
+            layer_types=["sliding_attention", "full_attention"],
+        ),
+        experts_implementation="eager",
+    )
     return cfg.get_text_config(decoder=True)
 
 

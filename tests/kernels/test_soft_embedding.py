@@ -50,11 +50,15 @@ def test_topk_error_is_within_the_dropped_mass_bound():
         for tail in (False, True):
             got = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), k, scale=scale, e_sum=e_sum if tail else None)
             err = (got.cpu() - dense).norm(dim=-1)
-            print(f"k={k:5d} tail={tail:d} mass {mass.min():.4f}..{mass.max():.4f} err {err.max():.3e} "
-                  f"bound {bound.max():.3e} max err/bound {(err / bound.clamp(min=1e-3)).max():.3f}")
+            print(
+                f"k={k:5d} tail={tail:d} mass {mass.min():.4f}..{mass.max():.4f} err {err.max():.3e} "
+                f"bound {bound.max():.3e} max err/bound {(err / bound.clamp(min=1e-3)).max():.3f}"
+            )
             worst = int((err - bound).argmax())
-            assert (err <= bound + 1e-4).all(), (f"k={k} tail={tail}: row {worst} error {err[worst]:.4g} > bound "
-                                                  f"{bound[worst]:.4g} (mass {mass[worst]:.4f})")
+            assert (err <= bound + 1e-4).all(), (
+                f"k={k} tail={tail}: row {worst} error {err[worst]:.4g} > bound "
+                f"{bound[worst]:.4g} (mass {mass[worst]:.4f})"
+            )
             errors[tail].append(err)
     for tail in (False, True):
         assert (errors[tail][-1] < 1e-4).all(), "k = V is the dense result"
@@ -71,15 +75,23 @@ def test_uniform_tail_is_exact_when_the_dropped_tokens_are_equally_likely():
     dense = soft_embedding_ref(logits, E)
     plain = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), 5).cpu()
     fixed = topk_soft_embedding(logits.to(DEVICE), E.to(DEVICE), 5, e_sum=embedding_sum(E).to(DEVICE)).cpu()
-    print(f"flat tail, k=5: plain err {(plain - dense).norm(dim=-1).max():.3e}, "
-          f"corrected {(fixed - dense).norm(dim=-1).max():.3e}, dropped mass {1 - topk_mass(logits, 5)[0]:.3f}")
+    print(
+        f"flat tail, k=5: plain err {(plain - dense).norm(dim=-1).max():.3e}, "
+        f"corrected {(fixed - dense).norm(dim=-1).max():.3e}, dropped mass {1 - topk_mass(logits, 5)[0]:.3f}"
+    )
     assert (fixed - dense).norm(dim=-1).max() < 1e-5 < (plain - dense).norm(dim=-1).max()
 
 
 def test_rejects_bad_inputs():
     logits, E = torch.randn(3, 10), torch.randn(10, 4)
-    for args in [(logits[None], E, 2), (logits, E[:9], 2), (logits, E, 0), (logits, E, 11), (logits.long(), E, 2),
-                 (logits, E.t().contiguous().t(), 2)]:
+    for args in [
+        (logits[None], E, 2),
+        (logits, E[:9], 2),
+        (logits, E, 0),
+        (logits, E, 11),
+        (logits.long(), E, 2),
+        (logits, E.t().contiguous().t(), 2),
+    ]:
         with pytest.raises(ValueError):
             topk_soft_embedding(*args)
     with pytest.raises(ValueError, match="e_sum"):

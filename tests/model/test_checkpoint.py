@@ -17,8 +17,16 @@ def test_folder_is_small_and_has_no_pickles():
     files = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
     assert sum(files.values()) <= 64 * 2**20, files
     assert not [n for n in files if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))], files
-    for name in ("config.json", "model.safetensors", "generation_config.json", "dgls.json", "tokenizer.json",
-                 "tokenizer_config.json", "run_config.json", "README.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "dgls.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "run_config.json",
+        "README.md",
+    ):
         assert name in files, name
 
 
@@ -38,13 +46,17 @@ def test_reloads_and_ids_agree(loaded):
     assert dgls["noise_low"] == max(tok.all_special_ids) + 1
     assert dgls["sc_raw_logits"] is True and dgls["canvas_lengths"] == [16, 32, 64]
     assert (gen.bos_token_id, gen.eos_token_id, gen.pad_token_id) == (
-        tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
     assert gen.max_denoising_steps == dgls["max_steps"]
     assert gen.sampler_config.entropy_bound == pytest.approx(dgls["entropy_bound"])
     cfg = model.config
     assert cfg.get_text_config().vocab_size == len(tok)
     assert (cfg.image_token_id, cfg.boi_token_id, cfg.eoi_token_id) == tuple(
-        tok.convert_tokens_to_ids(t) for t in ("<|image|>", "<|boi|>", "<|eoi|>"))
+        tok.convert_tokens_to_ids(t) for t in ("<|image|>", "<|boi|>", "<|eoi|>")
+    )
 
 
 def test_trained_model_ends_middles_with_filler(loaded):
@@ -57,13 +69,17 @@ def test_trained_model_ends_middles_with_filler(loaded):
     suffix = tok.encode("\n    return y\n", add_special_tokens=False)
     g = torch.Generator().manual_seed(0)
     n = 32
-    canvas = torch.cat([torch.randint(max(tok.all_special_ids) + 1, len(tok), (1, n), generator=g),
-                        torch.tensor([suffix])], 1)
+    canvas = torch.cat(
+        [torch.randint(max(tok.all_special_ids) + 1, len(tok), (1, n), generator=g), torch.tensor([suffix])], 1
+    )
     P = prefix.shape[1]
     with torch.no_grad():
         cache = DynamicCache(config=model.config.get_text_config(decoder=True))
         model.model.encoder(input_ids=prefix, past_key_values=cache, position_ids=torch.arange(P)[None])
-        logits = model(decoder_input_ids=canvas, past_key_values=cache,
-                       decoder_position_ids=torch.arange(P, P + canvas.shape[1])[None]).logits
+        logits = model(
+            decoder_input_ids=canvas,
+            past_key_values=cache,
+            decoder_position_ids=torch.arange(P, P + canvas.shape[1])[None],
+        ).logits
     tail = logits[0, n - 8 : n].argmax(-1)
     assert (tail == filler).float().mean() >= 0.75, tail.tolist()

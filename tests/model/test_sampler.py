@@ -113,8 +113,11 @@ def test_accepted_slots_take_the_sample_others_are_renoised():
             return logits
 
     den = Spread(torch.zeros(1, 6, dtype=torch.long))
-    denoise(den, make_canvas(n_free=(6,), suffix=()), SamplerConfig(max_steps=2, entropy_bound=0.01,
-                                                                     confidence_threshold=0.0))
+    denoise(
+        den,
+        make_canvas(n_free=(6,), suffix=()),
+        SamplerConfig(max_steps=2, entropy_bound=0.01, confidence_threshold=0.0),
+    )
     second = den.calls[1][0][0].tolist()
     assert second[:2] == [7, 7]
     assert sum(t < 10 for t in second[2:]) == 1  # one accepted sample from ids 0-9
@@ -130,8 +133,9 @@ def test_one_step_accepts_and_renoises_only_free_slots():
     pinned[:, 6:] = True  # pinned suffix
     valid = torch.ones(B, C, dtype=torch.bool)
     valid[2, 4:6] = False  # padding
-    canvas = Canvas(tokens=tokens.clone(), pinned=pinned, valid=valid, positions=7 + torch.arange(C).expand(B, C),
-                    n_free=(6, 6, 4))
+    canvas = Canvas(
+        tokens=tokens.clone(), pinned=pinned, valid=valid, positions=7 + torch.arange(C).expand(B, C), n_free=(6, 6, 4)
+    )
     free = canvas.free
     logits = torch.randn(B, C, V) * torch.rand(B, C, 1) * 30  # from nearly uniform to nearly one-hot slots
     t = torch.tensor(0.7)
@@ -200,13 +204,25 @@ def test_fixed_seed_reproduces_and_other_seed_differs():
 def test_on_step_reports_progress():
     seen = []
     target = torch.randint(10, V, (1, 9))
-    denoise(ScriptedDenoiser(target, 1.0), make_canvas(), SamplerConfig(max_steps=3),
-            on_step=lambda s, n: seen.append((s, n)))
+    denoise(
+        ScriptedDenoiser(target, 1.0),
+        make_canvas(),
+        SamplerConfig(max_steps=3),
+        on_step=lambda s, n: seen.append((s, n)),
+    )
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
-@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(t_min=0.0), dict(t_min=0.9, t_max=0.5),
-                                 dict(entropy_bound=-1.0), dict(stability_threshold=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(max_steps=0),
+        dict(t_min=0.0),
+        dict(t_min=0.9, t_max=0.5),
+        dict(entropy_bound=-1.0),
+        dict(stability_threshold=-1),
+    ],
+)
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         SamplerConfig(**bad)

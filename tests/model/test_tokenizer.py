@@ -70,9 +70,10 @@ def test_pieces_concatenate_back(small_tok):
     text = "def f(x):\n    return x + 1  # é 🚀\n"
     for cut in range(len(text) + 1):
         a, b = text[:cut], text[cut:]
-        assert tok.decode(tok.encode(a, add_special_tokens=False)) + tok.decode(
-            tok.encode(b, add_special_tokens=False)
-        ) == text
+        assert (
+            tok.decode(tok.encode(a, add_special_tokens=False)) + tok.decode(tok.encode(b, add_special_tokens=False))
+            == text
+        )
 
 
 def test_vocab_too_small_is_rejected(tmp_path):

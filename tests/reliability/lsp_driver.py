@@ -43,11 +43,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 class RawServer:
     """`dgls --stdio` as a subprocess, spoken to in bytes; a reader thread collects every framed message."""
 
-    def __init__(self, args: list[str] | None = None, *, cwd: str | os.PathLike | None = None,
-                 env: dict[str, str] | None = None, command: list[str] | None = None):
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        *,
+        cwd: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ):
         full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        self.proc = subprocess.Popen([*(command or SERVER), *(args or [])], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=full_env)
+        self.proc = subprocess.Popen(
+            [*(command or SERVER), *(args or [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=full_env,
+        )
         self.messages: list[dict] = []
         self.garbage: list[bytes] = []  # bytes on stdout that were not a framed JSON message
         self.stderr = bytearray()
@@ -109,8 +121,7 @@ class RawServer:
         if msg_id is None:
             self._ids += 1
             msg_id = self._ids
-        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method,
-                   **({} if params is None else {"params": params})})
+        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, **({} if params is None else {"params": params})})
         return msg_id
 
     # -- receiving ------------------------------------------------------------------------------------------
@@ -134,17 +145,25 @@ class RawServer:
 
     def initialize(self, options: dict, timeout: float = 120) -> dict:
         """initialize + initialized, then wait for the model to be ready (or failed); the last status."""
-        reply = self.call("initialize", {"processId": None, "capabilities": {}, "initializationOptions": options},
-                          timeout)
+        reply = self.call(
+            "initialize", {"processId": None, "capabilities": {}, "initializationOptions": options}, timeout
+        )
         assert "result" in reply, reply
         self.notify("initialized", {})
-        return wait_until(lambda: next((s for s in reversed(self.notifications("dgls/status"))
-                                        if s.get("state") in ("ready", "error")), None), timeout, "the model")
+        return wait_until(
+            lambda: next(
+                (s for s in reversed(self.notifications("dgls/status")) if s.get("state") in ("ready", "error")), None
+            ),
+            timeout,
+            "the model",
+        )
 
     def open(self, uri: str, text: str, language: str = "plaintext", version: int = 1) -> None:
         """didOpen."""
-        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language,
-                                                              "version": version, "text": text}})
+        self.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": language, "version": version, "text": text}},
+        )
 
     def document_hash(self, uri: str, timeout: float = 60) -> dict:
         """The server's ``dgls/documentHash`` for `uri`."""

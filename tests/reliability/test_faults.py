@@ -43,10 +43,17 @@ def broken(tiny_checkpoint, tmp_path_factory):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(nan / "model.safetensors")
-    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()},
-              nan / "model.safetensors", metadata={"format": "pt"})
-    return {"missing": str(root / "does-not-exist"), "truncated": str(truncated), "wrong-arch": str(wrong),
-            "nan": str(nan)}
+    save_file(
+        {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()},
+        nan / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    return {
+        "missing": str(root / "does-not-exist"),
+        "truncated": str(truncated),
+        "wrong-arch": str(wrong),
+        "nan": str(nan),
+    }
 
 
 def errors_shown(server: RawServer) -> list[str]:
@@ -64,8 +71,13 @@ def configure(server: RawServer, model: str) -> dict:
     """Point the server at `model`; the status that ends the reload."""
     n = len(server.notifications("dgls/status"))
     server.notify("workspace/didChangeConfiguration", {"settings": {"dgls": {"model": model}}})
-    return wait_until(lambda: next((s for s in server.notifications("dgls/status")[n:]
-                                    if s.get("state") in ("ready", "error")), None), 120, f"loading {model}")
+    return wait_until(
+        lambda: next(
+            (s for s in server.notifications("dgls/status")[n:] if s.get("state") in ("ready", "error")), None
+        ),
+        120,
+        f"loading {model}",
+    )
 
 
 def test_load_failures_are_reported_once_and_a_good_model_recovers(broken, tiny_checkpoint):
@@ -88,8 +100,12 @@ def test_load_failures_are_reported_once_and_a_good_model_recovers(broken, tiny_
 
 
 def test_out_of_memory_is_reported_and_the_server_keeps_answering(tiny_checkpoint):
-    patched = [sys.executable, "-c", "import sys, dgls.model.loading as L; L.available_memory = lambda device: 4096; "
-               "from dgls.cli import main; sys.exit(main(['--stdio']))"]
+    patched = [
+        sys.executable,
+        "-c",
+        "import sys, dgls.model.loading as L; L.available_memory = lambda device: 4096; "
+        "from dgls.cli import main; sys.exit(main(['--stdio']))",
+    ]
     with RawServer(command=patched) as server:
         status = server.initialize({"dgls": {"model": str(tiny_checkpoint)}})
         assert status["state"] == "error" and "GiB free" in status["error"], status
@@ -126,11 +142,18 @@ def test_client_dies_mid_request_the_worker_stops_and_the_server_exits(tiny_chec
     with RawServer() as server:
         server.initialize({"dgls": {"model": str(tiny_checkpoint), "steps": 100_000, "maxCanvas": 16}})
         server.open(URI, TEXT)
-        params = {"textDocument": {"uri": URI}, "position": AT, "context": {"triggerKind": 1},
-                  "workDoneToken": "long-1"}
+        params = {
+            "textDocument": {"uri": URI},
+            "position": AT,
+            "context": {"triggerKind": 1},
+            "workDoneToken": "long-1",
+        }
         server.request("textDocument/inlineCompletion", params)
-        wait_until(lambda: [p for p in server.notifications("$/progress") if p["value"].get("kind") == "report"],
-                   60, "the model to run a step")
+        wait_until(
+            lambda: [p for p in server.notifications("$/progress") if p["value"].get("kind") == "report"],
+            60,
+            "the model to run a step",
+        )
         t0 = time.monotonic()
         server.close_stdin()  # the editor crashed: no shutdown, no exit, no cancel
         assert server.wait_exit(60) == 1

@@ -22,13 +22,15 @@ INLINE = "textDocument/inlineCompletion"
 
 
 def req(msg_id, method, params=None, **extra):
-    return {"jsonrpc": "2.0", "id": msg_id, "method": method, **({} if params is None else {"params": params}),
-            **extra}
+    return {"jsonrpc": "2.0", "id": msg_id, "method": method, **({} if params is None else {"params": params}), **extra}
 
 
 def inline_params(line=0, character=0, uri=PROBE_URI):
-    return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-            "context": {"triggerKind": 1}}
+    return {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": character},
+        "context": {"triggerKind": 1},
+    }
 
 
 # (name, bytes to send, expected reply: (id, error code) | None for "no reply is due")
@@ -54,20 +56,44 @@ CASES = [
     ("params a list", frame(req(10, INLINE, [1, 2])), (10, -32602)),
     ("negative line", frame(req(11, INLINE, inline_params(line=-1))), (11, -32602)),
     ("line 10**30", frame(req(12, INLINE, inline_params(line=10**30))), (12, -32602)),
-    ("line 1e400 (infinity)", frame(b'{"jsonrpc":"2.0","id":13,"method":"textDocument/inlineCompletion","params":'
-                                    b'{"textDocument":{"uri":"file:///x"},"position":{"line":1e400,"character":0},'
-                                    b'"context":{"triggerKind":1}}}'), (13, -32602)),
+    (
+        "line 1e400 (infinity)",
+        frame(
+            b'{"jsonrpc":"2.0","id":13,"method":"textDocument/inlineCompletion","params":'
+            b'{"textDocument":{"uri":"file:///x"},"position":{"line":1e400,"character":0},'
+            b'"context":{"triggerKind":1}}}'
+        ),
+        (13, -32602),
+    ),
     ("character a word", frame(req(14, INLINE, inline_params(character="five"))), (14, -32602)),
     ("trigger kind 99", frame(req(15, INLINE, {**inline_params(), "context": {"triggerKind": 99}})), (15, -32602)),
     ("uri a number", frame(req(16, "dgls/documentHash", {"uri": 7})), (16, -32602)),
-    ("command args wrong", frame(req(17, "workspace/executeCommand", {"command": "dgls.rewrite", "arguments": [1]})),
-     (17, -32602)),
+    (
+        "command args wrong",
+        frame(req(17, "workspace/executeCommand", {"command": "dgls.rewrite", "arguments": [1]})),
+        (17, -32602),
+    ),
     ("resolve without data", frame(req(18, "codeAction/resolve", {"title": "x"})), (18, -32602)),
     ("unknown notification", frame({"jsonrpc": "2.0", "method": "foo/bar"}), None),
-    ("notification with bad params", frame({"jsonrpc": "2.0", "method": "textDocument/didOpen",
-                                            "params": {"textDocument": 3}}), None),
-    ("didChange for a never-opened document", frame({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-        "textDocument": {"uri": "file:///fuzz/never.txt", "version": 2}, "contentChanges": [{"text": "x"}]}}), None),
+    (
+        "notification with bad params",
+        frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": 3}}),
+        None,
+    ),
+    (
+        "didChange for a never-opened document",
+        frame(
+            {
+                "jsonrpc": "2.0",
+                "method": "textDocument/didChange",
+                "params": {
+                    "textDocument": {"uri": "file:///fuzz/never.txt", "version": 2},
+                    "contentChanges": [{"text": "x"}],
+                },
+            }
+        ),
+        None,
+    ),
     ("response to nothing", frame({"jsonrpc": "2.0", "id": "zzz", "result": 1}), None),
     ("cancel of nothing", frame({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "nope"}}), None),
     ("JSON without a header", b'{"jsonrpc":"2.0","id":19,"method":"x"}\r\n', None),
@@ -106,8 +132,7 @@ def test_malformed_message(server: RawServer, name, data, expected):
     before = len(server.messages)
     server.send_bytes(data)
     alive(server)
-    replies = [m for m in server.messages[before:] if "method" not in m and m.get("id") is not None
-               or "error" in m]
+    replies = [m for m in server.messages[before:] if "method" not in m and m.get("id") is not None or "error" in m]
     errors = [(m.get("id"), m["error"]["code"]) for m in replies if "error" in m]
     if expected is None:
         assert errors == [], errors
@@ -149,11 +174,24 @@ def test_bad_params_are_logged_in_one_line_without_traceback(server: RawServer):
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20)
-methods = st.sampled_from([INLINE, "textDocument/completion", "textDocument/codeAction", "codeAction/resolve",
-                           "workspace/executeCommand", "dgls/documentHash", "textDocument/didOpen",
-                           "textDocument/didChange", "textDocument/didClose", "$/cancelRequest", "initialize",
-                           "x/unknown"])
+    max_leaves=20,
+)
+methods = st.sampled_from(
+    [
+        INLINE,
+        "textDocument/completion",
+        "textDocument/codeAction",
+        "codeAction/resolve",
+        "workspace/executeCommand",
+        "dgls/documentHash",
+        "textDocument/didOpen",
+        "textDocument/didChange",
+        "textDocument/didClose",
+        "$/cancelRequest",
+        "initialize",
+        "x/unknown",
+    ]
+)
 
 
 @pytest.fixture(scope="module")

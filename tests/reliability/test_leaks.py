@@ -31,12 +31,25 @@ def _session(work: Callable[[Handle], None], srv: DglsServer | None = None) -> t
         def handle(message: dict) -> None:
             proto.handle_message(proto.structure_message({"jsonrpc": "2.0", **message}))
 
-        handle({"id": 1, "method": "initialize", "params": {
-            "processId": None, "capabilities": {}, "initializationOptions": {"dgls": {"model": "/nonexistent"}}}})
+        handle(
+            {
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "processId": None,
+                    "capabilities": {},
+                    "initializationOptions": {"dgls": {"model": "/nonexistent"}},
+                },
+            }
+        )
         await asyncio.sleep(0.1)
         handle({"method": "initialized", "params": {}})
-        handle({"method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": "file:///a.py", "languageId": "python", "version": 1, "text": ""}}})
+        handle(
+            {
+                "method": "textDocument/didOpen",
+                "params": {"textDocument": {"uri": "file:///a.py", "languageId": "python", "version": 1, "text": ""}},
+            }
+        )
         work(handle)
         await asyncio.sleep(0.2)
         if srv.engine is not None:  # the load of /nonexistent fails: let its callback run while the loop is up
@@ -53,10 +66,23 @@ def test_notifications_leave_no_futures_behind():
 
     def type_x(handle: Handle) -> None:
         for v in range(2, 302):
-            handle({"method": "textDocument/didChange", "params": {
-                "textDocument": {"uri": "file:///a.py", "version": v},
-                "contentChanges": [{"range": {"start": {"line": 0, "character": v - 2},
-                                              "end": {"line": 0, "character": v - 2}}, "text": "x"}]}})
+            handle(
+                {
+                    "method": "textDocument/didChange",
+                    "params": {
+                        "textDocument": {"uri": "file:///a.py", "version": v},
+                        "contentChanges": [
+                            {
+                                "range": {
+                                    "start": {"line": 0, "character": v - 2},
+                                    "end": {"line": 0, "character": v - 2},
+                                },
+                                "text": "x",
+                            }
+                        ],
+                    },
+                }
+            )
 
     pending, text, _ = _session(type_x)
     assert text == "x" * 300  # the changes were applied
@@ -69,12 +95,28 @@ def test_commands_and_closes_leave_no_futures_behind():
 
     def commands(handle: Handle) -> None:
         for i in range(40):
-            handle({"id": f"show-{i}", "method": "workspace/executeCommand",
-                    "params": {"command": CMD_SHOW_CONFIG, "arguments": []}})
-            handle({"id": f"bad-{i}", "method": "workspace/executeCommand",
-                    "params": {"command": CMD_REWRITE, "arguments": ["file:///a.py", None, "shout"]}})
-            handle({"method": "textDocument/didOpen", "params": {"textDocument": {
-                "uri": "file:///b.py", "languageId": "python", "version": 1, "text": "b = 1\n"}}})
+            handle(
+                {
+                    "id": f"show-{i}",
+                    "method": "workspace/executeCommand",
+                    "params": {"command": CMD_SHOW_CONFIG, "arguments": []},
+                }
+            )
+            handle(
+                {
+                    "id": f"bad-{i}",
+                    "method": "workspace/executeCommand",
+                    "params": {"command": CMD_REWRITE, "arguments": ["file:///a.py", None, "shout"]},
+                }
+            )
+            handle(
+                {
+                    "method": "textDocument/didOpen",
+                    "params": {
+                        "textDocument": {"uri": "file:///b.py", "languageId": "python", "version": 1, "text": "b = 1\n"}
+                    },
+                }
+            )
             handle({"method": "textDocument/didClose", "params": {"textDocument": {"uri": "file:///b.py"}}})
 
     # dgls' own server: the features and commands are registered on it (this is the one test here to use it)
@@ -100,8 +142,11 @@ def test_a_superseded_request_leaves_no_reference_cycle(tiny_checkpoint):
         answers = []
         for _ in range(8):  # whether the cycle forms depends on timing: several requests
             cancel = threading.Event()  # a newer keystroke sets it after the first step
-            answers.append(await srv.policy.run(engine, request, cancel=cancel,
-                                                on_step=lambda step, total, cancel=cancel: cancel.set()))
+            answers.append(
+                await srv.policy.run(
+                    engine, request, cancel=cancel, on_step=lambda step, total, cancel=cancel: cancel.set()
+                )
+            )
         return answers
 
     gc.collect()
@@ -111,8 +156,13 @@ def test_a_superseded_request_leaves_no_reference_cycle(tiny_checkpoint):
         assert srv.stats["cancelled"] == 8
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        in_cycles = sorted({f"{o.f_code.co_name} ({os.path.basename(o.f_code.co_filename)})" for o in gc.garbage
-                            if isinstance(o, types.FrameType)})
+        in_cycles = sorted(
+            {
+                f"{o.f_code.co_name} ({os.path.basename(o.f_code.co_filename)})"
+                for o in gc.garbage
+                if isinstance(o, types.FrameType)
+            }
+        )
     finally:
         gc.set_debug(0)
         gc.garbage.clear()

@@ -20,9 +20,37 @@ from dgls.context import ContextBudget, ContextError, build_request
 from dgls.text import LineTable, PositionEncoding, PositionError, Utf8Index, offset_at, position_at
 from dgls.transport import _LspWorkspace
 
-ODD = ["\r\n", "\r", "\n", "\x00", "\u0301", "e\u0301", "😀", "👩‍👩‍👧", "\ud800", "\udfff", "é", "\t", "\x0c", "\x0b",
-       "\u2028", "\u2029", "\x85", "\x1c", "\ufeff", "日本", "(", ")", ":", '"', "#", "    ", "def f():", "...",
-       "pass"]
+ODD = [
+    "\r\n",
+    "\r",
+    "\n",
+    "\x00",
+    "\u0301",
+    "e\u0301",
+    "😀",
+    "👩‍👩‍👧",
+    "\ud800",
+    "\udfff",
+    "é",
+    "\t",
+    "\x0c",
+    "\x0b",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x1c",
+    "\ufeff",
+    "日本",
+    "(",
+    ")",
+    ":",
+    '"',
+    "#",
+    "    ",
+    "def f():",
+    "...",
+    "pass",
+]
 ENCODINGS = st.sampled_from(list(PositionEncoding))
 LANGUAGES = st.sampled_from(["python", "text", "plaintext", "javascript", "rust", "go", "c", "", "no-such-lang"])
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,7 +78,7 @@ def test_any_position_gives_a_nameable_offset_or_position_error(text, line, char
 def test_offsets_round_trip_through_positions_and_bytes(text, encoding, data):
     table, index = LineTable(text), Utf8Index(text)
     off = data.draw(st.integers(0, len(text)))
-    assume(text[off - 1:off + 1] != "\r\n")  # LSP cannot name the middle of a CRLF
+    assume(text[off - 1 : off + 1] != "\r\n")  # LSP cannot name the middle of a CRLF
     line, character = table.position_at(off, encoding)
     assert table.offset_at(line, character, encoding) == off
     byte = index.byte_offset(off)
@@ -85,21 +113,35 @@ def test_tree_sitter_byte_offsets_match(text):
         node = stack.pop()
         stack.extend(node.children)
         start, end = index.offset_from_byte(node.start_byte), index.offset_from_byte(node.end_byte)
-        assert text[start:end].encode() == index.data[node.start_byte:node.end_byte]
+        assert text[start:end].encode() == index.data[node.start_byte : node.end_byte]
 
 
 @FAST
-@given(text=texts, offset=ints, language=LANGUAGES, selection=st.none() | st.tuples(ints, ints),
-       prefix_tokens=st.integers(1, 64), suffix_tokens=st.integers(0, 64), max_canvas=st.integers(0, 300))
-def test_build_request_never_raises_anything_but_context_error(text, offset, language, selection, prefix_tokens,
-                                                               suffix_tokens, max_canvas):
+@given(
+    text=texts,
+    offset=ints,
+    language=LANGUAGES,
+    selection=st.none() | st.tuples(ints, ints),
+    prefix_tokens=st.integers(1, 64),
+    suffix_tokens=st.integers(0, 64),
+    max_canvas=st.integers(0, 300),
+)
+def test_build_request_never_raises_anything_but_context_error(
+    text, offset, language, selection, prefix_tokens, suffix_tokens, max_canvas
+):
     try:
-        r = build_request(text, offset, language=language, selection=selection, max_canvas=max_canvas,
-                          budget=ContextBudget(prefix_tokens, suffix_tokens))
+        r = build_request(
+            text,
+            offset,
+            language=language,
+            selection=selection,
+            max_canvas=max_canvas,
+            budget=ContextBudget(prefix_tokens, suffix_tokens),
+        )
     except ContextError:
         return
     assert 0 <= r.prefix_start <= r.start <= r.end <= r.suffix_end <= len(text)
-    assert r.prefix == text[r.prefix_start:r.start] and r.suffix == text[r.end:r.suffix_end]
+    assert r.prefix == text[r.prefix_start : r.start] and r.suffix == text[r.end : r.suffix_end]
     assert r.canvas_lengths and all(0 < n <= max(max_canvas, 16) for n in r.canvas_lengths)
     if selection is not None and selection[0] < selection[1]:
         assert (r.start, r.end) == selection
@@ -116,9 +158,9 @@ def edit_sequences(draw):
     for _ in range(draw(st.integers(1, 12))):
         a = draw(st.integers(0, len(current)))
         b = draw(st.integers(a, len(current)))
-        if current[a - 1:a + 1] == "\r\n":
+        if current[a - 1 : a + 1] == "\r\n":
             a -= 1
-        if current[b - 1:b + 1] == "\r\n":
+        if current[b - 1 : b + 1] == "\r\n":
             b += 1
         new = draw(texts)
         edits.append((a, b, new))
@@ -141,22 +183,31 @@ def test_incremental_edits_match_a_reference_text(case, encoding):
     reference = text
     for version, (a, b, new) in enumerate(edits, 1):
         rng = types.Range(start=lsp_position(reference, a, encoding), end=lsp_position(reference, b, encoding))
-        ws.update_text_document(types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                                types.TextDocumentContentChangePartial(range=rng, text=new))
+        ws.update_text_document(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            types.TextDocumentContentChangePartial(range=rng, text=new),
+        )
         reference = reference[:a] + new + reference[b:]
         assert ws.get_text_document(uri).source == reference
 
 
 @FAST
-@given(text=texts, line=st.integers(0, 50), character=st.integers(0, 2**31 - 1), encoding=ENCODINGS,
-       new=st.text(max_size=4))
+@given(
+    text=texts,
+    line=st.integers(0, 50),
+    character=st.integers(0, 2**31 - 1),
+    encoding=ENCODINGS,
+    new=st.text(max_size=4),
+)
 def test_positions_past_the_end_clamp_as_lsp_says(text, line, character, encoding, new):
     """A character past the line's end means the end of the line; a line past the end, the end of the text."""
     ws = _LspWorkspace(None, position_encoding=encoding.value)
     uri = "file:///prop/clamp.txt"
     ws.put_text_document(types.TextDocumentItem(uri=uri, language_id="plaintext", version=0, text=text))
     pos = types.Position(line=line, character=character)
-    ws.update_text_document(types.VersionedTextDocumentIdentifier(uri=uri, version=1),
-                            types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=new))
+    ws.update_text_document(
+        types.VersionedTextDocumentIdentifier(uri=uri, version=1),
+        types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=new),
+    )
     at = offset_at(text, line, character, encoding)
     assert ws.get_text_document(uri).source == text[:at] + new + text[at:]

@@ -41,9 +41,12 @@ class TcpServer:
 
     def __init__(self, *args: str, env: dict | None = None):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(self.port), *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        )
         self.banner = self.proc.stderr.readline().decode()
 
     def connect(self) -> socket.socket:
@@ -103,8 +106,14 @@ def initialize(token: str | None = None, msg_id: int = 1) -> bytes:
     options = {"dgls": {"model": "/nonexistent/security-test"}}
     if token is not None:
         options["token"] = token
-    return frame({"jsonrpc": "2.0", "id": msg_id, "method": "initialize",
-                  "params": {"processId": None, "capabilities": {}, "initializationOptions": options}})
+    return frame(
+        {
+            "jsonrpc": "2.0",
+            "id": msg_id,
+            "method": "initialize",
+            "params": {"processId": None, "capabilities": {}, "initializationOptions": options},
+        }
+    )
 
 
 def listening_addresses(port: int) -> list[str]:
@@ -128,8 +137,12 @@ def test_tcp_listens_on_loopback_only_by_default():
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
 def test_a_non_loopback_host_is_refused_without_allow_remote(host):
-    proc = subprocess.run([sys.executable, "-m", "dgls.cli", "--tcp", "--host", host, "--port", str(free_port())],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dgls.cli", "--tcp", "--host", host, "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and f"refusing to listen on {host}" in proc.stderr
 
 
@@ -155,13 +168,18 @@ def test_tcp_token_is_required_when_configured(tmp_path):
     token_file.write_text("s3cret-token\n")
     with TcpServer("--token-file", str(token_file)) as server:
         assert "token required" in server.banner
-        for first_message in (initialize(), initialize("wrong"), initialize(""),
-                              frame({"jsonrpc": "2.0", "id": 1, "method": "dgls/documentHash",
-                                     "params": {"uri": "file:///a"}}),
-                              frame({"jsonrpc": "2.0", "method": "initialized", "params": {}})):
+        for first_message in (
+            initialize(),
+            initialize("wrong"),
+            initialize(""),
+            frame({"jsonrpc": "2.0", "id": 1, "method": "dgls/documentHash", "params": {"uri": "file:///a"}}),
+            frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}),
+        ):
             sock = server.connect()
-            sock.sendall(first_message + frame({"jsonrpc": "2.0", "id": 99, "method": "dgls/documentHash",
-                                                "params": {"uri": "file:///a"}}))
+            sock.sendall(
+                first_message
+                + frame({"jsonrpc": "2.0", "id": 99, "method": "dgls/documentHash", "params": {"uri": "file:///a"}})
+            )
             seen = []
             while (msg := read_message(sock)) is not None:
                 seen.append(msg)
@@ -191,8 +209,21 @@ def test_tcp_token_from_the_environment():
 
 def test_an_empty_token_file_is_a_usage_error(tmp_path):
     (tmp_path / "empty").write_text("\n")
-    proc = subprocess.run([sys.executable, "-m", "dgls.cli", "--tcp", "--port", str(free_port()), "--token-file",
-                           str(tmp_path / "empty")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dgls.cli",
+            "--tcp",
+            "--port",
+            str(free_port()),
+            "--token-file",
+            str(tmp_path / "empty"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "the file is empty" in proc.stderr
 
 
@@ -218,8 +249,9 @@ def test_trust_remote_code_is_never_true_in_the_package():
 
 def _weights_only(call: ast.Call) -> bool:
     """torch.load(..., weights_only=True) restores tensors and plain data only, never code."""
-    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-               for k in call.keywords)
+    return any(
+        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords
+    )
 
 
 def test_nothing_in_the_package_unpickles_or_runs_commands():
@@ -272,34 +304,73 @@ def test_a_session_reads_no_client_path_writes_no_file_runs_no_command(tiny_chec
     secret = secret_dir / "passwords.txt"
     secret.write_text("root:SECRET-DO-NOT-READ\n")
     audit_log = tmp_path / "audit.log"
-    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONDONTWRITEBYTECODE": "1",
-           "TMPDIR": str(home / "tmp")}
+    env = {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TMPDIR": str(home / "tmp"),
+    }
     with RawServer(command=[sys.executable, "-c", AUDITED, str(audit_log)], cwd=cwd, env=env) as server:
-        assert server.initialize({"dgls": {"model": str(tiny_checkpoint), "steps": 2, "maxCanvas": 16}})["state"] \
+        assert (
+            server.initialize({"dgls": {"model": str(tiny_checkpoint), "steps": 2, "maxCanvas": 16}})["state"]
             == "ready"
+        )
         for uri in (secret.as_uri(), "file:///etc/passwd", "file:///etc/shadow", "file:///../../etc/passwd"):
             pos = {"line": 0, "character": 3}
             ctx = {"triggerKind": 1}
-            assert server.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos,
-                                                                 "context": ctx})["result"]["items"] == []
-            assert server.call("textDocument/completion", {"textDocument": {"uri": uri}, "position": pos})[
-                "result"]["items"] == []
-            assert server.call("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": {
-                "start": pos, "end": pos}, "context": {"diagnostics": []}})["result"] == []
+            assert (
+                server.call(
+                    "textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos, "context": ctx}
+                )["result"]["items"]
+                == []
+            )
+            assert (
+                server.call("textDocument/completion", {"textDocument": {"uri": uri}, "position": pos})["result"][
+                    "items"
+                ]
+                == []
+            )
+            assert (
+                server.call(
+                    "textDocument/codeAction",
+                    {"textDocument": {"uri": uri}, "range": {"start": pos, "end": pos}, "context": {"diagnostics": []}},
+                )["result"]
+                == []
+            )
             assert server.call("dgls/documentHash", {"uri": uri})["result"]["sha256"] is None
-            rewrite = server.call("workspace/executeCommand", {"command": "dgls.rewrite", "arguments": [
-                uri, {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 4}}, "show it"]})
+            rewrite = server.call(
+                "workspace/executeCommand",
+                {
+                    "command": "dgls.rewrite",
+                    "arguments": [
+                        uri,
+                        {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 4}},
+                        "show it",
+                    ],
+                },
+            )
             assert rewrite["error"]["code"] == -32803 and "is not open" in rewrite["error"]["message"]
-            resolve = server.call("codeAction/resolve", {"title": "x", "data": {
-                "uri": uri, "version": 1, "range": [0, 4], "action": "regenerate"}})
+            resolve = server.call(
+                "codeAction/resolve",
+                {"title": "x", "data": {"uri": uri, "version": 1, "range": [0, 4], "action": "regenerate"}},
+            )
             assert "is not open" in resolve["error"]["message"]
         # a real editing session in between: open, type, complete, close
         doc = "file:///session/a.py"
         server.open(doc, "def add(a, b):\n    return \n", "python")
-        server.notify("textDocument/didChange", {"textDocument": {"uri": doc, "version": 2}, "contentChanges": [
-            {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}}, "text": "a"}]})
-        answer = server.call("textDocument/inlineCompletion", {"textDocument": {"uri": doc}, "position": {
-            "line": 1, "character": 12}, "context": {"triggerKind": 1}})
+        server.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": doc, "version": 2},
+                "contentChanges": [
+                    {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}}, "text": "a"}
+                ],
+            },
+        )
+        answer = server.call(
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": doc}, "position": {"line": 1, "character": 12}, "context": {"triggerKind": 1}},
+        )
         assert all("command" not in item for item in answer["result"]["items"])  # ghost text never runs anything
         server.notify("textDocument/didClose", {"textDocument": {"uri": doc}})
         assert server.shutdown() == 0
@@ -327,13 +398,31 @@ def test_a_stale_edit_is_refused(tiny_checkpoint):
         server.initialize({"dgls": {"model": str(tiny_checkpoint), "steps": 40, "maxCanvas": 16}})
         uri = "file:///stale/notes.txt"
         server.open(uri, "first line\nsecond line\n")
-        msg_id = server.request("workspace/executeCommand", {"command": "dgls.rewrite", "arguments": [
-            uri, {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}}, "shout"]})
-        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
-            {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "new "}]})
+        msg_id = server.request(
+            "workspace/executeCommand",
+            {
+                "command": "dgls.rewrite",
+                "arguments": [uri, {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}}, "shout"],
+            },
+        )
+        server.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": 2},
+                "contentChanges": [
+                    {
+                        "range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}},
+                        "text": "new ",
+                    }
+                ],
+            },
+        )
         result = server.wait_reply(msg_id, timeout=120)["result"]
         assert result["applied"] is False and "changed while the edit was computed" in result["reason"]
         assert not [m for m in server.messages if m.get("method") == "workspace/applyEdit"]
-        wait_until(lambda: [p for p in server.notifications("window/showMessage") if "not applied" in p["message"]],
-                   30, "the warning")
+        wait_until(
+            lambda: [p for p in server.notifications("window/showMessage") if "not applied" in p["message"]],
+            30,
+            "the warning",
+        )
         assert server.shutdown() == 0

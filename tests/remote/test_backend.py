@@ -60,16 +60,21 @@ def test_min_tokens_drops_empty_middles(stub, infiller):
     assert [c.text for c in res.candidates] == ["x"]
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("status:400:diffusion_seed_canvas must hold exactly 8 ids, got 7.",
-     "refused the request (HTTP 400): diffusion_seed_canvas must hold exactly 8 ids, got 7."),
-    ("status:503", "failed (HTTP 503): injected"),
-    ("garbage", "not JSON"),
-    ("fields", "malformed answer"),
-    ("truncated", "broke before the answer was complete"),
-    ("disconnect", "broke before the answer was complete"),
-    ("status:307", "does not follow redirects"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        (
+            "status:400:diffusion_seed_canvas must hold exactly 8 ids, got 7.",
+            "refused the request (HTTP 400): diffusion_seed_canvas must hold exactly 8 ids, got 7.",
+        ),
+        ("status:503", "failed (HTTP 503): injected"),
+        ("garbage", "not JSON"),
+        ("fields", "malformed answer"),
+        ("truncated", "broke before the answer was complete"),
+        ("disconnect", "broke before the answer was complete"),
+        ("status:307", "does not follow redirects"),
+    ],
+)
 def test_a_fault_is_a_remote_error_with_the_reason(stub, infiller, fault, reason):
     stub.faults.append(fault)
     with pytest.raises(RemoteError, match=reason.replace("(", r"\(").replace(")", r"\)")):
@@ -87,8 +92,10 @@ def test_a_slow_server_times_out_instead_of_hanging(stub):
 
 
 def test_nobody_listening_and_an_unknown_host_are_errors_with_the_reason():
-    for url, reason in (("http://127.0.0.1:9", "connection refused"),
-                        ("http://dgls-test-host.invalid:8000", "cannot connect")):
+    for url, reason in (
+        ("http://127.0.0.1:9", "connection refused"),
+        ("http://dgls-test-host.invalid:8000", "cannot connect"),
+    ):
         inf = load_vllm(RemoteOptions(url=url, tokenizer="dgls-tiny", timeout_s=5))
         with pytest.raises(RemoteError, match=reason):
             inf.infill(PREFIX, SUFFIX, lengths=(16,))
@@ -183,8 +190,11 @@ def test_the_tokenizer_is_checked_once_and_a_server_without_tokenize_is_served_u
     infiller.infill(PREFIX, SUFFIX, lengths=(16,))
     infiller.infill(PREFIX + "x", SUFFIX, lengths=(16,))
     assert infiller.tokenizer_check == "same" and len(stub.tokenize_requests) == 1
-    assert stub.tokenize_requests[0]["body"] == {"prompt": TOKENIZER_PROBE, "add_special_tokens": False,
-                                                 "model": "dgls-tiny"}
+    assert stub.tokenize_requests[0]["body"] == {
+        "prompt": TOKENIZER_PROBE,
+        "add_special_tokens": False,
+        "model": "dgls-tiny",
+    }
     stub.tokenize_route = False
     other = load_vllm(RemoteOptions(url=stub.url, tokenizer="dgls-tiny"))
     other.infill(PREFIX, SUFFIX, lengths=(16,))

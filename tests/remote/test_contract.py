@@ -67,8 +67,7 @@ def test_bodies_for_the_26b_canvas_pass_too(vllm_check):
     for n_free, suffix in ((64, 30), (256, 0), (200, 300), (1, 255)):
         c = layout(n_free, [rng.randrange(262_144) for _ in range(suffix)], served_canvas=256)
         noise = [rng.randrange(9, 262_144) for _ in range(c.n_free)]
-        bodies.append(completion_body([2, *range(100, 180)], c, noise, model="google/diffusiongemma-26b",
-                                      max_steps=48))
+        bodies.append(completion_body([2, *range(100, 180)], c, noise, model="google/diffusiongemma-26b", max_steps=48))
     verdicts = vllm_check([{"body": b, "canvas_length": 256, "vocab_size": 262_144} for b in bodies])
     assert all(v["ok"] for v in verdicts), verdicts
 
@@ -82,8 +81,10 @@ def test_the_checker_refuses_what_vllm_refuses(vllm_check):
     pins_alone = {**good, "vllm_xargs": {"diffusion_pinned": [1]}}
     id_too_big = {**good, "vllm_xargs": {**good["vllm_xargs"], "diffusion_seed_canvas": [9, 9, 9, 9, 30, 8192]}}
     negative_prompt = {**good, "prompt": [2, -1]}
-    items = [{"body": b, "canvas_length": 64, "vocab_size": 8192}
-             for b in (good, seed_short, too_wide, pin_outside, pins_alone, id_too_big, negative_prompt)]
+    items = [
+        {"body": b, "canvas_length": 64, "vocab_size": 8192}
+        for b in (good, seed_short, too_wide, pin_outside, pins_alone, id_too_big, negative_prompt)
+    ]
     verdicts = vllm_check(items)
     assert verdicts[0]["ok"]
     assert [v["ok"] for v in verdicts[1:]] == [False] * 6, verdicts
@@ -94,8 +95,9 @@ def test_the_stand_in_server_answers_in_vllms_response_models(stub, vllm_check, 
     import httpx
 
     inf = load_vllm(RemoteOptions(url=stub.url, tokenizer="dgls-tiny"))
-    body = completion_body([2, *inf.tokenize(PREFIX)], layout(16, inf.tokenize(SUFFIX), 64),
-                           [9] * 16, model=None, max_steps=4)
+    body = completion_body(
+        [2, *inf.tokenize(PREFIX)], layout(16, inf.tokenize(SUFFIX), 64), [9] * 16, model=None, max_steps=4
+    )
     inf.close()
     if fault:
         stub.faults.append(fault)

@@ -42,9 +42,24 @@ PORT = free_port()
 URL = f"http://127.0.0.1:{PORT}"
 KEY_ENV, KEY = "DGLS_E2E_VLLM_KEY", "sk-e2e-never-logged-4711"
 CONFIG = ClientServerConfig(
-    server_command=[*SERVER, "--backend", "vllm", "--backend-url", URL, "--backend-model", "dgls-tiny",
-                    "--tokenizer", "dgls-tiny", "--backend-api-key-env", KEY_ENV, "--backend-timeout-ms", "30000"],
-    client_factory=make_client, server_env={KEY_ENV: KEY})
+    server_command=[
+        *SERVER,
+        "--backend",
+        "vllm",
+        "--backend-url",
+        URL,
+        "--backend-model",
+        "dgls-tiny",
+        "--tokenizer",
+        "dgls-tiny",
+        "--backend-api-key-env",
+        KEY_ENV,
+        "--backend-timeout-ms",
+        "30000",
+    ],
+    client_factory=make_client,
+    server_env={KEY_ENV: KEY},
+)
 TEXT = "Things to do today:\n\n\nCall the plumber.\n"
 
 
@@ -94,11 +109,13 @@ def failures(client: LanguageClient) -> list:
 
 async def recovered(client: LanguageClient, server: StubVllm, doc: Doc) -> None:
     """Ask until the server answers again (the backoff delay has run out); each ask a new text (no result cache)."""
+
     async def answered() -> bool:
         n = len(server.answers)
         doc.edit(0, 0, "y")
         await complete(client, doc)
         return len(server.answers) > n
+
     deadline = time.monotonic() + 30
     while not await answered():
         assert time.monotonic() < deadline, "the backend never recovered"
@@ -127,14 +144,19 @@ async def test_an_inline_completion_is_the_servers_middle_cut_at_the_first_pin(c
     doc.close()
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("status:400:diffusion_seed_canvas must hold exactly 80 ids, got 79.",
-     "HTTP 400): diffusion_seed_canvas must hold exactly 80 ids, got 79."),
-    ("garbage", "not JSON"),
-    ("status:502", "HTTP 502"),
-    ("truncated", "broke before the answer was complete"),
-    ("disconnect", "broke before the answer was complete"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        (
+            "status:400:diffusion_seed_canvas must hold exactly 80 ids, got 79.",
+            "HTTP 400): diffusion_seed_canvas must hold exactly 80 ids, got 79.",
+        ),
+        ("garbage", "not JSON"),
+        ("status:502", "HTTP 502"),
+        ("truncated", "broke before the answer was complete"),
+        ("disconnect", "broke before the answer was complete"),
+    ],
+)
 async def test_a_fault_gives_an_empty_answer_and_one_status_error(client, server, fault, reason):
     doc = Doc(client, f"file:///remote/fault-{fault[:10]}.txt", f"{fault}\n{TEXT}", language="plaintext")
     before = len(failures(client))
@@ -152,8 +174,9 @@ async def test_cancel_request_closes_the_http_request_within_100_ms(client, serv
     doc = Doc(client, "file:///remote/cancel.txt", f"cancel\n{TEXT}", language="plaintext")
     server.faults.append("slow:20")
     n = len(server.requests)
-    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(doc, cursor(doc)),
-                                       msg_id="remote-slow-1")
+    fut = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(doc, cursor(doc)), msg_id="remote-slow-1"
+    )
     await wait_for(lambda: len(server.requests) > n, timeout=30, what="the request at the vLLM server")
     t0 = time.monotonic()
     client.cancel_request(types.CancelParams(id="remote-slow-1"))
@@ -182,9 +205,13 @@ async def test_a_server_that_goes_away_and_comes_back(client, server):
     finally:
         server.come_back()
     await recovered(client, server, doc)
-    status = await wait_for(lambda: next((s for s in reversed(client.statuses) if getattr(s, "backend", None)
-                                          and s.backend.connection == "ok"), None), timeout=10,
-                            what="a status with the connection back")
+    status = await wait_for(
+        lambda: next(
+            (s for s in reversed(client.statuses) if getattr(s, "backend", None) and s.backend.connection == "ok"), None
+        ),
+        timeout=10,
+        what="a status with the connection back",
+    )
     assert status.backend.url == URL and status.backend.unencrypted is False
     doc.close()
 
@@ -193,8 +220,9 @@ async def test_a_newer_keystroke_supersedes_the_request_in_flight(client, server
     doc = Doc(client, "file:///remote/supersede.txt", f"supersede\n{TEXT}", language="plaintext")
     server.faults += ["slow:20", "script:Water the plants."]
     n, gone = len(server.requests), len(server.disconnects)
-    older = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(doc, cursor(doc)),
-                                         msg_id="remote-old-1")
+    older = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(doc, cursor(doc)), msg_id="remote-old-1"
+    )
     await wait_for(lambda: len(server.requests) > n, timeout=30, what="the first request at the vLLM server")
     doc.edit(0, 0, "s")  # the user typed on
     newer = await complete(client, doc)

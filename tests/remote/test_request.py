@@ -35,8 +35,13 @@ def test_body_seeds_noise_then_suffix_read_only():
     assert body["prompt"] == [2, 10, 11] and body["model"] == "served" and body["max_tokens"] == 5
     assert body["temperature"] == 1.0 and body["logprobs"] == 1 and body["return_token_ids"] is True
     assert body["skip_special_tokens"] is False
-    assert body["vllm_xargs"] == {"diffusion_canvas_length": 5, "diffusion_seed_canvas": [900, 901, 902, 40, 41],
-                                  "diffusion_pinned": [3, 4], "diffusion_max_steps": 12, "diffusion_read_only": True}
+    assert body["vllm_xargs"] == {
+        "diffusion_canvas_length": 5,
+        "diffusion_seed_canvas": [900, 901, 902, 40, 41],
+        "diffusion_pinned": [3, 4],
+        "diffusion_max_steps": 12,
+        "diffusion_read_only": True,
+    }
     for rejected in ("seed", "min_p", "min_tokens", "logit_bias", "bad_words", "allowed_token_ids"):
         assert rejected not in body
     json.dumps(body)  # plain JSON
@@ -60,33 +65,51 @@ def test_read_canvas_keeps_only_the_free_slots():
     assert lps == [float("-inf"), -1.0]
 
 
-@pytest.mark.parametrize("payload, match", [
-    ({"choices": []}, "expected choices"),
-    ({"object": "error"}, "expected choices"),
-    ([1, 2], "expected choices"),
-    (answer([5], [-0.1]), "1 token ids and 1 log-probabilities for a canvas with 2 free slots"),
-    (answer("56", [-0.1, -0.1]), "must be lists"),
-    (answer([5, -6], [-0.1, -0.1]), "non-negative integers"),
-    (answer([5, True], [-0.1, -0.1]), "non-negative integers"),
-    (answer([5, 6], ["x", -0.1]), "must be numbers"),
-])
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ({"choices": []}, "expected choices"),
+        ({"object": "error"}, "expected choices"),
+        ([1, 2], "expected choices"),
+        (answer([5], [-0.1]), "1 token ids and 1 log-probabilities for a canvas with 2 free slots"),
+        (answer("56", [-0.1, -0.1]), "must be lists"),
+        (answer([5, -6], [-0.1, -0.1]), "non-negative integers"),
+        (answer([5, True], [-0.1, -0.1]), "non-negative integers"),
+        (answer([5, 6], ["x", -0.1]), "must be numbers"),
+    ],
+)
 def test_read_canvas_refuses_a_malformed_answer(payload, match):
     with pytest.raises(RemoteError, match=match):
         read_canvas(payload, n_free=2)
 
 
 def test_error_message_prefers_vllms_own():
-    body = json.dumps({"error": {"message": "diffusion_seed_canvas must hold exactly 8 ids, got 7.",
-                                 "type": "BadRequestError", "param": None, "code": 400}})
+    body = json.dumps(
+        {
+            "error": {
+                "message": "diffusion_seed_canvas must hold exactly 8 ids, got 7.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        }
+    )
     assert error_message(400, body) == "diffusion_seed_canvas must hold exactly 8 ids, got 7."
     assert error_message(502, "<html>\n bad   gateway</html>") == "<html> bad gateway</html>"
     assert error_message(500, "") == "HTTP 500 with an empty body"
 
 
-@pytest.mark.parametrize("url, unencrypted", [
-    ("http://127.0.0.1:8000", False), ("http://localhost:8000", False), ("http://[::1]:8000", False),
-    ("https://gpu.example.com", False), ("http://gpu.example.com:8000", True), ("http://10.0.0.5:8000", True),
-])
+@pytest.mark.parametrize(
+    "url, unencrypted",
+    [
+        ("http://127.0.0.1:8000", False),
+        ("http://localhost:8000", False),
+        ("http://[::1]:8000", False),
+        ("https://gpu.example.com", False),
+        ("http://gpu.example.com:8000", True),
+        ("http://10.0.0.5:8000", True),
+    ],
+)
 def test_plain_http_off_loopback_is_unencrypted(url, unencrypted):
     assert is_unencrypted(url) is unencrypted
 

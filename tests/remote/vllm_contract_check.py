@@ -34,10 +34,17 @@ def check_body(item: dict) -> dict:
     max_tokens = request.max_tokens if request.max_tokens is not None else item["canvas_length"]
     params = request.to_sampling_params(max_tokens=max_tokens)
     validate_diffusion_sampling_params(params, canvas_length=item["canvas_length"], vocab_size=item["vocab_size"])
-    return {"ok": True, "extra_args": params.extra_args, "max_tokens": params.max_tokens,
-            "ignore_eos": params.ignore_eos, "temperature": params.temperature, "logprobs": params.logprobs,
-            "skip_special_tokens": params.skip_special_tokens, "prompt": request.prompt,
-            "return_token_ids": request.return_token_ids}
+    return {
+        "ok": True,
+        "extra_args": params.extra_args,
+        "max_tokens": params.max_tokens,
+        "ignore_eos": params.ignore_eos,
+        "temperature": params.temperature,
+        "logprobs": params.logprobs,
+        "skip_special_tokens": params.skip_special_tokens,
+        "prompt": request.prompt,
+        "return_token_ids": request.return_token_ids,
+    }
 
 
 def check(item: dict) -> dict:

@@ -42,8 +42,17 @@ from dgls.model.canvas import Canvas
 from dgls.model.loading import LoadedModel, load_model
 from dgls.model.sampler import denoise
 
-REJECTED = ("seed", "min_p", "min_tokens", "logit_bias", "bad_words", "allowed_token_ids", "structured_outputs",
-            "response_format", "guided_json")
+REJECTED = (
+    "seed",
+    "min_p",
+    "min_tokens",
+    "logit_bias",
+    "bad_words",
+    "allowed_token_ids",
+    "structured_outputs",
+    "response_format",
+    "guided_json",
+)
 
 
 class Refusal(Exception):
@@ -94,8 +103,7 @@ class StubVllm:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
         return self
 
@@ -125,42 +133,73 @@ class StubVllm:
 
     def complete(self, body: Any) -> dict[str, Any]:
         """The /v1/completions answer for `body`, computed by the model (Refusal for what vLLM refuses)."""
-        prompt, xargs = check_request(body, self.served_name, self.loaded.model.config.canvas_length,
-                                      self.loaded.spec.vocab_size)
-        script = self.faults.pop(0)[len("script:"):] if self.faults and self.faults[0].startswith("script:") else None
+        prompt, xargs = check_request(
+            body, self.served_name, self.loaded.model.config.canvas_length, self.loaded.spec.vocab_size
+        )
+        script = self.faults.pop(0)[len("script:") :] if self.faults and self.faults[0].startswith("script:") else None
         t0 = time.perf_counter()
         canvas, logprobs, first_pin, steps = self.denoise(prompt, xargs, script)
         tok = self.loaded.tokenizer
-        answer = Answer(body=body, canvas=canvas, first_pin=first_pin, middle=self.cut(canvas[:first_pin]),
-                        ms=(time.perf_counter() - t0) * 1e3, steps=steps)
+        answer = Answer(
+            body=body,
+            canvas=canvas,
+            first_pin=first_pin,
+            middle=self.cut(canvas[:first_pin]),
+            ms=(time.perf_counter() - t0) * 1e3,
+            steps=steps,
+        )
         self.answers.append(answer)
-        return {"id": f"cmpl-stub-{len(self.answers)}", "object": "text_completion", "created": int(time.time()),
-                "model": self.served_name,
-                "choices": [{"index": 0, "text": tok.decode(canvas, skip_special_tokens=False),
-                             "logprobs": {"text_offset": [], "token_logprobs": logprobs,
-                                          "tokens": [tok.convert_ids_to_tokens(t) for t in canvas],
-                                          "top_logprobs": []},
-                             "finish_reason": "length", "stop_reason": None, "token_ids": canvas}],
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(canvas),
-                          "total_tokens": len(prompt) + len(canvas)}}
+        return {
+            "id": f"cmpl-stub-{len(self.answers)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.served_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": tok.decode(canvas, skip_special_tokens=False),
+                    "logprobs": {
+                        "text_offset": [],
+                        "token_logprobs": logprobs,
+                        "tokens": [tok.convert_ids_to_tokens(t) for t in canvas],
+                        "top_logprobs": [],
+                    },
+                    "finish_reason": "length",
+                    "stop_reason": None,
+                    "token_ids": canvas,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "completion_tokens": len(canvas),
+                "total_tokens": len(prompt) + len(canvas),
+            },
+        }
 
-    def denoise(self, prompt: list[int], xargs: dict[str, Any],
-                script: str | None) -> tuple[list[int], list[float], int, int]:
+    def denoise(
+        self, prompt: list[int], xargs: dict[str, Any], script: str | None
+    ) -> tuple[list[int], list[float], int, int]:
         """Run dgls's sampler on the seed canvas: the argmax canvas with junk from the first pin on, its
         log-probabilities, the first pinned position and the steps run."""
         spec, model = self.loaded.spec, self.loaded.model
         seed = xargs["diffusion_seed_canvas"]
         C, pins = len(seed), sorted(set(xargs.get("diffusion_pinned", [])))
         first_pin = pins[0] if pins else C
-        cfg = spec.sampler.replace(max_steps=min(int(xargs.get("diffusion_max_steps", spec.sampler.max_steps)),
-                                                 spec.sampler.max_steps))
+        cfg = spec.sampler.replace(
+            max_steps=min(int(xargs.get("diffusion_max_steps", spec.sampler.max_steps)), spec.sampler.max_steps)
+        )
         pinned = torch.zeros(1, C, dtype=torch.bool)
         pinned[0, pins] = True
         with self.model_lock:
             cache = encode(model, torch.tensor([prompt]))
             denoiser = DiffusionGemmaDenoiser(model, cache, noise_low=0)  # vLLM renoises from the whole vocabulary
-            canvas = Canvas(tokens=torch.tensor([seed]), pinned=pinned, valid=torch.ones(1, C, dtype=torch.bool),
-                            positions=torch.arange(len(prompt), len(prompt) + C)[None], n_free=(C - len(pins),))
+            canvas = Canvas(
+                tokens=torch.tensor([seed]),
+                pinned=pinned,
+                valid=torch.ones(1, C, dtype=torch.bool),
+                positions=torch.arange(len(prompt), len(prompt) + C)[None],
+                n_free=(C - len(pins),),
+            )
             res = denoise(denoiser, canvas, cfg, generator=torch.Generator().manual_seed(0))
         ids = res.tokens[0].tolist()
         logprobs = [round(float(lp), 6) for lp in res.confidence[0].clamp(min=1e-30).log().tolist()]
@@ -198,8 +237,9 @@ def check_request(body: Any, served_name: str, served_canvas: int, vocab: int) -
         if body.get(key) is not None:
             raise Refusal(400, f"{key} is not supported for diffusion models")
     if body.get("temperature") not in (None, 1.0, 1):
-        raise Refusal(400, "diffusion models take their temperature schedule from the checkpoint; temperature "
-                           "must be 1.0")
+        raise Refusal(
+            400, "diffusion models take their temperature schedule from the checkpoint; temperature must be 1.0"
+        )
     prompt = body.get("prompt")
     if not (isinstance(prompt, list) and prompt and all(isinstance(t, int) and 0 <= t < vocab for t in prompt)):
         raise Refusal(400, "prompt must be a non-empty list of token ids")
@@ -208,8 +248,7 @@ def check_request(body: Any, served_name: str, served_canvas: int, vocab: int) -
     width = x.get("diffusion_canvas_length", served_canvas)
     if not (isinstance(width, int) and 0 < width <= served_canvas):
         raise Refusal(400, "diffusion_canvas_length must be a positive integer no larger than the served canvas.")
-    if not (isinstance(seed, list) and len(seed) == width and all(isinstance(t, int) and 0 <= t < vocab
-                                                                  for t in seed)):
+    if not (isinstance(seed, list) and len(seed) == width and all(isinstance(t, int) and 0 <= t < vocab for t in seed)):
         raise Refusal(400, f"diffusion_seed_canvas must hold exactly {width} ids in [0, {vocab}).")
     pins = x.get("diffusion_pinned", [])
     if not (isinstance(pins, list) and all(isinstance(p, int) and 0 <= p < width for p in pins)):
@@ -336,8 +375,11 @@ def load_stub_model(name: str = "dgls-tiny") -> LoadedModel:
     loaded = load_model(name, device="cpu")
     spec = loaded.spec
     seed = [spec.noise_low] * 8
-    StubVllm(loaded).denoise([spec.bos_id, spec.noise_low], {"diffusion_seed_canvas": seed, "diffusion_pinned": [7],
-                                                          "diffusion_max_steps": 2}, None)
+    StubVllm(loaded).denoise(
+        [spec.bos_id, spec.noise_low],
+        {"diffusion_seed_canvas": seed, "diffusion_pinned": [7], "diffusion_max_steps": 2},
+        None,
+    )
     return loaded
 
 
