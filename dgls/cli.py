@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -163,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "infill":
             return cmd_jsonl(args) if args.jsonl else cmd_infill(args)
         if args.command == "doctor":
+            from dgls.doctor import cmd_doctor
+
             return cmd_doctor(args)
         return cmd_serve(args)
     except UsageError as exc:
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _engine(args):
+def load_engine(args):
+    """The engine the command line asks for, loaded (a UsageError when it cannot load)."""
     from dgls.engine import Engine, EngineOptions
 
     if args.blocks < 1 or args.max_canvas < 16:
@@ -237,7 +239,7 @@ def cmd_infill(args) -> int:
                 raise UsageError(f"--select-to expects LINE:COL, got {args.select_to!r}")
             selection = (offset, offset_from_line_col(text, int(line), int(col)))
         language = args.language or language_for_path(args.file)
-        engine = _engine(args)
+        engine = load_engine(args)
         request = engine.build_request(text, offset, language=language, selection=selection)
     except (PositionError, ContextError) as exc:
         raise UsageError(f"{args.file}: {exc}") from None
@@ -324,7 +326,7 @@ def cmd_jsonl(args) -> int:
 
     if args.file:
         raise UsageError("--jsonl reads requests from stdin; do not pass a FILE")
-    engine = _engine(args)
+    engine = load_engine(args)
     failures = 0
     for n, raw in enumerate(sys.stdin, 1):
         if not raw.strip():
@@ -361,70 +363,6 @@ def cmd_jsonl(args) -> int:
         sys.stdout.flush()
     engine.shutdown()
     return 1 if failures else 0
-
-
-def cmd_doctor(args) -> int:
-    """`dgls doctor`: what runs where."""
-    import platform
-
-    import torch
-    import transformers
-
-    from dgls.kernels import availability
-    from dgls.model.loading import ModelLoadError, check_checkpoint, count_parameters, resolve_checkpoint
-
-    report: dict[str, Any] = {
-        "dgls": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    for mod in ("pygls", "lsprotocol", "tree_sitter", "tree_sitter_python", "triton"):
-        try:
-            from importlib.metadata import version
-
-            report[mod] = version(mod.replace("_", "-"))
-        except Exception:
-            report[mod] = None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        report["device"] = f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB"
-    else:
-        report["device"] = "cpu (CUDA not available)"
-    ok, why = availability()
-    report["kernels"] = {"active": ok, "why": why}
-    status = 0
-    try:
-        path = resolve_checkpoint(args.model, args.allow_download)
-        check_checkpoint(path)
-        report["model"] = {"name": args.model, "path": str(path), "params": count_parameters(path)}
-    except ModelLoadError as exc:
-        report["model"] = {"name": args.model, "error": str(exc)}
-        status = 1
-    if args.load and status == 0:
-        engine = _engine(args)
-        done = engine.complete(engine.build_request("def add(a, b):\n    return \n", 26, language="python"))
-        report["model"].update(engine.info)
-        report["model"]["smoke_infill"] = {"text": done.text, "nfe": done.nfe, "ms": round(done.ms, 1)}
-        engine.shutdown()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(_report_lines(report)))
-    return status
-
-
-def _report_lines(report: Mapping[str, Any], indent: int = 0) -> list[str]:
-    """``key: value`` lines of a nested report, nested objects indented under their key (no Python reprs)."""
-    lines = []
-    for k, v in report.items():
-        if isinstance(v, Mapping):
-            lines.append(f"{' ' * indent}{k}:")
-            lines += _report_lines(v, indent + 2)
-        else:
-            shown = f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v
-            lines.append(f"{' ' * indent}{k}: {shown}")
-    return lines
 
 
 def cmd_serve(args) -> int:

@@ -8,7 +8,6 @@ model's tokenizer) and submit it; the future resolves to a :class:`Completion` o
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
+from dgls.memory import release_freed_memory
 from dgls.model import DEFAULT_MODEL
 from dgls.model.remote import RemoteError, RemoteOptions
 from dgls.settings import Settings
@@ -29,34 +29,6 @@ if TYPE_CHECKING:  # the model layer imports torch: not at dgls.engine's import
     from dgls.model.remote import VllmInfiller
 
 log = logging.getLogger("dgls.engine")
-
-
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """The C library's ``malloc_trim`` where it has one (glibc); None elsewhere (musl, macOS, Windows).
-
-    Looked up among the symbols already loaded into the process (``CDLL(None)``): ``ctypes.util.find_library``
-    would run ``ldconfig`` in a subprocess, and the server runs no commands.
-    """
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
-_MALLOC_TRIM = _find_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the pages torch freed during a model call back to the OS (glibc keeps them in its arenas otherwise).
-
-    Every request has its own prefix and canvas shapes, so CPU tensors of ever new sizes are freed into glibc's
-    heaps, where the holes fragment and the resident size creeps up over a long editing session. ``malloc_trim``
-    returns free pages (it also releases holes in the middle of a heap) and costs well under a millisecond here.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class TokenCounter:
