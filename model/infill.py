@@ -89,10 +89,6 @@ class Infiller:
             return []
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def count_tokens(self, text: str) -> int:
-        """Number of tokens of `text` (for context budgets)."""
-        return len(self.tokenize(text))
-
     def infill(self, prefix: str, suffix: str, **kw) -> InfillResult:
         """Fill between two strings; keyword arguments as :meth:`infill_ids`."""
         return self.infill_ids(self.tokenize(prefix), self.tokenize(suffix), **kw)

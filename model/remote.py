@@ -388,10 +388,6 @@ class VllmInfiller:
             return []
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def count_tokens(self, text: str) -> int:
-        """Number of tokens of `text` (for context budgets)."""
-        return len(self.tokenize(text))
-
     def status(self) -> dict[str, Any]:
         """The connection as ``dgls/status`` shows it."""
         out: dict[str, Any] = {
