@@ -12,7 +12,9 @@ Each case is sent twice: ``variable`` (the engine picks the length; the model en
 ``oracle`` (``"n_middle": k`` forces a canvas of exactly the reference's k tokens). Scores: exact match, exact
 match ignoring trailing whitespace, token accuracy (position-wise over the reference tokens), character
 similarity (difflib ratio), the share of results whose whole file (prefix + middle + suffix) parses with
-tree-sitter-python, and the mean NFE and latency the CLI reports.
+tree-sitter-python, and the mean NFE and latency the CLI reports. These score the model's own best middle
+(``raw_middle``); ``offered`` is the share of cases where the CLI offers a suggestion at all (``middle`` is what
+an editor would get: shaped and parse-checked) and ``offered exact`` the share where that suggestion is exact.
 
     python benchmarks/quality.py --n-per-kind 40            # prints a table, appends it to RESULTS.md
     python benchmarks/quality.py --dry-run --cases-out c.jsonl   # only cut the cases
@@ -192,7 +194,8 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
         raise ValueError("aggregate needs at least one scored row, found none")
     out = {
         k: statistics.fmean(r[k] for r in rows)
-        for k in ("exact", "exact_ws", "token_acc", "char_sim", "parses", "len_ratio")
+        for k in ("exact", "exact_ws", "token_acc", "char_sim", "parses", "len_ratio", "offered", "offered_exact")
+        if all(k in r for r in rows)
     }
     nfe = [r["nfe"] for r in rows if r.get("nfe") is not None]
     ms = sorted(r["ms"] for r in rows if r.get("ms") is not None)
@@ -241,7 +244,10 @@ def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"
         outs = run_cli(cases, cmd, tok, oracle=(mode == "oracle"))
         rows = []
         for c, o in zip(cases, outs, strict=True):
-            r = score(c, o.get("middle", ""), tok)
+            # the model's own best (raw_middle; older CLIs and other tools give only middle), and the suggestion
+            # an editor would get (middle: shaped and parse-checked, null when nothing survives)
+            r = score(c, o.get("raw_middle", o.get("middle")) or "", tok)
+            r.update(offered=float(o.get("middle") is not None), offered_exact=float(o.get("middle") == c.middle))
             r.update(kind=c.kind, nfe=o.get("nfe"), ms=o.get("ms"), error=float("error" in o))
             rows.append(r)
         for kind in KINDS:
@@ -256,7 +262,8 @@ def table(results: dict[str, dict]) -> str:
     """Markdown table of :func:`evaluate`'s results."""
     head = (
         "| mode | kind | n | errors | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
-        "| ms mean | ms p50 | ms p95 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| ms mean | ms p50 | ms p95 | offered | offered exact |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for key, r in results.items():
@@ -265,7 +272,8 @@ def table(results: dict[str, dict]) -> str:
             f"| {mode} | {kind} | {r['n']} | {r['errors']:.0f} | {r['exact']:.1%} | {r['exact_ws']:.1%} "
             f"| {r['token_acc']:.1%} "
             f"| {r['char_sim']:.2f} | {r['parses']:.1%} | {r['len_ratio']:.2f} | {r['nfe']:.1f} "
-            f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} |"
+            f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} "
+            f"| {r.get('offered', float('nan')):.1%} | {r.get('offered_exact', float('nan')):.1%} |"
         )
     return head + "\n".join(rows) + "\n"
 

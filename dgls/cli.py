@@ -17,6 +17,11 @@ from dgls.settings import EXPERTS, Settings, parse_settings
 
 log = logging.getLogger("dgls")
 
+# `dgls infill`'s exit status: 0 a suggestion was printed, 1 nothing to offer at that position (the reason on stderr;
+# --json still prints its object), 2 a usage error; --jsonl: 0 every line answered (a line with nothing to offer
+# has "middle": null and says why), 1 some line was an error
+NOTHING_TO_OFFER = 1
+
 
 class UsageError(Exception):
     """A user mistake: reported in one line, no traceback."""
@@ -107,13 +112,26 @@ def parser() -> argparse.ArgumentParser:
     _add_backend_args(p)
     sub = p.add_subparsers(dest="command", metavar="{infill,doctor,train}")
 
-    i = sub.add_parser("infill", help="fill the middle at a position of a file (or JSON lines on stdin)")
+    i = sub.add_parser(
+        "infill",
+        help="fill the middle at a position of a file (or JSON lines on stdin)",
+        description="Print the suggestion at a position: the model's best candidate that survives the checks an "
+        "editor's suggestion gets (shaped to the span, no new syntax error), the same one the server offers.",
+        epilog="exit status: 0 a suggestion was printed; 1 nothing to offer there (the reason on stderr; --json "
+        'still prints its object, with "middle": null); 2 a usage error. With --jsonl: 0 when every line was '
+        'answered (a line with nothing to offer has "middle": null and a "nothing" reason), 1 when a line was an '
+        "error.",
+    )
     i.add_argument("file", nargs="?", help="source file (not with --jsonl)")
     i.add_argument("--line", type=int, help="1-based line of the cursor")
     i.add_argument("--col", type=int, help="1-based column of the cursor, in characters")
     i.add_argument("--select-to", metavar="LINE:COL", help="regenerate from the cursor to this position")
     i.add_argument("--language", default=None, help="language id (default: from the file name)")
-    i.add_argument("--json", action="store_true", help="print a JSON object instead of the middle")
+    i.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object: middle (the suggestion), raw_middle, edits, candidates, nfe, ms",
+    )
     i.add_argument(
         "--raw",
         action="store_true",
@@ -220,7 +238,7 @@ def _candidates(completion) -> list[dict[str, Any]]:
 
 
 def cmd_infill(args) -> int:
-    """`dgls infill FILE --line N --col M`: print the middle."""
+    """`dgls infill FILE --line N --col M`: print the suggestion (the middle an editor would be offered)."""
     from dgls.context import ContextError
     from dgls.engine import EngineError
     from dgls.languages import language_for_path
@@ -251,51 +269,72 @@ def cmd_infill(args) -> int:
         raise UsageError(str(exc)) from None
     finally:
         engine.shutdown()
-    edits = make_edits(text, request, done.candidates)  # what an editor would be offered: the server's checks
+    edits = make_edits(text, request, done.candidates)  # the suggestion: what an editor would be offered
     if not args.json:
-        if args.raw:
-            sys.stdout.write(done.text + "\n")
-        elif edits:
-            sys.stdout.write(edits[0].new_text + "\n")
-        else:
-            n = len(done.candidates)
-            print(
-                f"dgls: none of the model's {n} candidate(s) keeps {args.file} parsing, so an editor would show "
-                f"nothing here (more with --candidates; --raw prints the model's best anyway)",
-                file=sys.stderr,
-            )
-        return 0
-    best = done.candidates[0] if done.candidates else None
+        shown = done.text if args.raw else edits[0].new_text if edits else ""
+        if shown:
+            sys.stdout.write(shown + "\n")
+            return 0
+        print(f"dgls: {_nothing(done, raw=args.raw)}", file=sys.stderr)
+        return NOTHING_TO_OFFER
 
     def lc(offset: int) -> list[int]:  # 1-based [line, column], as --line/--col take them
         line, col = position_at(text, offset)
         return [line + 1, col + 1]
 
-    print(
-        json.dumps(
-            {
-                "text": done.text,
-                "candidates": _candidates(done),
-                "edits": [
-                    {
-                        "text": e.new_text,
-                        "range": {"start": lc(e.start), "end": lc(e.end)},
-                        "syntax_ok": e.syntax_ok,
-                        "score": round(e.score, 4),
-                    }
-                    for e in edits
-                ],
-                "confidence": round(best.confidence, 4) if best else None,
-                "nfe": done.nfe,
-                "ms": round(done.ms, 1),
-                "span": request.span.value,
-                "range": {"start": lc(request.start), "end": lc(request.end)},
-                "prefix_cache": done.prefix_cache,
-            },
-            ensure_ascii=False,
-        )
+    out = {
+        "middle": edits[0].new_text if edits else None,
+        "raw_middle": done.text,
+        "edits": [
+            {"text": e.new_text, "range": {"start": lc(e.start), "end": lc(e.end)}, **_edit_fields(e)} for e in edits
+        ],
+        "candidates": _candidates(done),
+        "confidence": round(edits[0].confidence, 4) if edits else None,  # the suggestion's
+        "nfe": done.nfe,
+        "ms": round(done.ms, 1),
+        "span": request.span.value,
+        "range": {"start": lc(request.start), "end": lc(request.end)},
+        "prefix_cache": done.prefix_cache,
+    }
+    if not edits:
+        out["nothing"] = _nothing(done)
+    print(json.dumps(out, ensure_ascii=False))
+    return 0 if edits else NOTHING_TO_OFFER
+
+
+def _edit_fields(edit) -> dict[str, Any]:
+    """How the suggestion was rated and what the parse check found (None: the language has no grammar)."""
+    return {
+        "score": round(edit.score, 4),
+        "confidence": round(edit.confidence, 4),
+        "no_new_syntax_errors": edit.no_new_syntax_errors,
+        "parses": edit.parses,
+    }
+
+
+def _nothing(done, raw: bool = False) -> str:
+    """Why there is no suggestion, in words."""
+    if raw or not done.text.strip():
+        return "the model's best middle is empty: nothing to offer here"
+    n = len(done.candidates)
+    return (
+        f"none of the model's {n} candidate(s) survives the checks an editor's suggestion gets (it must not add a "
+        f"syntax error and must leave code after shaping), so nothing is offered here; more with --candidates, "
+        f"--raw prints the model's best as it is"
     )
-    return 0
+
+
+def as_middle(text: str, cursor: int, edit) -> str | None:
+    """The suggestion `edit` as the text between ``text[:cursor]`` and ``text[cursor:]`` (None if it is not one).
+
+    The same document as applying the edit: a suggestion that replaces closers after the cursor (``print(|)`` +
+    ``"hi")``) becomes the middle without them (``"hi"``).
+    """
+    after = text[: edit.start] + edit.new_text + text[edit.end :]
+    tail = len(text) - cursor
+    if after.startswith(text[:cursor]) and after.endswith(text[cursor:]) and len(after) >= len(text):
+        return after[cursor : len(after) - tail]
+    return None
 
 
 def _jsonl_request(raw: str) -> dict[str, Any]:
@@ -323,6 +362,7 @@ def cmd_jsonl(args) -> int:
     """`dgls infill --jsonl`: one request per input line, one JSON line out per request, model loaded once."""
     from dgls.context import ContextError
     from dgls.engine import EngineError
+    from dgls.postprocess import make_edits
 
     if args.file:
         raise UsageError("--jsonl reads requests from stdin; do not pass a FILE")
@@ -344,8 +384,12 @@ def cmd_jsonl(args) -> int:
                 seed=req.get("seed", args.seed),
                 min_tokens=req.get("min_tokens", args.min_tokens),
             )
+            edits = make_edits(text, request, done.candidates)
+            middle = as_middle(text, len(req["prefix"]), edits[0]) if edits else None
             out: dict[str, Any] = {
-                "middle": done.text,
+                "middle": middle,
+                "raw_middle": done.text,
+                **(_edit_fields(edits[0]) if edits else {"nothing": _nothing(done)}),
                 "nfe": done.nfe,
                 "ms": round(done.ms, 2),
                 "blocks": done.blocks,

@@ -121,12 +121,11 @@ def make_edits(text: str, request: InfillRequest, candidates: Iterable[Suggested
     base = tree_errors(tree)
     edits = []
     for (start, end, new_text), s in shaped.items():
-        ok: bool | None = None
+        after: int | None = None
         if base is not None:
             after = errors_after_edit(request.language, text, index, start, end, new_text)
             assert after is not None, f"grammar for {request.language!r} vanished"
-            ok = after <= base and (base > 0 or after == 0)
-            if not ok:
+            if not (after <= base and (base > 0 or after == 0)):
                 continue
         edits.append(
             Edit(
@@ -135,9 +134,10 @@ def make_edits(text: str, request: InfillRequest, candidates: Iterable[Suggested
                 new_text,
                 score=s.score,
                 confidence=s.confidence,
-                syntax_ok=ok,
+                no_new_syntax_errors=None if after is None else True,
+                parses=None if after is None else after == 0,
                 tokens=_tokens_in(new_text, s),
             )
         )
-    edits.sort(key=lambda e: (e.syntax_ok is not True, -e.score))
+    edits.sort(key=lambda e: (e.parses is not True, -e.score))
     return edits

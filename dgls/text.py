@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import Enum
 
 __all__ = [
@@ -249,9 +249,11 @@ class Edit:
     start: int
     end: int
     new_text: str
+    _: KW_ONLY  # how it was rated: by name only
     score: float = 0.0
     confidence: float = 1.0
-    syntax_ok: bool | None = None
+    no_new_syntax_errors: bool | None = None
+    parses: bool | None = None
     tokens: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:

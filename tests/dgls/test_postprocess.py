@@ -92,7 +92,7 @@ def test_make_edits_drops_parse_breakers_and_ranks():
         ],
     )
     assert [e.new_text for e in edits] == ["a * 2", "a + 1"]  # broken one dropped, duplicate merged, blank gone
-    assert all(e.syntax_ok for e in edits)
+    assert all(e.no_new_syntax_errors is True and e.parses is True for e in edits)
 
 
 def test_make_edits_when_the_original_does_not_parse():
@@ -100,13 +100,21 @@ def test_make_edits_when_the_original_does_not_parse():
     edits = make_edits(text, req, [S("]"), S(", 3]"), S("))))")])
     got = {e.new_text for e in edits}
     assert "]" in got and ", 3]" in got  # fixing or keeping the error count is fine
-    assert all(e.syntax_ok is True for e in edits)
+    assert all(e.no_new_syntax_errors is True for e in edits)
+
+
+def test_parses_says_whether_the_document_parses_not_whether_errors_grew():
+    """`, 4` leaves `[1, 2, 4` unclosed: no new error, but the file does not parse (the old syntax_ok said true);
+    the middle that makes the file parse ranks first even with a lower score."""
+    text, req = at("x = [1, 2|\ny = 3\n")
+    edits = make_edits(text, req, [S(", 4", score=-0.1), S("]", score=-5.0)])
+    assert [(e.new_text, e.parses) for e in edits] == [("]", True), (", 4", False)]
 
 
 def test_unknown_language_is_not_checked():
     text, req = at("hello |world\n", language="text")
     (edit,) = make_edits(text, req, [S("big ")])
-    assert edit.syntax_ok is None and edit.new_text == "big"
+    assert edit.no_new_syntax_errors is None and edit.parses is None and edit.new_text == "big"
 
 
 def test_whitespace_before_the_cursor_is_not_written_twice():
@@ -146,9 +154,9 @@ def test_completion_edit_starts_at_the_word_before_the_cursor():
 
     text = "def f(a_1, b):\n    return a_1\n"
     cursor = text.index("a_1\n") + 3
-    widened = from_word_start(text, Edit(cursor, cursor, " + b", 0.0, 1.0, True, ((0, 2, 0.5), (2, 4, 0.9))))
+    widened = from_word_start(text, Edit(cursor, cursor, " + b", tokens=((0, 2, 0.5), (2, 4, 0.9))))
     assert (widened.start, widened.end, widened.new_text) == (text.index("a_1\n"), cursor, "a_1 + b")
     assert widened.tokens == ((3, 5, 0.5), (5, 7, 0.9))
     after_space = text.index("return ") + 7
-    plain = Edit(after_space, after_space, "b", 0.0, 1.0, True)
+    plain = Edit(after_space, after_space, "b")
     assert from_word_start(text, plain) is plain

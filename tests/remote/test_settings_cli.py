@@ -110,7 +110,11 @@ def test_dgls_infill_through_the_vllm_backend(stub, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["text"] == "a + b" and out["edits"][0]["text"] == "a + b" and out["prefix_cache"] == "remote"
+    assert (
+        out["middle"] == out["raw_middle"] == "a + b"
+        and out["edits"][0]["text"] == "a + b"
+        and out["prefix_cache"] == "remote"
+    )
     assert stub.requests[-1]["body"]["model"] == "dgls-tiny"
 
 
