@@ -5,10 +5,18 @@ keystroke, then `textDocument/inlineCompletion` with the Automatic trigger; a re
 next key is typed is cancelled with `$/cancelRequest` (what VS Code does). At a line end the user waits for the
 ghost text, then pauses (``--no-read-ghost``: only the pause).
 
+Ghost text the user sees (an answer with an item that came before the next key) gets one verdict, reported to
+the server as VS Code reports it: accepted (the item's own ``dgls.accepted`` command) when taking it gives the
+text the next keys would have typed; partially accepted (``dgls.partiallyAccepted`` with the character count)
+when only its first whole words do; dismissed (``dgls.dismissed``) otherwise. An accept inserts the text in one
+``didChange`` and the user types on after it, so the keys typed can be fewer than the body's characters.
+
 Reported: time to result (request sent -> response) p50/p95 over the requests that were answered, also over
 those answered with ghost text; cancellations (client `$/cancelRequest` answered -32800) and requests the server
 superseded (a newer keystroke on the same document); the server's model calls, typed-through cache hits and
-result-cache hits (from `dgls.showConfig`). `--write` appends the table to benchmarks/RESULTS.md.
+result-cache hits (from `dgls.showConfig`); and the server's own usage counters (``dgls.stats``): items served,
+accepted, partially accepted, dismissed, and the acceptance rate, accepted / items served. `--write` appends the
+tables to benchmarks/RESULTS.md. The last line printed is the summary as JSON.
 
     python benchmarks/lsp_latency.py [--model dgls-tiny] [--steps 8] [--ms-per-key 120] [--max-keys 200] [--write]
 """
@@ -17,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share pr
 from provenance import cpu_name, git_commit, percentile  # noqa: E402
 
 from dgls.model import DEFAULT_MODEL  # noqa: E402
+from dgls.server import CMD_DISMISSED, CMD_PARTIALLY_ACCEPTED, CMD_STATS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "dgls" / "actions.py"
@@ -70,11 +81,68 @@ def position(text: str, offset: int) -> types.Position:
     return types.Position(line=line, character=len(before) - (before.rfind("\n") + 1))
 
 
+def offset(text: str, pos: types.Position) -> int:
+    """Code-point offset of a UTF-16 position (the inverse of :func:`position` on ASCII text)."""
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[: pos.line]) + pos.character
+
+
+WORDS = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")  # one "accept next word": spaces, then a word or a symbol
+
+
+def verdict(text: str, cursor: int, to_type: str, start: int, end: int, new_text: str) -> tuple[str, int]:
+    """What the simulated user does with ghost text: the item replacing ``text[start:end]`` with `new_text`.
+
+    `to_type` is what the user is about to type at `cursor`. Returns ``("accepted", k)`` when the document after
+    the accept is the one the next `k` keys would give; ``("partiallyAccepted", n)`` when only the first `n`
+    characters do, cut at a word (what repeated "accept next word" takes); else ``("dismissed", 0)``.
+    """
+    if not start <= cursor <= end or not new_text.startswith(text[start:cursor]):
+        return "dismissed", 0
+    shown, replaced = new_text[cursor - start :], text[cursor:end]  # after the cursor; closers it replaces
+    k = len(shown) - len(replaced)
+    if k >= 1 and shown == to_type[:k] + replaced:
+        return "accepted", k
+    n = 0
+    for word in WORDS.finditer(shown):
+        if not to_type.startswith(shown[: word.end()]):
+            break
+        n = word.end()
+    return ("partiallyAccepted", n) if n else ("dismissed", 0)
+
+
+def send_edit(client: LanguageClient, uri: str, version: int, text: str, start: int, end: int, new_text: str) -> str:
+    """Replace ``text[start:end]`` with `new_text` in the server's copy (a didChange to `version`); the new text."""
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=position(text, start), end=position(text, end)), text=new_text
+                )
+            ],
+        )
+    )
+    return text[:start] + new_text + text[end:]
+
+
+async def report(client: LanguageClient, item: types.InlineCompletionItem, kind: str, chars: int) -> None:
+    """Tell the server what the user did with an item it served, as VS Code does (workspace/executeCommand)."""
+    item_id = item.command.arguments[0]
+    if kind == "accepted":  # the item's own command, with its arguments
+        command, arguments = item.command.command, item.command.arguments
+    elif kind == "partiallyAccepted":
+        command, arguments = CMD_PARTIALLY_ACCEPTED, [item_id, chars]
+    else:
+        command, arguments = CMD_DISMISSED, [item_id]
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(command=command, arguments=arguments))
+
+
 async def run(args) -> dict:
     """Replay the session; return the measurements."""
     path = Path(args.file)
     doc_text, at, body = session_text(path, args.function)
-    body = body[: args.max_keys]
+    limit = min(len(body), args.max_keys)  # the session covers this much of the body, typed or accepted
     uri = path.resolve().as_uri()
     client = LanguageClient("dgls-lsp-latency", "0")
     statuses: list = []
@@ -113,29 +181,43 @@ async def run(args) -> dict:
         )
     )
 
-    text, version, cursor = doc_text, 1, at
+    text, version, cursor, i = doc_text, 1, at, 0  # i: how much of the body is in the document
     n_before = len(statuses)
     loop = asyncio.get_running_loop()
     records: list[dict] = []
-    pending: tuple[str, asyncio.Future] | None = None
-    for i, ch in enumerate(body):
+    user = dict.fromkeys(("shown", "accepted", "partiallyAccepted", "acceptedChars", "dismissed"), 0)
+
+    async def look(record: dict) -> None:
+        """The user reads the ghost text of `record`'s answer, if it came, and takes it, a part, or neither."""
+        nonlocal text, version, cursor, i
+        item = record["item"]
+        if item is None:
+            return
+        start, end = offset(text, item.range.start), offset(text, item.range.end)
+        kind, n = verdict(text, cursor, body[i:], start, end, item.insert_text)
+        user["shown"] += 1
+        user[kind] += 1
+        await report(client, item, kind, n)
+        if kind == "dismissed":
+            return
+        version += 1
+        if kind == "accepted":
+            text = send_edit(client, uri, version, text, start, end, item.insert_text)
+        else:
+            text = send_edit(client, uri, version, text, cursor, cursor, body[i : i + n])
+        cursor, i = cursor + n, i + n
+        user["acceptedChars"] += n
+
+    pending: tuple[str, asyncio.Future, dict] | None = None
+    while i < limit:
+        ch = body[i]
         if pending is not None and not pending[1].done():
             client.cancel_request(types.CancelParams(id=pending[0]))
-        text = text[:cursor] + ch + text[cursor:]
         version += 1
-        client.text_document_did_change(
-            types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[
-                    types.TextDocumentContentChangePartial(
-                        range=types.Range(start=position(text, cursor), end=position(text, cursor)), text=ch
-                    )
-                ],
-            )
-        )
-        cursor += 1
-        msg_id = f"key-{i}"
-        record = {"sent": loop.time(), "done": None, "items": 0, "cancelled": False}
+        text = send_edit(client, uri, version, text, cursor, cursor, ch)
+        cursor, i = cursor + 1, i + 1
+        msg_id = f"key-{len(records)}"
+        record = {"sent": loop.time(), "done": None, "items": 0, "item": None, "cancelled": False}
         records.append(record)
         fut = asyncio.wrap_future(
             client.protocol.send_request(
@@ -149,13 +231,17 @@ async def run(args) -> dict:
             )
         )
         fut.add_done_callback(lambda f, r=record: _finish(f, r, loop))
-        pending = (msg_id, fut)
+        pending = (msg_id, fut, record)
         if ch == "\n" and args.read_ghost:  # the user stops at the line end and reads the ghost text
             await asyncio.wait([fut], timeout=600)
         await asyncio.sleep((args.pause_ms if ch == "\n" else args.ms_per_key) / 1e3)
-    if pending is not None:
+        if fut.done():  # the answer came before the next key: its ghost text was on screen
+            await look(record)
+    if pending is not None and not pending[1].done():
         await asyncio.wait([pending[1]], timeout=600)
+        await look(pending[2])
     config = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
+    stats = await client.workspace_execute_command_async(types.ExecuteCommandParams(command=CMD_STATS))
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
@@ -167,8 +253,11 @@ async def run(args) -> dict:
     return {
         "records": records,
         "server": config["status"],
+        "stats": stats,
+        "user": user,
         "model": config["model"],
-        "keys": len(body),
+        "keys": len(records),
+        "covered": limit,
         "model_ms": model_ms,
         "file": f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}::{args.function}",
     }
@@ -185,6 +274,7 @@ def _finish(fut: asyncio.Future, record: dict, loop) -> None:
     elif exc is None:
         result = fut.result()
         record["items"] = len(result.items) if result is not None else 0
+        record["item"] = result.items[0] if record["items"] else None  # the ghost text an editor shows
 
 
 def summarize(res: dict) -> dict:
@@ -193,9 +283,11 @@ def summarize(res: dict) -> dict:
     with_items = [r for r in answered if r["items"]]
     ms = [(r["done"] - r["sent"]) * 1e3 for r in answered]
     ms_items = [(r["done"] - r["sent"]) * 1e3 for r in with_items]
-    server = res["server"]
+    server, stats = res["server"], res["stats"]
     return {
         "keys": res["keys"],
+        "covered": res["covered"],
+        "ghost_chars": res["user"]["acceptedChars"],  # characters the user took from ghost text, not typed
         "answered": len(answered),
         "with_ghost": len(with_items),
         "client_cancelled": sum(r["cancelled"] for r in res["records"]),
@@ -211,11 +303,23 @@ def summarize(res: dict) -> dict:
         "model_done": len(res["model_ms"]),
         "p50_model_ms": percentile(res["model_ms"], 50),
         "p95_model_ms": percentile(res["model_ms"], 95),
+        # the server's usage counters (dgls.stats), not the client's own tally
+        "items_served": stats["itemsServed"],
+        "shown": res["user"]["shown"],
+        "accepted": stats["accepted"],
+        "partially_accepted": stats["partiallyAccepted"],
+        "accepted_chars": stats["acceptedChars"],
+        "dismissed": stats["dismissed"],
+        "acceptance_rate": stats["accepted"] / stats["itemsServed"] if stats["itemsServed"] else None,
     }
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
+
+
+def _rate(v: float | None) -> str:
+    return "- (no item served)" if v is None else f"{v:.1%}"
 
 
 def table(s: dict, res: dict, args) -> str:
@@ -232,9 +336,12 @@ def table(s: dict, res: dict, args) -> str:
         f"- Commit: {git_commit()}",
         f"- Model: {args.model} ({model.get('params')} parameters); steps {args.steps or 'checkpoint default'}, "
         f"debounce {args.debounce_ms} ms",
-        f"- Session: `{res['file']}` body typed back, {s['keys']} keys at {args.ms_per_key} ms a key, "
+        f"- Session: `{res['file']}` body typed back ({s['covered']} characters: {s['keys']} keys typed, "
+        f"{s['ghost_chars']} taken from ghost text), {args.ms_per_key} ms a key, "
         f"{args.pause_ms} ms pause at line ends{' after the answer came' if args.read_ghost else ''}, Automatic "
-        f"trigger after each key, the pending request cancelled on the next key",
+        f"trigger after each key, the pending request cancelled on the next key; ghost text that came before the "
+        f"next key is accepted when it is what the user types next, partially accepted when its first words are, "
+        f"dismissed otherwise",
         "- Command: `python benchmarks/lsp_latency.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| keys | answered | with ghost text | time to result p50 / p95 (ms) | with ghost text p50 / p95 (ms) "
@@ -247,12 +354,22 @@ def table(s: dict, res: dict, args) -> str:
         f"| {max(0, s['server_cancelled'] - s['client_cancelled'])} | {s['typed_through']} | {s['result_cache']} "
         f"| {s['cache_hit_rate']:.0%} |",
         "",
+        "| items served | shown to the user | accepted | partially accepted (characters) | dismissed "
+        "| acceptance rate |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {s['items_served']} | {s['shown']} | {s['accepted']} | {s['partially_accepted']} "
+        f"({s['accepted_chars']}) | {s['dismissed']} | {_rate(s['acceptance_rate'])} |",
+        "",
+        "Acceptance rate = accepted / items served. Items served, accepted, partially accepted and dismissed are the "
+        "server's own counters (`dgls.stats` at the end of the session); items served counts every item the server "
+        "answered with, including answers that came after the next key and so were never shown.",
+        "",
     ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run the session and print (and optionally append) the table."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--device", default=None)
@@ -262,7 +379,7 @@ def main() -> None:
     p.add_argument("--function", default=DEFAULT_FUNCTION)
     p.add_argument("--ms-per-key", type=int, default=120)
     p.add_argument("--pause-ms", type=int, default=600, help="pause after typing a newline")
-    p.add_argument("--max-keys", type=int, default=200)
+    p.add_argument("--max-keys", type=int, default=200, help="how much of the body the session covers")
     p.add_argument(
         "--no-read-ghost",
         dest="read_ghost",
@@ -270,11 +387,17 @@ def main() -> None:
         help="do not wait for the answer at line ends (by default the user waits there, then pauses)",
     )
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    """Run the session and print (and optionally append) the tables; the last line is the summary as JSON."""
+    args = parse_args()
     res = asyncio.run(run(args))
     s = summarize(res)
     out = table(s, res, args)
     print(out)
+    print(json.dumps({**s, "stats": res["stats"]}))
     if args.write:
         results = ROOT / "benchmarks" / "RESULTS.md"
         if not results.exists():
