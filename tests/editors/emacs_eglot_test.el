@@ -17,6 +17,7 @@
 
 ;; eglot from Debian's elpa-eglot (in site-lisp/elpa, which -Q leaves out of `load-path'); built in from Emacs 29
 (setq package-user-dir (make-temp-file "dgls-emacs-elpa" t)) ; no packages of the user running the test
+(add-hook 'kill-emacs-hook (lambda () (delete-directory package-user-dir t)))
 (when (file-directory-p "/usr/share/emacs/site-lisp/elpa")
   (add-to-list 'package-directory-list "/usr/share/emacs/site-lisp/elpa"))
 (package-initialize)
