@@ -101,9 +101,14 @@ Then `completion-at-point' applies its textEdit in place of the `a'."
       (dgls-test-check kept "no completion item survives Emacs's filtering by %S: %S" typed
                        (mapcar (lambda (i) (get-text-property 0 'eglot--lsp-item i)) items))
       (let* ((item (get-text-property 0 'eglot--lsp-item (car kept)))
+             (edit-start (plist-get (plist-get (plist-get item :textEdit) :range) :start))
              (new-text (plist-get (plist-get item :textEdit) :newText))
              (expected (concat (buffer-substring-no-properties (point-min) beg) new-text
                                (buffer-substring-no-properties end (point-max)))))
+        (dgls-test-check (equal (list (plist-get edit-start :line) (plist-get edit-start :character))
+                                (list (1- (line-number-at-pos beg)) (- beg (line-beginning-position))))
+                         "the textEdit starts at %S, not at the start of the word `a' (ASCII: characters are columns)"
+                         edit-start)
         (completion-at-point)
         (dgls-test-check (equal (buffer-string) expected)
                          "completion-at-point left %S; expected the textEdit %S in place of `a'"
