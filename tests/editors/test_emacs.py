@@ -19,6 +19,7 @@ def test_eglot_completes_fills_and_shuts_down(dgls_server, editor_model, tmp_pat
     script = REPO / "tests" / "editors" / "emacs_eglot_test.el"
     proc = subprocess.run(
         [emacs, "--batch", "-Q", "-l", str(script)],
+        stdin=subprocess.DEVNULL,  # a prompt (y-or-n-p, completing-read) fails at once instead of waiting
         cwd=tmp_path,
         env=env,
         capture_output=True,
