@@ -199,6 +199,7 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
     }
     nfe = [r["nfe"] for r in rows if r.get("nfe") is not None]
     ms = sorted(r["ms"] for r in rows if r.get("ms") is not None)
+    out["syntax_renoised"] = statistics.fmean(r.get("syntax_renoised", 0) for r in rows)
     out["n"] = len(rows)
     out["errors"] = sum(r.get("error", 0.0) for r in rows)
     out["nfe"] = statistics.fmean(nfe) if nfe else float("nan")
@@ -211,14 +212,16 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def run_cli(cases: list[Case], cmd: list[str], tok, oracle: bool, timeout: float = 3600) -> list[dict]:
+def run_cli(
+    cases: list[Case], cmd: list[str], tok, oracle: bool, timeout: float = 3600, extra: dict | None = None
+) -> list[dict]:
     """Send every case through ``cmd`` (``dgls infill --jsonl``) in one process; return its output objects.
 
     With ``oracle`` each request carries ``"n_middle"``: the reference middle's token count.
     """
     lines = []
     for c in cases:
-        req = {"prefix": c.prefix, "suffix": c.suffix, "language": "python", "id": c.id}
+        req = {"prefix": c.prefix, "suffix": c.suffix, "language": "python", "id": c.id, **(extra or {})}
         if oracle:
             req["n_middle"] = len(tok.encode(c.middle, add_special_tokens=False))
         lines.append(json.dumps(req))
@@ -237,11 +240,13 @@ def run_cli(cases: list[Case], cmd: list[str], tok, oracle: bool, timeout: float
     return outs
 
 
-def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle")) -> dict[str, dict]:
-    """Scores per ``mode/kind`` and ``mode/all``."""
+def evaluate(
+    cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"), extra: dict | None = None
+) -> dict[str, dict]:
+    """Scores per ``mode/kind`` and ``mode/all`` (`extra`: fields added to every request)."""
     results: dict[str, dict] = {}
     for mode in modes:
-        outs = run_cli(cases, cmd, tok, oracle=(mode == "oracle"))
+        outs = run_cli(cases, cmd, tok, oracle=(mode == "oracle"), extra=extra)
         rows = []
         for c, o in zip(cases, outs, strict=True):
             # the model's own best (raw_middle; older CLIs and other tools give only middle), and the suggestion
@@ -249,6 +254,7 @@ def evaluate(cases: list[Case], cmd: list[str], tok, modes=("variable", "oracle"
             r = score(c, o.get("raw_middle", o.get("middle")) or "", tok)
             r.update(offered=float(o.get("middle") is not None), offered_exact=float(o.get("middle") == c.middle))
             r.update(kind=c.kind, nfe=o.get("nfe"), ms=o.get("ms"), error=float("error" in o))
+            r.update(syntax_renoised=o.get("syntax_renoised", 0))
             rows.append(r)
         for kind in KINDS:
             sel = [r for r in rows if r["kind"] == kind]
@@ -262,8 +268,8 @@ def table(results: dict[str, dict]) -> str:
     """Markdown table of :func:`evaluate`'s results."""
     head = (
         "| mode | kind | n | errors | exact | exact (ws) | token acc | char sim | parses | len ratio | mean NFE "
-        "| ms mean | ms p50 | ms p95 | offered | offered exact |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| ms mean | ms p50 | ms p95 | offered | offered exact | syntax renoised |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for key, r in results.items():
@@ -273,7 +279,8 @@ def table(results: dict[str, dict]) -> str:
             f"| {r['token_acc']:.1%} "
             f"| {r['char_sim']:.2f} | {r['parses']:.1%} | {r['len_ratio']:.2f} | {r['nfe']:.1f} "
             f"| {r['ms']:.0f} | {r['ms_p50']:.0f} | {r['ms_p95']:.0f} "
-            f"| {r.get('offered', float('nan')):.1%} | {r.get('offered_exact', float('nan')):.1%} |"
+            f"| {r.get('offered', float('nan')):.1%} | {r.get('offered_exact', float('nan')):.1%} "
+            f"| {r['syntax_renoised']:.1f} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -309,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         help="infill command reading JSON lines on stdin",
     )
     ap.add_argument("--modes", default="variable,oracle")
+    ap.add_argument(
+        "--request",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="fields added to every request, e.g. '{\"syntax_guided\": false}'",
+    )
     ap.add_argument("--cases-out", type=Path, default=None, help="also write the cases as JSON lines")
     ap.add_argument("--dry-run", action="store_true", help="cut the cases only; run nothing")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
@@ -327,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     cmd = shlex.split(args.cmd)
-    results = evaluate(cases, cmd, tok, tuple(args.modes.split(",")))
+    results = evaluate(cases, cmd, tok, tuple(args.modes.split(",")), extra=args.request)
     md = table(results)
     print(md)
     if args.json_out:

@@ -141,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--jsonl",
         action="store_true",
-        help='read {"prefix", "suffix", "language"} JSON lines on stdin, write one JSON line each',
+        help='read {"prefix", "suffix", "language"} JSON lines on stdin (optional n_middle, candidates, seed, '
+        "min_tokens, syntax_guided, id), write one JSON line each",
     )
     i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
     i.add_argument("--seed", type=int, default=0, help="sampler seed")
@@ -351,6 +352,8 @@ def _jsonl_request(raw: str) -> dict[str, Any]:
         raise UsageError('"suffix" must be a string')
     if obj.get("language") is not None and not isinstance(obj["language"], str):
         raise UsageError('"language" must be a string')
+    if obj.get("syntax_guided") is not None and not isinstance(obj["syntax_guided"], bool):
+        raise UsageError('"syntax_guided" must be true or false')
     for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0), ("min_tokens", 0)):
         v = obj.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
@@ -383,6 +386,7 @@ def cmd_jsonl(args) -> int:
                 lengths=lengths,
                 seed=req.get("seed", args.seed),
                 min_tokens=req.get("min_tokens", args.min_tokens),
+                syntax_guided=req.get("syntax_guided"),
             )
             edits = make_edits(text, request, done.candidates)
             middle = as_middle(text, len(req["prefix"]), edits[0]) if edits else None
@@ -395,6 +399,7 @@ def cmd_jsonl(args) -> int:
                 "blocks": done.blocks,
                 "span": request.span.value,
                 "prefix_cache": done.prefix_cache,
+                "syntax_renoised": done.syntax_renoised,
                 "candidates": _candidates(done),
             }
         except (UsageError, ContextError, EngineError) as exc:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
+from dgls.languages import SpanChecker, grammar
 from dgls.memory import release_freed_memory
 from dgls.model import DEFAULT_MODEL
 from dgls.model.remote import RemoteError, RemoteOptions
@@ -78,6 +79,7 @@ class _Call:
     cancel: Callable[[], bool] | None
     on_step: Callable[[int, int], None] | None
     min_tokens: int
+    syntax_guided: bool
 
 
 class EngineError(Exception):
@@ -99,6 +101,7 @@ class EngineOptions:
     max_blocks: int = 1
     cache_size: int = 64
     remote: RemoteOptions | None = None  # a vLLM server denoises instead of an in-process model (model unused)
+    syntax_guided: bool = True  # syntax-guided denoising where the language has a grammar (a request may say)
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
@@ -129,6 +132,7 @@ class Completion:
     encode_ms: float = 0.0
     prefix_cache: str = "none"
     cached: bool = False  # answered from the result cache, no model call
+    syntax_renoised: int = 0  # tokens syntax-guided denoising sent back to noise
 
     @property
     def text(self) -> str:
@@ -307,17 +311,22 @@ class Engine:
         cancel: threading.Event | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
+        syntax_guided: bool | None = None,
     ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
 
-        `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots).
+        `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots). `syntax_guided`
+        (default: the engine's option) renoises tokens that break the parse while denoising, where the language
+        has a tree-sitter grammar.
         """
+        if syntax_guided is None:
+            syntax_guided = self.options.syntax_guided
         if self.state != "ready":
             fut: Future = Future()
             fut.set_exception(EngineError(self.error if self.state == "error" else f"model is {self.state}"))
             return fut
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
-        key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens)
+        key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -343,6 +352,7 @@ class Engine:
             check,
             on_step,
             min_tokens,
+            syntax_guided,
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
@@ -373,6 +383,7 @@ class Engine:
         max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
+        guide = syntax_guide(inf, request) if call.syntax_guided and max_blocks == 1 else None
         res = inf.infill_ids(
             call.prefix_ids,
             call.suffix_ids,
@@ -384,6 +395,7 @@ class Engine:
             cancel=call.cancel,
             on_step=call.on_step,
             min_tokens=call.min_tokens,
+            guide=guide,
         )
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(
@@ -398,9 +410,26 @@ class Engine:
             blocks=res.blocks,
             encode_ms=res.encode_ms,
             prefix_cache=res.prefix_cache,
+            syntax_renoised=guide.renoised if guide is not None else 0,
         )
         with self._lock:
             self._results[call.key] = done
             while len(self._results) > self.options.cache_size:
                 self._results.popitem(last=False)
         return done
+
+
+def syntax_guide(infiller: Any, request: InfillRequest) -> Any | None:
+    """The request's syntax guide (:class:`dgls.model.infill.MiddleGuide`), or None without a grammar.
+
+    It checks the middle in the request's own window (prefix + middle + suffix), the region around the canvas; a
+    rest-of-line middle only up to its first line break, as post-processing will cut it.
+    """
+    if grammar(request.language) is None or not hasattr(infiller, "guide"):
+        return None
+    checker = SpanChecker(request.language, request.prefix + request.suffix, len(request.prefix), len(request.prefix))
+    if checker.tree is None:
+        return None
+    if request.span is SpanKind.REST_OF_LINE:
+        return infiller.guide(lambda middle: checker.error_spans(middle.split("\n", 1)[0]))
+    return infiller.guide(checker.error_spans)

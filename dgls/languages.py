@@ -274,6 +274,59 @@ def errors_after_edit(language: str, text: str, index: Utf8Index, start: int, en
     tree = parse(language, text, index.data)
     if tree is None:
         return None
+    return _count_errors(_reparse(language, tree, index, start, end, new_text))
+
+
+class SpanChecker:
+    """Where candidate fillings of one span of a text are inside syntax errors (syntax-guided denoising).
+
+    The text (the request's window around the middle) is parsed once, into a tree of its own (the document's
+    cache is left alone); each check is an incremental re-parse of the region the filling touches. Errors the text
+    already had before the span (a window cut in the middle of a construct) are not blamed on the filling.
+    """
+
+    def __init__(self, language: str, text: str, start: int, end: int) -> None:
+        self.language, self.start, self.end = language, start, end
+        self.index = Utf8Index(text)
+        g = grammar(language)
+        self.tree = None
+        self.old: set[int] = set()
+        if g is not None and len(self.index.data) <= MAX_PARSE_BYTES:
+            from tree_sitter import Parser
+
+            self.tree = Parser(g).parse(self.index.data)
+            self.old = {n.start_byte for n in _innermost_errors(self.tree.root_node)}
+
+    def error_spans(self, new_text: str) -> list[tuple[int, int]] | None:
+        """Code-point ranges of `new_text` in syntax errors of the filled text; [] when none, None when unparsed.
+
+        The innermost ERROR nodes (only the tokens the parser could not place, where it says which) and the
+        MISSING nodes (an empty range where the parser wanted a token).
+        """
+        if self.tree is None:
+            return None
+        root = _reparse(self.language, self.tree, self.index, self.start, self.end, new_text)
+        lo = self.index.byte_offset(self.start)
+        new = new_text.encode("utf-8", "surrogatepass")
+        hi = lo + len(new)
+        spans = []
+        for node in _innermost_errors(root):
+            if node.start_byte < lo and node.start_byte in self.old:
+                continue  # the text's own error, from before the span
+            # in an ERROR node, the parser kept the subtrees it could build (named children) and skipped the
+            # tokens it could not place: blame those when the new text holds any, else the whole node
+            parts = [c for c in node.children if not c.is_named and c.start_byte < hi and c.end_byte > lo]
+            for part in parts or [node]:
+                a, b = max(part.start_byte, lo), min(part.end_byte, hi)
+                if a < b or (a == b and lo <= a <= hi and part.is_missing):
+                    spans.append(
+                        (len(new[: a - lo].decode("utf-8", "ignore")), len(new[: b - lo].decode("utf-8", "ignore")))
+                    )
+        return spans
+
+
+def _reparse(language: str, tree: Any, index: Utf8Index, start: int, end: int, new_text: str) -> Any:
+    """The root node of ``index``'s text with ``[start:end]`` replaced, re-parsed incrementally from `tree`."""
     lo, hi = index.byte_offset(start), index.byte_offset(end)
     new = new_text.encode("utf-8", "surrogatepass")
     data = index.data[:lo] + new + index.data[hi:]
@@ -288,7 +341,25 @@ def errors_after_edit(language: str, text: str, index: Utf8Index, start: int, en
     )
     from tree_sitter import Parser
 
-    return _count_errors(Parser(grammar(language)).parse(data, edited).root_node)
+    return Parser(grammar(language)).parse(data, edited).root_node
+
+
+def _innermost_errors(root: Any) -> list[Any]:
+    """MISSING nodes and the ERROR nodes with no ERROR below them, left to right."""
+    out: list[Any] = []
+
+    def walk(node: Any) -> bool:  # whether `node`'s subtree holds an error node
+        if not node.has_error and not node.is_missing:
+            return False
+        below = False
+        for child in node.children:
+            below |= walk(child)
+        if node.is_missing or (node.is_error and not below):
+            out.append(node)
+        return below or node.is_error or node.is_missing
+
+    walk(root)
+    return out
 
 
 def _point(data: bytes, byte: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import torch
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
 from dgls.model.canvas import Canvas
 from dgls.model.loading import LoadedModel
-from dgls.model.sampler import CancelCheck, SamplerConfig, denoise
+from dgls.model.sampler import CancelCheck, Guide, SamplerConfig, denoise
 
 
 @dataclass
@@ -106,6 +106,7 @@ class Infiller:
         cancel: CancelCheck | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
+        guide: Guide | None = None,
     ) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
 
@@ -114,6 +115,7 @@ class Infiller:
         middle that fills its canvas without ending continue in further blocks (one length only): the block's
         argmax is committed to the encoder cache and a fresh canvas follows, the suffix pinned after it.
         `min_tokens` keeps the filler and EOS out of the first slots of the first block (no empty middle).
+        `guide` (syntax-guided denoising, :class:`MiddleGuide`) runs only when the middle is one block.
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -165,6 +167,7 @@ class Infiller:
                 on_step=on_step,
                 min_tokens=min_tokens if blocks == 0 else 0,
                 end_ids=sorted(self._end_ids | filler),
+                guide=guide if max_blocks == 1 else None,
             )
             nfe += res.steps
             blocks += 1
@@ -198,6 +201,58 @@ class Infiller:
 
     def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:
         return rank_candidates(self.tokenizer, raw, pieces, confs, scores, rows, ended)
+
+    def guide(self, check: Callable[[str], list[tuple[int, int]] | None], budget: int = 3) -> MiddleGuide:
+        """A syntax guide for :meth:`infill_ids` from a text-level `check` (see :class:`MiddleGuide`)."""
+        return MiddleGuide(self._decode, check, self._end_ids, self._drop_ids, budget)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class MiddleGuide:
+    """Syntax-guided denoising from a text-level check: the sampler's :class:`~dgls.model.sampler.Guide`.
+
+    At a step, each row's free-slot argmax is read as the output would read it (up to the first end token,
+    special tokens left out), decoded, and handed to `check`, which returns code-point ranges of the middle that
+    are inside syntax errors; the tokens overlapping them are the slots to renoise (for an empty range, a
+    MISSING token, the token that ends at it). ``renoised`` counts the tokens flagged over the request.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        check: Callable[[str], list[tuple[int, int]] | None],
+        end_ids: set[int],
+        drop_ids: set[int],
+        budget: int = 3,
+    ) -> None:
+        self.decode, self.check, self.end_ids, self.drop_ids = decode, check, end_ids, drop_ids
+        self.budget = budget
+        self.renoised = 0
+        self.checks = 0
+
+    def __call__(self, row: int, free_ids: list[int]) -> list[int]:
+        """The free slots (indices into `free_ids`) whose tokens the check finds inside a syntax error."""
+        slots: list[int] = []
+        for k, tok in enumerate(free_ids):
+            if tok in self.end_ids:
+                break
+            if tok not in self.drop_ids:
+                slots.append(k)
+        ids = [free_ids[k] for k in slots]
+        self.checks += 1
+        bad = self.check(self.decode(ids)) if ids else None
+        if not bad:
+            return []
+        spans = token_spans(self.decode, ids, [0.0] * len(ids))
+        picks = [
+            slots[j]
+            for j, (a, b, _) in enumerate(spans)
+            if any((a < e and s < b) if s < e else (a < s <= b or (s == 0 and j == 0)) for s, e in bad)
+        ]
+        self.renoised += len(picks)
+        return picks
 
 
 def keep_middle(

@@ -256,6 +256,44 @@ class _StopRule:
         return stable & (mean_h < self.cfg.confidence_threshold)
 
 
+class Guide(Protocol):
+    """Which free slots of a row's argmax canvas to renoise (syntax-guided denoising, :func:`denoise`)."""
+
+    budget: int  # guided steps that may flag something, per row
+
+    def __call__(self, row: int, free_ids: list[int]) -> list[int]:
+        """Indices into `free_ids` (the row's free slots' argmax, left to right) to renoise; [] when all is well."""
+        ...
+
+
+def _guided(
+    guide: Guide, argmax: torch.Tensor, free: torch.Tensor, live: torch.Tensor, used: list[int]
+) -> torch.Tensor | None:
+    """(B, C) bool of the free slots the guide flags in live rows within their budget, or None when none."""
+    flagged = None
+    for i in live.nonzero().flatten().tolist():
+        if used[i] >= guide.budget:
+            continue
+        slots = free[i].nonzero().flatten()
+        picks = guide(i, argmax[i, slots].tolist())
+        if not picks:
+            continue
+        used[i] += 1
+        if flagged is None:
+            flagged = torch.zeros_like(free)
+        flagged[i, slots[torch.tensor(picks, dtype=torch.long, device=slots.device)]] = True
+    return flagged
+
+
+def _ban_argmax(bans: torch.Tensor | None, flagged: torch.Tensor, argmax: torch.Tensor, V: int) -> torch.Tensor:
+    """`bans` plus, in each flagged slot, the token it held (the argmax the guide rejected)."""
+    if bans is None:
+        bans = torch.zeros(*flagged.shape, V, dtype=torch.bool, device=flagged.device)
+    rows = flagged.nonzero(as_tuple=True)
+    bans[rows + (argmax[rows],)] = True
+    return bans
+
+
 def _pinned_onehot(canvas: Canvas, vocab_size: int) -> torch.Tensor | None:
     """One-hot self-conditioning rows for the pinned slots, built once: (n_pinned, V), or None."""
     rows = canvas.pinned.nonzero(as_tuple=True)
@@ -276,6 +314,7 @@ def denoise(
     on_step: Callable[[int, int], None] | None = None,
     min_tokens: int = 0,
     end_ids: Sequence[int] = (),
+    guide: Guide | None = None,
 ) -> DenoiseResult:
     """Denoise the free slots of `canvas` in place; return the argmax canvas, confidences and NFE.
 
@@ -284,6 +323,11 @@ def denoise(
     `min_tokens` free slots of each row may not hold any of `end_ids` (filler, EOS): a middle that must not be
     empty, as AR decoders suppress EOS below a minimum length. ``cfg.compat_generate`` draws in ``generate()``'s
     order instead (:mod:`dgls.model.sampler_ref`; tests only).
+
+    `guide` (syntax-guided denoising) sees each live row's argmax canvas after a step and names free slots to
+    renoise: they are not accepted this step, lose their self-conditioning signal, and may not take the rejected
+    token again (a per-slot ban), so the argmax must change there; a row the guide flags does not stop at that
+    step. The guide runs at most ``guide.budget`` times per row, so it never holds the loop past that.
     """
     draw: DrawFn = draw_accepted
     if cfg.compat_generate:
@@ -298,12 +342,14 @@ def denoise(
 
     banned = None
     if min_tokens > 0 and end_ids:
-        banned = free & (torch.arange(C, device=device)[None] < min_tokens)  # free slots come first in each row
+        banned = free & (canvas.run_rank() < min_tokens)  # the first slots of each run of free slots
         ban_ids = torch.tensor(sorted(set(end_ids)), device=device)
     onehot = _pinned_onehot(canvas, denoiser.vocab_size)
     stop_rule = _StopRule(cfg, free)
 
     sc = None
+    slot_bans: torch.Tensor | None = None  # (B, C, V) bool: tokens the guide rejected in a slot
+    guided_rows = [0] * B  # guided steps that flagged something, per row
     out_tokens = canvas.tokens.clone()
     out_conf = torch.zeros(B, C, device=device)
     out_score = torch.zeros(B, device=device)
@@ -319,9 +365,17 @@ def denoise(
         if banned is not None:
             # -1e4 rather than -inf: the entropy and the self-conditioning softmax stay finite
             logits[..., ban_ids] = torch.where(banned[..., None], -1e4, logits[..., ban_ids])
+        if slot_bans is not None:
+            logits = logits.masked_fill(slot_bans, -1e4)
         t = temperature(cur_step, cfg)
         scaled = logits / t
         d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
+        flagged = None
+        if guide is not None:
+            flagged = _guided(guide, d.argmax, free, ~done, guided_rows)
+            if flagged is not None:
+                d = d._replace(accept=d.accept & ~flagged)
+                slot_bans = _ban_argmax(slot_bans, flagged, d.argmax, logits.shape[-1])
         noise_ids = denoiser.noise((B, C), generator)
         previous = canvas.tokens
         canvas.renoise(d.accept, d.sampled, noise_ids)
@@ -334,6 +388,8 @@ def denoise(
         out_score = torch.where(live, (d.logp_max * free).sum(-1) / n_free, out_score)
         steps += 1
         newly = live & stop_rule(d.argmax, d.entropy)
+        if flagged is not None:
+            newly &= ~flagged.any(-1)
         for i in newly.nonzero().flatten().tolist():
             row_steps[i] = steps
         done |= newly
@@ -341,6 +397,8 @@ def denoise(
         next_sc = (logits if cfg.sc_raw_logits else scaled).clone()
         if onehot is not None:
             next_sc[pinned_rows] = onehot
+        if flagged is not None:  # the flagged slots start over: no memory of the rejected prediction
+            next_sc[flagged] = 0.0
         sc = next_sc if sc is None else torch.where(done[:, None, None] & ~newly[:, None, None], sc, next_sc)
         step_times.append(time.perf_counter() - t0)
         if on_step is not None:

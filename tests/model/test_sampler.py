@@ -1,11 +1,13 @@
-"""The sampler with a model whose logits we control: acceptance, pinning, stopping, cancel, seeds."""
+"""The sampler with a model whose logits we control: acceptance, pinning, stopping, cancel, seeds; canvases of
+several free runs (joint holes, regenerate in place), seeded free slots and the syntax guide."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dgls.model.canvas import Canvas
+from dgls.model.canvas import Canvas, Free
+from dgls.model.infill import MiddleGuide
 from dgls.model.sampler import (
     Cancelled,
     SamplerConfig,
@@ -246,3 +248,139 @@ def test_min_tokens_keeps_end_tokens_out_of_the_first_slots():
     assert (res.tokens[:, :2] != 8).all() and (res.tokens[:, :2] != 9).all()
     assert (res.tokens[:, 2:4] == 8).all() and res.tokens[1, 4:6].tolist() == [8, 8]
     assert res.tokens[0, 4].item() == 3 and free[0, :4].all()  # the pinned suffix is untouched
+
+
+# --- several free runs, seeds, the guide ---------------------------------------------------------------------
+
+
+def noise_fn(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return lambda shape: torch.randint(10, V, shape, generator=g)
+
+
+def test_segments_lay_out_holes_between_pinned_code():
+    c = Canvas.from_segments([[Free(2), (7, 8), Free(3, seed=(40,)), (9,)]], 5, noise_fn())
+    assert c.pinned.tolist() == [[False, False, True, True, False, False, False, True]]
+    assert c.hole.tolist() == [[0, 0, -1, -1, 1, 1, 1, -1]]
+    assert c.tokens[0, [2, 3, 4, 7]].tolist() == [7, 8, 40, 9]  # pinned ids and the seed token in place
+    assert c.n_free == (5,) and c.positions[0].tolist() == list(range(5, 13))
+    assert c.run_rank().tolist()[0][:2] + c.run_rank().tolist()[0][4:7] == [0, 1, 0, 1, 2]
+
+
+def test_build_is_the_one_run_layout():
+    """Canvas.build and from_segments draw the same noise into the same slots (outputs stay bit-identical)."""
+    a = Canvas.build((3, 5), (7, 8), 4, noise_fn(1))
+    b = Canvas.from_segments([[Free(3), (7, 8)], [Free(5), (7, 8)]], 4, noise_fn(1))
+    for name in ("tokens", "pinned", "valid", "positions"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.n_free == b.n_free
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [lambda: [[(1, 2)]], lambda: [[Free(2), Free(2)]], lambda: [[Free(0)]], lambda: [[Free(1, seed=(3, 4))]]],
+)
+def test_segments_reject_bad_layouts(rows):
+    with pytest.raises(ValueError):
+        Canvas.from_segments(rows(), 3, noise_fn())
+
+
+def test_min_tokens_holds_for_every_hole():
+    """Filler is banned from the first slot of each free run, not only the canvas' first slots."""
+    c = Canvas.from_segments([[Free(2), (7,), Free(2), (8,)]], 5, noise_fn())
+    filler = 3
+    target = torch.full((1, c.tokens.shape[1]), filler)  # the model wants filler everywhere
+    res = denoise(ScriptedDenoiser(target), c, SamplerConfig(max_steps=6), min_tokens=1, end_ids=[filler])
+    out = res.tokens[0].tolist()
+    assert out[0] != filler and out[3] != filler  # each hole's first slot
+    assert out[1] == filler and out[4] == filler  # the rest may end the middle
+
+
+def test_seeded_slots_start_from_the_seed():
+    c = Canvas.from_segments([[Free(3, seed=(41, 42, 43)), (5,)]], 4, noise_fn())
+    den = ScriptedDenoiser(torch.tensor([[41, 42, 43, 5]]))
+    denoise(den, c, SamplerConfig(max_steps=4))
+    assert den.calls[0][0][0, :3].tolist() == [41, 42, 43]  # the first pass sees the seed, not noise
+
+
+class FlagSlot:
+    """A guide that rejects `bad` wherever it is the argmax; counts its calls."""
+
+    def __init__(self, bad: int, budget: int = 3):
+        self.bad, self.budget, self.calls = bad, budget, 0
+
+    def __call__(self, row: int, free_ids: list[int]) -> list[int]:
+        self.calls += 1
+        return [k for k, t in enumerate(free_ids) if t == self.bad]
+
+
+def test_guide_renoises_flagged_tokens_and_the_argmax_moves_on():
+    """The model prefers token 20 in slot 1 (a token the guide says breaks the parse), 21 a little less: the
+    guide's slot is renoised and the rejected token banned there, so the row ends with 21 instead."""
+    c = Canvas.from_segments([[Free(3), (5,)]], 4, noise_fn())
+    margin = torch.tensor([[30.0, 30.0, 30.0, 30.0]])
+    target = torch.tensor([[11, 20, 12, 5]])
+    den = ScriptedDenoiser(target, margin)
+    second = ScriptedDenoiser(torch.tensor([[11, 21, 12, 5]]), torch.tensor([[0.0, 25.0, 0.0, 0.0]]))
+
+    def both(canvas, sc):  # slot 1: 20 best (30 nats), 21 next (25 nats)
+        return den(canvas, sc) + second(canvas, sc)
+
+    both.vocab_size = V
+    both.noise = den.noise
+    guide = FlagSlot(20)
+    res = denoise(both, c, SamplerConfig(max_steps=8), guide=guide)
+    assert res.tokens[0, :3].tolist() == [11, 21, 12]
+    assert guide.calls >= 2  # flagged once, then checked clean
+    # the step after the flag, slot 1 held fresh noise, not the rejected token, and no self-conditioning for it
+    flagged_step = 1
+    tokens_after, sc_after = den.calls[flagged_step]
+    assert sc_after is not None and torch.all(sc_after[0, 1] == 0) and not torch.all(sc_after[0, 0] == 0)
+    assert tokens_after[0, 0].item() == 11  # the unflagged slots were accepted as usual
+
+
+def test_guide_budget_ends_the_loop():
+    """A guide that objects to slot 0 at every step is consulted while it flags, at most `budget` times; then
+    the row stops as the stop rule says (here: on the third choice, 14, long before max_steps)."""
+    c = Canvas.from_segments([[Free(3), (5,)]], 4, noise_fn())
+    choices = [
+        ScriptedDenoiser(torch.tensor([[t, 20, 12, 5]]), torch.tensor([[m, 30.0, 30.0, 30.0]]))
+        for t, m in ((11, 30.0), (13, 25.0), (14, 20.0))
+    ]
+
+    def model(canvas, sc):
+        return sum(d(canvas, sc) for d in choices)
+
+    model.vocab_size = V
+    model.noise = choices[0].noise
+
+    class Always(FlagSlot):
+        def __call__(self, row, free_ids):
+            self.calls += 1
+            return [0]
+
+    always = Always(0, budget=2)
+    res = denoise(model, c, SamplerConfig(max_steps=30), guide=always)
+    assert always.calls == 2
+    assert res.tokens[0, 0].item() == 14 and res.steps < 30
+
+
+def test_middle_guide_maps_error_ranges_to_tokens():
+    """Text-level error ranges become slots: overlapping tokens, a MISSING point to the token ending there;
+    tokens after the end token and special tokens are not part of the middle."""
+    pieces = {1: "a", 2: " +", 3: " b", 4: ")", 9: "<filler>"}
+
+    def decode(ids):
+        return "".join(pieces[i] for i in ids if i != 9)
+
+    seen = []
+
+    def check(text):
+        seen.append(text)
+        return [(1, 3)] if text == "a + b)" else [(5, 5)] if text == "a + b" else []
+
+    g = MiddleGuide(decode, check, end_ids={7}, drop_ids={7, 9}, budget=3)
+    assert g(0, [1, 2, 3, 4, 7, 4]) == [1]  # " +" covers (1, 3); the ")" after the end token is not read
+    assert seen == ["a + b)"] and g.renoised == 1
+    assert g(0, [1, 9, 2, 3]) == [3]  # the missing token at the end: the last token; filler slot skipped
+    assert g(0, [4]) == [] and g.checks == 3
