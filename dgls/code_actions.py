@@ -117,7 +117,7 @@ async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> t
         raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
     start, end = rng
     spans = ls.policy.holes(doc.text, start, end) if kind == ACTION_FILL_HOLES else [(start, end)]
-    edits = await _edit_spans(ls, engine, doc, spans, title=title)
+    edits = await _edit_spans(ls, engine, doc, spans, title=title, joint=kind == ACTION_FILL_HOLES)
     if not edits:
         show_message(ls, types.MessageType.Info, f"{title}: the model proposed nothing usable; nothing changed")
     return doc, edits
@@ -135,8 +135,12 @@ async def _edit_spans(
     *,
     title: str,
     instruction: str | None = None,
+    joint: bool = False,
 ) -> list[Edit]:
-    """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses."""
+    """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses.
+
+    `joint`: the spans are holes filled together, one canvas per group that fits.
+    """
     try:
         return await ls.policy.edit_spans(
             engine,
@@ -146,6 +150,7 @@ async def _edit_spans(
             title=title,
             instruction=instruction,
             progress=ls.progress_bars.work(),
+            joint=joint,
         )
     except Refused as exc:
         raise RequestFailed(str(exc)) from None

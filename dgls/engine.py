@@ -120,6 +120,24 @@ class EngineOptions:
         )
 
 
+# slots of a joint fill's canvas (free slots of every hole plus the pinned code between them): DiffusionGemma's
+# canvas; most of it is pinned code, which costs attention, not denoising
+JOINT_CANVAS = 256
+
+
+@dataclass(frozen=True)
+class JointRequest:
+    """Holes of one document filled in one canvas: free slots for each, the code between them pinned.
+
+    ``holes[k]`` is hole k's own request (its span, shaping and canvas length, as if it were filled alone);
+    ``between[k]`` the text after hole k up to hole k+1 (for the last hole: its suffix window). The prefix is the
+    first hole's.
+    """
+
+    holes: tuple[InfillRequest, ...]
+    between: tuple[str, ...]
+
+
 @dataclass
 class Completion:
     """The answer to one request."""
@@ -133,6 +151,7 @@ class Completion:
     prefix_cache: str = "none"
     cached: bool = False  # answered from the result cache, no model call
     syntax_renoised: int = 0  # tokens syntax-guided denoising sent back to noise
+    holes: list[Candidate] | None = None  # a joint fill: one middle per hole, left to right
 
     @property
     def text(self) -> str:
@@ -355,6 +374,93 @@ class Engine:
             syntax_guided,
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
+
+    def joint_groups(self, text: str, holes: list[InfillRequest]) -> list[JointRequest]:
+        """The holes (left to right) as joint requests: consecutive holes share a canvas while it fits.
+
+        A canvas holds each hole's free slots and the code between the holes, up to :data:`JOINT_CANVAS` tokens
+        (or ``max_canvas`` when larger); past that the next hole starts a new group (a model call of its own,
+        which sees the other groups' holes as their markers). A hole too big for a canvas with anything after it
+        is a group alone, with its own suffix window.
+        """
+        groups: list[JointRequest] = []
+        cur: list[InfillRequest] = []
+        between: list[str] = []
+        size = 0
+        for k, r in enumerate(holes):
+            gap = text[r.end : holes[k + 1].start] if k + 1 < len(holes) else r.suffix
+            cost = self.lengths_for(r)[0] + self.count_tokens(gap)
+            if cur and size + cost > max(self.options.max_canvas, JOINT_CANVAS):
+                groups.append(JointRequest(tuple(cur), (*between[:-1], cur[-1].suffix)))
+                cur, between, size = [], [], 0
+            cur.append(r)
+            between.append(gap)
+            size += cost
+        if cur:
+            groups.append(JointRequest(tuple(cur), (*between[:-1], cur[-1].suffix)))
+        return groups
+
+    def joint_capable(self) -> bool:
+        """Whether the loaded backend fills several holes in one canvas (the in-process model; not vLLM's)."""
+        return hasattr(self._infiller, "fill_segments")
+
+    def submit_joint(
+        self,
+        joint: JointRequest,
+        *,
+        seed: int | None = 0,
+        cancel: threading.Event | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        min_tokens: int = 0,
+    ) -> Future:
+        """Queue a joint fill on the worker; the future gives a Completion whose ``holes`` has a middle per hole."""
+        counter = self._counter
+        if self.state != "ready" or counter is None or not self.joint_capable():
+            fut: Future = Future()
+            reason = self.error if self.state == "error" else f"model is {self.state}"
+            if self.state == "ready":
+                reason = "the vLLM backend fills one hole per call" if counter else "the engine was shut down"
+            fut.set_exception(EngineError(reason))
+            return fut
+        from dgls.model.canvas import Free
+
+        segments: list[Any] = []
+        for r, gap in zip(joint.holes, joint.between, strict=True):
+            segments += [Free(self.lengths_for(r)[0]), tuple(counter.ids(gap))]
+        prefix_ids = counter.ids(joint.holes[0].prefix)
+        check = cancel.is_set if cancel is not None else None
+        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens)
+
+    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens) -> Completion:
+        from dgls.model.sampler import Cancelled
+
+        inf = self._infiller
+        try:
+            if inf is None or (cancel is not None and cancel()):
+                raise Cancelled(0)
+            res = inf.fill_segments(
+                prefix_ids,
+                segments,
+                sampler=self._sampler,
+                seed=seed,
+                cancel=cancel,
+                on_step=on_step,
+                min_tokens=min_tokens,
+            )
+        except Cancelled as exc:
+            raise exc.with_traceback(None) from None
+        finally:
+            release_freed_memory()
+        return Completion(
+            request=joint.holes[0],
+            candidates=[],
+            nfe=res.nfe,
+            ms=res.ms,
+            blocks=1,
+            encode_ms=res.encode_ms,
+            prefix_cache=res.prefix_cache,
+            holes=res.runs,
+        )
 
     def complete(self, request: InfillRequest, **kw) -> Completion:
         """Blocking :meth:`submit`."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from dgls.actions import find_holes, with_instruction
 from dgls.context import ContextError, InfillRequest
-from dgls.engine import Completion, Engine
+from dgls.engine import Completion, Engine, JointRequest
 from dgls.ghost import Ghost, GhostCache
 from dgls.postprocess import make_edits
 from dgls.settings import Settings
@@ -182,14 +182,14 @@ class InfillPolicy:
     async def run(
         self,
         engine: Engine,
-        request: InfillRequest,
+        request: InfillRequest | JointRequest,
         *,
         cancel: threading.Event,
         n_candidates: int = 1,
         explicit: bool = True,
         on_step: Callable[[int, int], None] | None = None,
     ) -> Completion | None:
-        """Submit one request and await it; None when it was superseded or failed (logged).
+        """Submit one request (or a joint fill of several holes) and await it; None when superseded or failed.
 
         An `explicit` request (the user asked: Invoked trigger, code action, command) may not get an empty middle,
         nor may an automatic one where the code at the cursor is unfinished as it stands (``request.incomplete``:
@@ -201,14 +201,18 @@ class InfillPolicy:
         """
         self.stats["requests"] += 1
         t0 = time.perf_counter()
-        fut = engine.submit(
-            request,
-            n_candidates=n_candidates,
-            seed=0,
-            cancel=cancel,
-            on_step=on_step,
-            min_tokens=1 if explicit or request.incomplete else 0,
-        )
+        if isinstance(request, JointRequest):
+            fut = engine.submit_joint(request, seed=0, cancel=cancel, on_step=on_step, min_tokens=1)
+            request = request.holes[0]
+        else:
+            fut = engine.submit(
+                request,
+                n_candidates=n_candidates,
+                seed=0,
+                cancel=cancel,
+                on_step=on_step,
+                min_tokens=1 if explicit or request.incomplete else 0,
+            )
         try:
             done = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
@@ -340,21 +344,36 @@ class InfillPolicy:
         title: str,
         instruction: str | None = None,
         progress: Progress = SILENT,
+        joint: bool = False,
     ) -> list[Edit]:
-        """Regenerate each span of `text` (a hole or a selection), one model call each; Refused when cancelled."""
+        """Regenerate each span of `text` (a hole or a selection); Refused when cancelled.
+
+        One model call per span, or, `joint`, the spans (holes) filled together: one call per group of holes that
+        fits a canvas (:meth:`Engine.joint_groups`), each hole conditioned on what the others become.
+        """
         cancel = threading.Event()
         await progress.begin(title, cancel)
         edits: list[Edit] = []
         try:
-            for i, (start, end) in enumerate(spans):
+            requests = [span_request(engine, text, language, start, end) for start, end in spans]
+            if instruction:
+                requests = [with_instruction(r, text, instruction) for r in requests]
+            calls: list[InfillRequest | JointRequest] = list(requests)
+            if joint and engine.joint_capable():
+                calls = list(engine.joint_groups(text, requests))
+            for i, call in enumerate(calls):
                 if cancel.is_set():
                     break
-                request = span_request(engine, text, language, start, end)
-                if instruction:
-                    request = with_instruction(request, text, instruction)
-                done = await self.run(engine, request, cancel=cancel, on_step=progress.on_step(i, len(spans)))
-                if done is not None:
-                    found = make_edits(text, request, done.candidates)
+                done = await self.run(engine, call, cancel=cancel, on_step=progress.on_step(i, len(calls)))
+                if done is None:
+                    continue
+                if isinstance(call, JointRequest):
+                    assert done.holes is not None
+                    pairs = [(r, [c]) for r, c in zip(call.holes, done.holes, strict=True)]
+                else:
+                    pairs = [(call, done.candidates)]
+                for request, candidates in pairs:
+                    found = make_edits(text, request, candidates)
                     if found:
                         edits.append(found[0])
         finally:

@@ -7,6 +7,7 @@ requests that share a prefix skip the encoder (hit) or encode only the new token
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
-from dgls.model.canvas import Canvas
+from dgls.model.canvas import Canvas, Segment
 from dgls.model.loading import LoadedModel
 from dgls.model.sampler import CancelCheck, Guide, SamplerConfig, denoise
 
@@ -68,6 +69,18 @@ class InfillResult:
     prefix_tokens: int
     suffix_tokens: int
     step_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SegmentsResult:
+    """One middle per free run of a canvas (:meth:`Infiller.fill_segments`), with the cost of the one call."""
+
+    runs: list[Candidate]
+    nfe: int
+    ms: float
+    encode_ms: float
+    prefix_cache: str
+    slots: int  # canvas length: free runs plus the pinned code between them
 
 
 class Infiller:
@@ -197,6 +210,74 @@ class Infiller:
             prefix_tokens=len(full_prefix),
             suffix_tokens=len(suffix_ids),
             step_ms=step_ms,
+        )
+
+    def fill_segments(
+        self,
+        prefix_ids: Sequence[int],
+        segments: Sequence[Segment],
+        *,
+        sampler: SamplerConfig | None = None,
+        seed: int | None = 0,
+        cancel: CancelCheck | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        min_tokens: int = 0,
+    ) -> SegmentsResult:
+        """Fill every free run of one canvas row jointly: one denoising loop, each run seeing the others.
+
+        `segments` is the row after the prefix (BOS is prepended to it here): :class:`Free` runs (the holes, or the
+        re-noised parts of a selection) and pinned token ids between them (the code around them, the suffix).
+        Returns one :class:`Candidate` per free run, left to right; `min_tokens` holds for each run.
+        """
+        t_start = time.perf_counter()
+        cfg = sampler or self.spec.sampler
+        device = self.model.device
+        generator = None
+        if seed is not None and not cfg.compat_generate:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        t0 = time.perf_counter()
+        cache, cache_kind = self.prefix_cache.get([self.spec.bos_id, *prefix_ids])
+        encode_ms = (time.perf_counter() - t0) * 1e3
+        denoiser = DiffusionGemmaDenoiser(self.model, cache, 0 if cfg.compat_generate else self.spec.noise_low)
+        noise = functools.partial(denoiser.noise, generator=generator)
+        canvas = Canvas.from_segments([segments], denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
+        filler = set() if self.spec.filler_id is None else {self.spec.filler_id}
+        res = denoise(
+            denoiser,
+            canvas,
+            cfg,
+            generator=generator,
+            cancel=cancel,
+            on_step=on_step,
+            min_tokens=min_tokens,
+            end_ids=sorted(self._end_ids | filler),
+        )
+        assert canvas.hole is not None
+        tokens, conf, hole = res.tokens[0].tolist(), res.confidence[0].tolist(), canvas.hole[0].tolist()
+        runs = []
+        for k in range(max(hole) + 1):
+            ids = [tokens[j] for j, h in enumerate(hole) if h == k]
+            cs = [conf[j] for j, h in enumerate(hole) if h == k]
+            kept, kept_conf, ended = keep_middle(ids, cs, self._end_ids, self.spec.filler_id, self._drop_ids)
+            runs.append(
+                Candidate(
+                    text=self._decode(kept),
+                    token_ids=kept,
+                    raw_ids=ids,
+                    token_confidence=kept_conf,
+                    score=sum(math.log(max(c, 1e-30)) for c in cs) / len(cs),
+                    n_free=len(ids),
+                    ended=ended,
+                    tokens=token_spans(self._decode, kept, kept_conf),
+                )
+            )
+        return SegmentsResult(
+            runs=runs,
+            nfe=res.steps,
+            ms=(time.perf_counter() - t_start) * 1e3,
+            encode_ms=encode_ms,
+            prefix_cache=cache_kind,
+            slots=int(canvas.tokens.shape[1]),
         )
 
     def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:

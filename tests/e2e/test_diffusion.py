@@ -1,0 +1,69 @@
+"""What only a bidirectional canvas does, through the real server: several holes filled in one model call.
+
+The young embedded model's code does not parse yet, so the documents are sent as plain text (no parse check drops
+a middle): these tests check that the mechanism runs end to end (one call, one edit per hole, each at its hole,
+the code between the holes untouched), not the quality of what the model writes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_lsp
+from e2e_helpers import CONFIG, Doc, apply, initialize, offset, position, wait_ready
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CLASS = """class Account:
+    def __init__(self, owner, balance):
+        ...
+
+    def deposit(self, amount):
+        ...
+
+    def report(self):
+        ...
+"""
+
+
+@pytest_lsp.fixture(config=CONFIG, scope="module")
+async def client(lsp_client: LanguageClient, model_path):
+    await initialize(
+        lsp_client,
+        {"dgls": {"model": model_path, "steps": 4, "languages": {"enable": ["plaintext"]}}},
+    )
+    status = await wait_ready(lsp_client)
+    assert status.state == "ready", f"model did not load: {status}"
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def usage(client: LanguageClient) -> dict:
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.stats"))
+
+
+async def test_three_holes_filled_in_one_model_call(client: LanguageClient):
+    doc = Doc(client, "file:///e2e/account.py.txt", CLASS, language="plaintext")
+    here = position(CLASS, 0)
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=doc.ident(),
+            range=types.Range(start=here, end=here),
+            context=types.CodeActionContext(diagnostics=[]),
+        )
+    )
+    (action,) = [a for a in actions if "Fill 3 hole" in a.title]
+    before = await usage(client)
+    resolved = await client.code_action_resolve_async(action)
+    after = await usage(client)
+    assert after["modelCalls"] - before["modelCalls"] == 1  # the three holes share one canvas
+    (change,) = resolved.edit.document_changes
+    holes = [i for i in range(len(CLASS)) if CLASS.startswith("...", i)]
+    got = sorted((offset(CLASS, e.range.start), offset(CLASS, e.range.end)) for e in change.edits)
+    assert got == [(h, h + 3) for h in holes]  # one edit per hole, each replacing its marker
+    assert all(e.new_text.strip() for e in change.edits)
+    filled = apply(CLASS, change.edits)
+    for line in ("class Account:", "    def deposit(self, amount):", "    def report(self):"):
+        assert line in filled  # the pinned code between the holes is kept
+    doc.close()
