@@ -307,7 +307,7 @@ class SeedIndex:
         seen: set[Path] = set()
         total = skipped = 0
         for path in _walk(given, wanted):
-            if len(files) >= max_files:
+            if len(files) >= max_files or total >= max_total_bytes:
                 break
             real = Path(os.path.realpath(path))
             if real in seen or not any(real.is_relative_to(root) for root in roots):
@@ -334,7 +334,7 @@ class SeedIndex:
         min_tokens: int = MIN_MATCH_TOKENS,
         min_chars: int = MIN_MATCH_CHARS,
     ) -> Seed | None:
-        """What followed the longest earlier occurrence of the end of `prefix`; None if nothing qualifies.
+        """What followed the longest other occurrence of the end of `prefix`; None if nothing qualifies.
 
         `prefix` is the text before the cursor (its last few thousand characters are enough). `exclude_at` is
         the document and character offset being completed: the occurrence at the cursor is its own match and is

@@ -277,7 +277,9 @@ def test_workspace_bounds(tmp_path):
     assert index.lookup("y = compute(item, ").text == "scale=0)"  # read in name order
     stats = index.index_workspace([tmp_path], max_bytes_per_file=100, max_total_bytes=size * 4)
     assert (stats.files, stats.bytes) == (4, size * 4)
-    assert stats.skipped == 7  # big.py, and six that no longer fit
+    assert stats.skipped == 1  # big.py; reading stops when the budget is spent
+    stats = index.index_workspace([tmp_path], max_total_bytes=size * 4 + 1)
+    assert (stats.files, stats.skipped) == (4, 7)  # big.py, and six that no longer fit
     stats = index.index_workspace([tmp_path], suffixes=(".js",))
     assert stats.files == 0 and index.lookup("y = compute(item, ") is None  # a rescan replaces the old files
     assert index.index_workspace([tmp_path / "missing"]).files == 0
