@@ -117,7 +117,8 @@ async def _action_edits(ls: DglsServer, method: str, data: Any, title: str) -> t
         raise RequestFailed(f"the model is {ls.engine.state if ls.engine else 'not started'}; try again when ready")
     start, end = rng
     spans = ls.policy.holes(doc.text, start, end) if kind == ACTION_FILL_HOLES else [(start, end)]
-    edits = await _edit_spans(ls, engine, doc, spans, title=title, joint=kind == ACTION_FILL_HOLES)
+    share = 1.0 if kind == ACTION_FILL_HOLES else ls.settings.regenerate_share
+    edits = await _edit_spans(ls, engine, doc, spans, title=title, joint=kind == ACTION_FILL_HOLES, share=share)
     if not edits:
         show_message(ls, types.MessageType.Info, f"{title}: the model proposed nothing usable; nothing changed")
     return doc, edits
@@ -136,10 +137,12 @@ async def _edit_spans(
     title: str,
     instruction: str | None = None,
     joint: bool = False,
+    share: float = 1.0,
 ) -> list[Edit]:
     """Regenerate each span of `doc` with cancellable progress; RequestFailed when the policy refuses.
 
-    `joint`: the spans are holes filled together, one canvas per group that fits.
+    `joint`: the spans are holes filled together, one canvas per group that fits; `share` < 1: a selection is
+    regenerated in place (only that share of its tokens renoised).
     """
     try:
         return await ls.policy.edit_spans(
@@ -151,6 +154,7 @@ async def _edit_spans(
             instruction=instruction,
             progress=ls.progress_bars.work(),
             joint=joint,
+            renoise_share=share,
         )
     except Refused as exc:
         raise RequestFailed(str(exc)) from None

@@ -87,6 +87,7 @@ class InfillRequest:
     # block body (which the user is about to write; Python even requires a statement there). False for a
     # selection, inside a string or comment, and for a language dgls has no table row for.
     incomplete: bool = False
+    replaced: str = ""  # text[start:end]: the selection or hole marker the middle replaces ('' at a cursor)
 
 
 class ContextError(ValueError):
@@ -174,6 +175,7 @@ def build_request(
         in_string=in_string,
         in_comment=in_comment,
         inside_word=end < len(text) and (text[end].isalnum() or text[end] == "_"),
+        replaced=text[start:end],
         incomplete=span is SpanKind.BLOCK
         or (
             spec is not None

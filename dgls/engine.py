@@ -80,6 +80,8 @@ class _Call:
     on_step: Callable[[int, int], None] | None
     min_tokens: int
     syntax_guided: bool
+    renoise_share: float  # < 1: regenerate the selection in place (request.replaced's least believed tokens)
+    old_ids: list[int]  # request.replaced's tokens when renoise_share < 1
 
 
 class EngineError(Exception):
@@ -331,12 +333,14 @@ class Engine:
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
         syntax_guided: bool | None = None,
+        renoise_share: float = 1.0,
     ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
 
         `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots). `syntax_guided`
         (default: the engine's option) renoises tokens that break the parse while denoising, where the language
-        has a tree-sitter grammar.
+        has a tree-sitter grammar. `renoise_share` < 1 regenerates a selection in place: only that share of its
+        tokens (the ones the model believes least) is renoised, the rest stays as it is.
         """
         if syntax_guided is None:
             syntax_guided = self.options.syntax_guided
@@ -345,7 +349,10 @@ class Engine:
             fut.set_exception(EngineError(self.error if self.state == "error" else f"model is {self.state}"))
             return fut
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
+        in_place = renoise_share < 1 and bool(request.replaced) and self.joint_capable()
         key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
+        if in_place:
+            key += (request.replaced, renoise_share)
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -372,6 +379,8 @@ class Engine:
             on_step,
             min_tokens,
             syntax_guided,
+            renoise_share if in_place else 1.0,
+            counter.ids(request.replaced) if in_place else [],
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
@@ -490,19 +499,32 @@ class Engine:
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
         guide = syntax_guide(inf, request) if call.syntax_guided and max_blocks == 1 else None
-        res = inf.infill_ids(
-            call.prefix_ids,
-            call.suffix_ids,
-            lengths=lengths,
-            n_candidates=call.n_candidates,
-            max_blocks=max_blocks,
-            sampler=self._sampler,
-            seed=call.seed,
-            cancel=call.cancel,
-            on_step=call.on_step,
-            min_tokens=call.min_tokens,
-            guide=guide,
-        )
+        if call.renoise_share < 1 and call.old_ids:
+            guide = None
+            res = inf.regenerate(
+                call.prefix_ids,
+                call.old_ids,
+                call.suffix_ids,
+                call.renoise_share,
+                sampler=self._sampler,
+                seed=call.seed,
+                cancel=call.cancel,
+                on_step=call.on_step,
+            )
+        else:
+            res = inf.infill_ids(
+                call.prefix_ids,
+                call.suffix_ids,
+                lengths=lengths,
+                n_candidates=call.n_candidates,
+                max_blocks=max_blocks,
+                sampler=self._sampler,
+                seed=call.seed,
+                cancel=call.cancel,
+                on_step=call.on_step,
+                min_tokens=call.min_tokens,
+                guide=guide,
+            )
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(
                 f"the model produced NaN scores ({self.info.get('model')}, "

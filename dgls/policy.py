@@ -188,6 +188,7 @@ class InfillPolicy:
         n_candidates: int = 1,
         explicit: bool = True,
         on_step: Callable[[int, int], None] | None = None,
+        renoise_share: float = 1.0,
     ) -> Completion | None:
         """Submit one request (or a joint fill of several holes) and await it; None when superseded or failed.
 
@@ -212,6 +213,8 @@ class InfillPolicy:
                 cancel=cancel,
                 on_step=on_step,
                 min_tokens=1 if explicit or request.incomplete else 0,
+                renoise_share=renoise_share,
+                syntax_guided=self.host.settings.syntax_guided,
             )
         try:
             done = await asyncio.wrap_future(fut)
@@ -345,11 +348,13 @@ class InfillPolicy:
         instruction: str | None = None,
         progress: Progress = SILENT,
         joint: bool = False,
+        renoise_share: float = 1.0,
     ) -> list[Edit]:
         """Regenerate each span of `text` (a hole or a selection); Refused when cancelled.
 
         One model call per span, or, `joint`, the spans (holes) filled together: one call per group of holes that
         fits a canvas (:meth:`Engine.joint_groups`), each hole conditioned on what the others become.
+        `renoise_share` < 1 regenerates a selection in place (:meth:`Engine.submit`).
         """
         cancel = threading.Event()
         await progress.begin(title, cancel)
@@ -364,7 +369,9 @@ class InfillPolicy:
             for i, call in enumerate(calls):
                 if cancel.is_set():
                     break
-                done = await self.run(engine, call, cancel=cancel, on_step=progress.on_step(i, len(calls)))
+                done = await self.run(
+                    engine, call, cancel=cancel, on_step=progress.on_step(i, len(calls)), renoise_share=renoise_share
+                )
                 if done is None:
                     continue
                 if isinstance(call, JointRequest):

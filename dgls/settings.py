@@ -92,6 +92,10 @@ class Settings:
     # a token of a suggestion whose confidence (the model's probability of it, 0..1) is at most this is "unsure":
     # editors mark it (Neovim: DglsGhostUnsure); 0 marks (almost) nothing, 1 every token
     low_confidence: float = 0.5
+    # "Regenerate selection" renoises this share of the selection's tokens (those the model believes least) and
+    # keeps the rest as it is; 1 regenerates all of it from noise
+    regenerate_share: float = 0.3
+    syntax_guided: bool = True  # renoise tokens that break the parse while denoising (languages with a grammar)
     backend: BackendSettings = BackendSettings()
 
     def engine_fields(self) -> tuple:
@@ -257,6 +261,8 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "hole_markers": _strings(),
         "completion_in_strings": _bool,
         "low_confidence": _number(0.0, maximum=1.0),
+        "regenerate_share": _number(0.05, maximum=1.0),
+        "syntax_guided": _bool,
     },
     ContextBudget: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
-from dgls.model.canvas import Canvas, Segment
+from dgls.model.canvas import Canvas, Free, Segment
 from dgls.model.loading import LoadedModel
 from dgls.model.sampler import CancelCheck, Guide, SamplerConfig, denoise
 
@@ -278,6 +278,79 @@ class Infiller:
             encode_ms=encode_ms,
             prefix_cache=cache_kind,
             slots=int(canvas.tokens.shape[1]),
+        )
+
+    def regenerate(
+        self,
+        prefix_ids: Sequence[int],
+        old_ids: Sequence[int],
+        suffix_ids: Sequence[int],
+        share: float,
+        *,
+        slack: int = 2,
+        sampler: SamplerConfig | None = None,
+        seed: int | None = 0,
+        cancel: CancelCheck | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> InfillResult:
+        """Regenerate a selection in place: renoise the `share` of its tokens the model believes least, keep the rest.
+
+        One decoder pass scores the old tokens (the selection on the canvas as it is, the suffix pinned after it);
+        the ``ceil(share * n)`` least probable become free runs, each with `slack` extra slots so a fix may grow
+        (filler ends it early, or empties it); every other old token stays pinned, so it is in the result
+        unchanged. Then one joint denoising loop (:meth:`fill_segments`). The candidate's text is the whole new
+        selection; its kept old tokens have confidence 1.
+        """
+        if not 0 < share <= 1 or not old_ids:
+            raise ValueError(f"regenerate needs 0 < share <= 1 and a non-empty selection, got {share}, {len(old_ids)}")
+        t_start = time.perf_counter()
+        cfg = sampler or self.spec.sampler
+        n = len(old_ids)
+        cache, _ = self.prefix_cache.get([self.spec.bos_id, *prefix_ids])
+        denoiser = DiffusionGemmaDenoiser(self.model, cache, self.spec.noise_low)
+        scored = Canvas.from_segments(
+            [[Free(n, seed=tuple(old_ids)), tuple(suffix_ids)]],
+            denoiser.prefix_len,
+            lambda shape: torch.zeros(shape, dtype=torch.long),
+            self.spec.pad_id or 0,
+            self.model.device,
+        )
+        logp = torch.log_softmax(denoiser(scored, None)[0, :n].float(), dim=-1)
+        belief = logp.gather(-1, torch.tensor(old_ids, device=logp.device)[:, None]).squeeze(-1)
+        renoise = set(belief.argsort()[: max(1, math.ceil(share * n))].tolist())
+        parts: list[Segment] = []  # the selection: runs of kept old tokens and free runs, in order
+        for k, tok in enumerate(old_ids):
+            last = parts[-1] if parts else None
+            if k in renoise:
+                parts[-1:] = [Free(last.n + 1)] if isinstance(last, Free) else [*parts[-1:], Free(slack + 1)]
+            else:
+                parts[-1:] = [(*last, tok)] if isinstance(last, tuple) else [*parts[-1:], (tok,)]
+        res = self.fill_segments(
+            prefix_ids, [*parts, tuple(suffix_ids)], sampler=cfg, seed=seed, cancel=cancel, on_step=on_step
+        )
+        ids: list[int] = []
+        conf: list[float] = []
+        runs = iter(res.runs)
+        for part in parts:
+            if isinstance(part, Free):
+                run = next(runs)
+                ids += run.token_ids
+                conf += run.token_confidence
+            else:
+                ids += list(part)
+                conf += [1.0] * len(part)
+        text = self._decode(ids)
+        score = sum(r.score for r in res.runs) / max(1, len(res.runs))
+        candidate = Candidate(text, ids, ids, conf, score, n, True, token_spans(self._decode, ids, conf))
+        return InfillResult(
+            candidates=[candidate],
+            nfe=res.nfe + 1,
+            blocks=1,
+            ms=(time.perf_counter() - t_start) * 1e3,
+            encode_ms=res.encode_ms,
+            prefix_cache=res.prefix_cache,
+            prefix_tokens=len(prefix_ids) + 1,
+            suffix_tokens=len(suffix_ids),
         )
 
     def _rank(self, raw, pieces, confs, scores, rows, ended) -> list[Candidate]:

@@ -1,4 +1,5 @@
-"""What only a bidirectional canvas does, through the real server: several holes filled in one model call.
+"""What only a bidirectional canvas does, through the real server: several holes filled in one model call, a
+selection regenerated in place.
 
 The young embedded model's code does not parse yet, so the documents are sent as plain text (no parse check drops
 a middle): these tests check that the mechanism runs end to end (one call, one edit per hole, each at its hole,
@@ -6,6 +7,8 @@ the code between the holes untouched), not the quality of what the model writes.
 """
 
 from __future__ import annotations
+
+import difflib
 
 import pytest
 import pytest_lsp
@@ -31,7 +34,7 @@ CLASS = """class Account:
 async def client(lsp_client: LanguageClient, model_path):
     await initialize(
         lsp_client,
-        {"dgls": {"model": model_path, "steps": 4, "languages": {"enable": ["plaintext"]}}},
+        {"dgls": {"model": model_path, "steps": 4, "regenerateShare": 0.25, "languages": {"enable": ["plaintext"]}}},
     )
     status = await wait_ready(lsp_client)
     assert status.state == "ready", f"model did not load: {status}"
@@ -66,4 +69,29 @@ async def test_three_holes_filled_in_one_model_call(client: LanguageClient):
     filled = apply(CLASS, change.edits)
     for line in ("class Account:", "    def deposit(self, amount):", "    def report(self):"):
         assert line in filled  # the pinned code between the holes is kept
+    doc.close()
+
+
+async def test_regenerate_selection_in_place_keeps_most_of_it(client: LanguageClient):
+    """regenerateShare 0.25: a quarter of the selection's tokens are renoised, the rest kept as they were, so
+    most of the old text survives, in order (the old behaviour, all noise, kept next to nothing)."""
+    text = (
+        "totals = {}\nfor row in rows:\n    totals[row.key] = totals.get(row.key, 0) + row.amount * row.rate\n"
+        "print(totals)\n"
+    )
+    doc = Doc(client, "file:///e2e/totals.txt", text, language="plaintext")
+    start, end = text.index("    totals[row.key]"), text.index("print(")
+    sel = types.Range(start=position(text, start), end=position(text, end))
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(text_document=doc.ident(), range=sel, context=types.CodeActionContext(diagnostics=[]))
+    )
+    (action,) = [a for a in actions if "Regenerate selection" in a.title]
+    resolved = await client.code_action_resolve_async(action)
+    (change,) = resolved.edit.document_changes
+    (edit,) = change.edits
+    assert (offset(text, edit.range.start), offset(text, edit.range.end)) == (start, end)
+    old, new = text[start:end], edit.new_text
+    assert new != old
+    kept = sum(b.size for b in difflib.SequenceMatcher(None, old, new, autojunk=False).get_matching_blocks())
+    assert kept >= 0.6 * len(old), (old, new)
     doc.close()

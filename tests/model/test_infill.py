@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
@@ -197,3 +199,30 @@ def test_extension_past_the_sliding_window_matches_one_shot_encoding(tiny_loaded
     a = DiffusionGemmaDenoiser(model, cache, 9)(canvas, None)
     b = DiffusionGemmaDenoiser(model, encode(model, torch.tensor([ids])), 9)(canvas, None)
     torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+
+
+def _lcs(a: list[int], b: list[int]) -> int:
+    """Length of the longest common subsequence."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b):
+            prev, row[j + 1] = row[j + 1], prev + 1 if x == y else max(row[j + 1], row[j])
+    return row[-1]
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_regenerate_in_place_keeps_the_unchanged_share(infiller, share):
+    """Only ceil(share * n) of the selection's tokens are renoised: the others are in the result, in order, as they
+    were; the joint fill is one loop after one scoring pass."""
+    old = infiller.tokenize("        total += item.price * item.count  # running sum\n")
+    res = infiller.regenerate(infiller.tokenize("def f(items):\n"), old, infiller.tokenize("    return total\n"), share)
+    (cand,) = res.candidates
+    assert _lcs(old, cand.token_ids) >= len(old) - math.ceil(share * len(old))
+    assert cand.token_ids != old  # something was regenerated
+    assert res.nfe >= 2  # the scoring pass plus at least one denoising step
+
+
+def test_regenerate_rejects_a_bad_share(infiller):
+    with pytest.raises(ValueError):
+        infiller.regenerate([5], [6, 7], [], 0.0)
