@@ -106,3 +106,12 @@ export function itemConfidence(command: { arguments?: unknown[] } | undefined): 
   const confidence = (info as { confidence?: unknown }).confidence;
   return typeof confidence === 'number' && Number.isFinite(confidence) ? confidence : undefined;
 }
+
+/**
+ * One line for the server's `dgls.stats` counters (`{modelCalls: 3, accepted: 1, ...}`), in the server's order and
+ * with its names: "dgls since the server started: modelCalls 3, accepted 1, ...".
+ */
+export function formatStats(stats: Record<string, unknown>): string {
+  const counts = Object.entries(stats).map(([name, value]) => `${name} ${String(value)}`);
+  return `dgls since the server started: ${counts.join(', ') || 'no counters'}`;
+}

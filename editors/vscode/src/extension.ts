@@ -5,6 +5,7 @@ import {
   CodeAction,
   CodeActionRequest,
   CodeActionResolveRequest,
+  Command,
   DidChangeConfigurationNotification,
   ExecuteCommandRequest,
   LanguageClient,
@@ -12,7 +13,7 @@ import {
   ServerOptions,
   State,
 } from 'vscode-languageclient/node';
-import { formatCommandLine, itemConfidence, resolveServerCommand, serverSettings } from './command';
+import { formatCommandLine, formatStats, itemConfidence, resolveServerCommand, serverSettings } from './command';
 import { StatusItem, type DglsStatus } from './status';
 
 const SECTION = 'dgls';
@@ -30,6 +31,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('dgls.restartServer', () => restart()),
     vscode.commands.registerCommand('dgls.rewriteSelection', () => rewriteSelection()),
     vscode.commands.registerCommand('dgls.fillHoles', () => fillHoles()),
+    vscode.commands.registerCommand('dgls.showStats', () => showStats()),
     vscode.workspace.onDidChangeConfiguration((e) => onConfigurationChanged(e)),
     // the ghost text goes when the cursor moves (typing, accepting, clicking): so does its confidence
     vscode.window.onDidChangeTextEditorSelection(() => status.showConfidence(undefined)),
@@ -168,7 +170,11 @@ async function fillHoles(): Promise<void> {
     range: c.code2ProtocolConverter.asRange(range),
     context: { diagnostics: [], only: [vscode.CodeActionKind.RefactorRewrite.value] },
   });
-  const fill = (actions ?? []).filter(CodeAction.is).find((a) => a.title.startsWith('dgls: Fill'));
+  // The result mixes Commands and CodeActions; dgls's actions come unresolved (no edit, no command yet), which
+  // CodeAction.is rejects, so tell them apart by what a Command is.
+  const fill = (actions ?? [])
+    .filter((a): a is CodeAction => !Command.is(a))
+    .find((a) => a.title.startsWith('dgls: Fill'));
   if (!fill) {
     const markers = vscode.workspace.getConfiguration(SECTION).get<string[]>('holeMarkers', []).join(', ');
     void vscode.window.showInformationMessage(`dgls: no holes here (a hole is a line holding only: ${markers}).`);
@@ -184,4 +190,14 @@ async function fillHoles(): Promise<void> {
       void vscode.window.showWarningMessage('dgls: the file changed while the holes were filled; try again.');
     }
   }
+}
+
+/** The server's in-memory counters (`dgls.stats`: model calls, items served, accepted, ...), shown and logged. */
+async function showStats(): Promise<Record<string, unknown> | undefined> {
+  const c = runningClient();
+  if (!c) return undefined;
+  const stats = (await c.sendRequest(ExecuteCommandRequest.type, { command: 'dgls.stats' })) as Record<string, unknown>;
+  log.info(`dgls.stats: ${JSON.stringify(stats)}`);
+  void vscode.window.showInformationMessage(formatStats(stats ?? {}));
+  return stats;
 }

@@ -4,7 +4,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { resolveServerCommand, formatCommandLine, serverSettings, itemConfidence } = require('../out/command.js');
+const { resolveServerCommand, formatCommandLine, serverSettings, itemConfidence, formatStats } = require('../out/command.js');
 
 function tree() {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dgls-cmd-'));
@@ -65,4 +65,10 @@ test("an item's confidence comes from its dgls.accepted command's second argumen
   assert.equal(itemConfidence(command), 0.83);
   assert.equal(itemConfidence({ command: 'dgls.accepted', arguments: ['7'] }), undefined);
   assert.equal(itemConfidence(undefined), undefined);
+});
+
+test("dgls.stats in one line, the server's names and order", () => {
+  assert.equal(formatStats({ modelCalls: 3, accepted: 1, partiallyAccepted: 0 }),
+    'dgls since the server started: modelCalls 3, accepted 1, partiallyAccepted 0');
+  assert.equal(formatStats({}), 'dgls since the server started: no counters');
 });
