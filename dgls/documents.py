@@ -57,6 +57,11 @@ class Documents:
             table = self._tables[uri] = LineTable(text)
         return Doc(uri, text, d.version, d.language_id or language_for_path(uri), table)
 
+    def open_texts(self) -> list[tuple[str, str]]:
+        """Every open document as ``(uri, text)``."""
+        ws = self._workspace()
+        return [] if ws is None else [(uri, d.source) for uri, d in list(ws.text_documents.items())]
+
     def forget(self, uri: str) -> None:
         """Drop what is kept for `uri` (document closed)."""
         self._tables.pop(uri, None)

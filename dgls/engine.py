@@ -82,6 +82,7 @@ class _Call:
     syntax_guided: bool
     renoise_share: float  # < 1: regenerate the selection in place (request.replaced's least believed tokens)
     old_ids: list[int]  # request.replaced's tokens when renoise_share < 1
+    seed_ids: list[int]  # a workspace seed for the first free slots ([] for noise)
 
 
 class EngineError(Exception):
@@ -334,13 +335,15 @@ class Engine:
         min_tokens: int = 0,
         syntax_guided: bool | None = None,
         renoise_share: float = 1.0,
+        seed_text: str = "",
     ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
 
         `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots). `syntax_guided`
         (default: the engine's option) renoises tokens that break the parse while denoising, where the language
         has a tree-sitter grammar. `renoise_share` < 1 regenerates a selection in place: only that share of its
-        tokens (the ones the model believes least) is renoised, the rest stays as it is.
+        tokens (the ones the model believes least) is renoised, the rest stays as it is. `seed_text` (a
+        continuation found in the workspace, :mod:`dgls.seeds`) starts the canvas instead of noise.
         """
         if syntax_guided is None:
             syntax_guided = self.options.syntax_guided
@@ -353,6 +356,8 @@ class Engine:
         key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
         if in_place:
             key += (request.replaced, renoise_share)
+        if seed_text:
+            key += (seed_text,)
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -381,6 +386,7 @@ class Engine:
             syntax_guided,
             renoise_share if in_place else 1.0,
             counter.ids(request.replaced) if in_place else [],
+            counter.ids(seed_text) if seed_text else [],
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
@@ -524,6 +530,7 @@ class Engine:
                 on_step=call.on_step,
                 min_tokens=call.min_tokens,
                 guide=guide,
+                seed_ids=call.seed_ids,
             )
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(

@@ -28,6 +28,7 @@ from dgls.context import ContextError, InfillRequest
 from dgls.engine import Completion, Engine, JointRequest
 from dgls.ghost import Ghost, GhostCache
 from dgls.postprocess import make_edits
+from dgls.seeds import SeedIndex
 from dgls.settings import Settings
 from dgls.text import Edit
 
@@ -48,6 +49,9 @@ class Host(Protocol):
 
     def current_text(self, uri: str) -> str | None:
         """The text of `uri` as it is now (None when it is not open)."""
+
+    def open_texts(self) -> list[tuple[str, str]]:
+        """Every open document as ``(uri, text)`` (where workspace seeds are looked for)."""
 
     def send_status(self, **event: Any) -> None:
         """Report the state, with optional event fields."""
@@ -122,9 +126,12 @@ class InfillPolicy:
             "cancelled": 0,
             "lastLatencyMs": None,
             "lastNfe": None,
+            "seeded": 0,
         }
         # what the editor did with the ghost text, counted in memory only (no file, nothing leaves the machine)
         self.usage: dict[str, int] = dict.fromkeys(USAGE_COUNTERS, 0)
+        self.seeds = SeedIndex()  # open documents (and workspace files, once read) for canvas seeds
+        self._indexed: dict[str, str] = {}  # uri -> the text object last indexed
 
     # -- newest wins ---------------------------------------------------------------------------------------
     def claim(self, uri: str) -> threading.Event:
@@ -189,6 +196,7 @@ class InfillPolicy:
         explicit: bool = True,
         on_step: Callable[[int, int], None] | None = None,
         renoise_share: float = 1.0,
+        seed_text: str = "",
     ) -> Completion | None:
         """Submit one request (or a joint fill of several holes) and await it; None when superseded or failed.
 
@@ -215,6 +223,7 @@ class InfillPolicy:
                 min_tokens=1 if explicit or request.incomplete else 0,
                 renoise_share=renoise_share,
                 syntax_guided=self.host.settings.syntax_guided,
+                seed_text=seed_text,
             )
         try:
             done = await asyncio.wrap_future(fut)
@@ -298,6 +307,7 @@ class InfillPolicy:
                 or ((request.in_string or request.in_comment) and not self.host.settings.completion_in_strings)
             ):
                 return None
+            seed = self.seed_for(uri, text, request.start) if request.start == request.end else ""
             await progress.begin("dgls: infill", cancel)
             try:
                 done = await self.run(
@@ -307,6 +317,7 @@ class InfillPolicy:
                     n_candidates=n_candidates,
                     explicit=not automatic,
                     on_step=progress.on_step(0, 1),
+                    seed_text=seed,
                 )
             finally:
                 progress.end("cancelled" if cancel.is_set() else "done")
@@ -320,6 +331,24 @@ class InfillPolicy:
             self.ghosts.remember(uri, Ghost(text, Edit(best.start, best.end, best.new_text)))
         self.host.send_status()
         return Infill(request, edits)
+
+    def seed_for(self, uri: str, text: str, offset: int) -> str:
+        """A continuation of the code before `offset` from the open documents or the workspace, or ''.
+
+        What the canvas starts from instead of noise; '' when nothing matches or ``workspaceSeeds`` is off.
+        """
+        if not self.host.settings.workspace_seeds:
+            return ""
+        for other, other_text in self.host.open_texts():
+            if self._indexed.get(other) is not other_text:  # changed since last indexed (texts are immutable)
+                self.seeds.update(other, other_text)
+                self._indexed[other] = other_text
+        found = self.seeds.lookup(text[:offset], exclude_at=(uri, offset))
+        if found is None:
+            return ""
+        self.stats["seeded"] += 1
+        log.debug("seed from %s (%d tokens matched): %r", found.source, found.match_tokens, found.text)
+        return found.text
 
     # -- what became of the items --------------------------------------------------------------------------
     def served(self, n: int) -> list[str]:

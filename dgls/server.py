@@ -28,10 +28,12 @@ import gc
 import hashlib
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
+from pygls.uris import to_fs_path as uris_to_fs_path
 
 from dgls import __version__
 from dgls.documents import Documents
@@ -152,6 +154,10 @@ class DglsServer(HardenedServer):
         doc = self.documents.get(uri)
         return doc.text if doc is not None else None
 
+    def open_texts(self) -> list[tuple[str, str]]:
+        """Every open document as ``(uri, text)``."""
+        return self.documents.open_texts()
+
 
 server = DglsServer()
 
@@ -181,11 +187,36 @@ async def on_initialized(ls: DglsServer, params: types.InitializedParams) -> Non
     for problem in ls.pending_problems:
         show_message(ls, types.MessageType.Warning, f"dgls settings: {problem}")
     ls.send_status()
+    if ls.settings.workspace_seeds:
+        asyncio.get_running_loop().create_task(_index_workspace(ls))
     if ls.engine is not None and ls.engine.state == "loading" and ls.progress_bars.supported():
         if not await ls.progress_bars.begin_load(f"loading {ls.settings.model}"):
             return
     if ls.engine is not None and ls.engine.state != "loading":  # finished while the client set up progress
         ls.on_engine_loaded(ls.engine)
+
+
+def workspace_folders(ls: DglsServer) -> list[Path]:
+    """The client's workspace folders (or its root) that are local directories."""
+    ws = ls.open_workspace
+    if ws is None:
+        return []
+    uris = [f.uri for f in ws.folders.values()] or ([ws.root_uri] if ws.root_uri else [])
+    paths = [Path(uris_to_fs_path(u) or "") for u in uris if u.startswith("file:")]
+    return [p for p in paths if str(p) and p.is_dir()]
+
+
+async def _index_workspace(ls: DglsServer) -> None:
+    """Read the workspace folders into the seed index, off the event loop (read-only, bounded; see dgls.seeds)."""
+    folders = workspace_folders(ls)
+    if not folders:
+        return
+    try:
+        stats = await asyncio.to_thread(ls.policy.seeds.index_workspace, folders)
+    except OSError as exc:  # an unreadable folder: seeds come from open documents only
+        log.warning("workspace seeds: could not read the workspace folders: %s", exc)
+        return
+    log.info("workspace seeds: %d file(s), %d bytes (%d skipped)", stats.files, stats.bytes, stats.skipped)
 
 
 @server.feature(types.SHUTDOWN)

@@ -96,6 +96,9 @@ class Settings:
     # keeps the rest as it is; 1 regenerates all of it from noise
     regenerate_share: float = 0.3
     syntax_guided: bool = True  # renoise tokens that break the parse while denoising (languages with a grammar)
+    # start the canvas from a continuation found in the open documents and the workspace folders (read-only,
+    # bounded) instead of noise; the model keeps what it believes
+    workspace_seeds: bool = True
     backend: BackendSettings = BackendSettings()
 
     def engine_fields(self) -> tuple:
@@ -263,6 +266,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "low_confidence": _number(0.0, maximum=1.0),
         "regenerate_share": _number(0.05, maximum=1.0),
         "syntax_guided": _bool,
+        "workspace_seeds": _bool,
     },
     ContextBudget: {"prefix_tokens": _int(16, 1_000_000), "suffix_tokens": _int(0, 1_000_000)},
     LanguageSettings: {"enable": _strings(), "disable": _strings()},

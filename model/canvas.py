@@ -44,6 +44,7 @@ class Canvas:
     positions: torch.Tensor  # (B, C) long: absolute positions (the prefix occupies 0..P-1)
     n_free: tuple[int, ...]  # free (middle) slots per row
     hole: torch.Tensor | None = None  # (B, C) long: which run of free slots (hole) a free slot is in, -1 elsewhere
+    seed: torch.Tensor | None = None  # (B, C) long: the seed token a free slot started from, -1 elsewhere
 
     @property
     def free(self) -> torch.Tensor:
@@ -147,6 +148,7 @@ class Canvas:
             positions=start + slot,
             n_free=tuple(int(x) for x in is_free.sum(-1).tolist()),
             hole=holes,
+            seed=torch.where(is_free, seeded, -1) if bool((is_free & (seeded >= 0)).any()) else None,
         )
 
     def run_rank(self) -> torch.Tensor:

@@ -120,6 +120,7 @@ class Infiller:
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
         guide: Guide | None = None,
+        seed_ids: Sequence[int] = (),
     ) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
 
@@ -129,6 +130,8 @@ class Infiller:
         argmax is committed to the encoder cache and a fresh canvas follows, the suffix pinned after it.
         `min_tokens` keeps the filler and EOS out of the first slots of the first block (no empty middle).
         `guide` (syntax-guided denoising, :class:`MiddleGuide`) runs only when the middle is one block.
+        `seed_ids` (a continuation found in the workspace) start the first free slots of the first block's first
+        row of each length instead of noise; the sampler keeps what the model believes and renoises the rest.
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -163,14 +166,15 @@ class Infiller:
         nfe, blocks, step_ms = 0, 0, []
         while blocks < max_blocks and not all(ended):
             denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
-            canvas = Canvas.build(
-                rows,
-                suffix_ids,
-                denoiser.prefix_len,
-                functools.partial(denoiser.noise, generator=generator),
-                pad_id=self.spec.pad_id or 0,
-                device=device,
-            )
+            noise = functools.partial(denoiser.noise, generator=generator)
+            if seed_ids and blocks == 0:
+                layout = [
+                    [Free(n, tuple(seed_ids[:n]) if i % n_candidates == 0 else ()), tuple(suffix_ids)]
+                    for i, n in enumerate(rows)
+                ]
+                canvas = Canvas.from_segments(layout, denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
+            else:
+                canvas = Canvas.build(rows, suffix_ids, denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
             res = denoise(
                 denoiser,
                 canvas,

@@ -324,6 +324,10 @@ def denoise(
     empty, as AR decoders suppress EOS below a minimum length. ``cfg.compat_generate`` draws in ``generate()``'s
     order instead (:mod:`dgls.model.sampler_ref`; tests only).
 
+    Free slots that start from seed tokens (:attr:`Canvas.seed`, a continuation found in the workspace) keep
+    them for as long as the model's argmax agrees (accepted, whatever their entropy); at the first step it does
+    not, the slot is renoised like any other and its seed is gone.
+
     `guide` (syntax-guided denoising) sees each live row's argmax canvas after a step and names free slots to
     renoise: they are not accepted this step, lose their self-conditioning signal, and may not take the rejected
     token again (a per-slot ban), so the argmax must change there; a row the guide flags does not stop at that
@@ -350,6 +354,7 @@ def denoise(
     sc = None
     slot_bans: torch.Tensor | None = None  # (B, C, V) bool: tokens the guide rejected in a slot
     guided_rows = [0] * B  # guided steps that flagged something, per row
+    seed_alive = None if canvas.seed is None else canvas.seed >= 0  # slots still holding their seed token
     out_tokens = canvas.tokens.clone()
     out_conf = torch.zeros(B, C, device=device)
     out_score = torch.zeros(B, device=device)
@@ -370,6 +375,10 @@ def denoise(
         t = temperature(cur_step, cfg)
         scaled = logits / t
         d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
+        if seed_alive is not None:  # a seed token the model agrees with is kept; one it does not is lost
+            agree = seed_alive & (d.argmax == canvas.seed)
+            d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, canvas.seed, d.sampled))
+            seed_alive = agree
         flagged = None
         if guide is not None:
             flagged = _guided(guide, d.argmax, free, ~done, guided_rows)

@@ -30,6 +30,9 @@ class Host:
     def current_text(self, uri: str) -> str | None:
         return None
 
+    def open_texts(self) -> list[tuple[str, str]]:
+        return []
+
     def send_status(self, **event) -> None:
         self.statuses.append(event)
 

@@ -12,7 +12,7 @@ import difflib
 
 import pytest
 import pytest_lsp
-from e2e_helpers import CONFIG, Doc, apply, initialize, offset, position, wait_ready
+from e2e_helpers import CONFIG, Doc, apply, initialize, inline_params, offset, position, wait_ready
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
@@ -95,3 +95,39 @@ async def test_regenerate_selection_in_place_keeps_most_of_it(client: LanguageCl
     kept = sum(b.size for b in difflib.SequenceMatcher(None, old, new, autojunk=False).get_matching_blocks())
     assert kept >= 0.6 * len(old), (old, new)
     doc.close()
+
+
+HELPERS = """import client
+
+def load(user_id):
+    return client.fetch_user(user_id, timeout=30, strict=False)
+
+def refresh(user_id):
+    return client.fetch_user(user_id, timeout=30, strict=False)
+
+def audit(user_id):
+    return client.fetch_user(user_id, timeout=30, strict=False)
+"""
+
+
+async def test_ghost_text_seeded_from_another_open_document(client: LanguageClient):
+    """Another open document calls client.fetch_user(...) the same way three times: typing the start of the call
+    here starts the canvas from the rest of it, and the model keeps it as the ghost text (the young model writes
+    nothing like it from noise; it keeps a seed token where its own argmax agrees, which it does for this call's
+    words: for `retries` it does not, and would replace that token)."""
+    other = Doc(client, "file:///e2e/helpers.txt", HELPERS, language="plaintext")
+    text = "def purge(user_id):\n    return client.fetch_user(\n"
+    doc = Doc(client, "file:///e2e/purge.txt", text, language="plaintext")
+    at = text.index("fetch_user(") + len("fetch_user(")
+    before = (await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig")))[
+        "status"
+    ]
+    result = await client.text_document_inline_completion_async(inline_params(doc, position(text, at)))
+    assert result.items, "no ghost text"
+    assert result.items[0].insert_text.startswith("user_id, timeout=30, strict=False)"), result.items[0].insert_text
+    status = (await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig")))[
+        "status"
+    ]
+    assert status["seeded"] == before["seeded"] + 1
+    doc.close()
+    other.close()

@@ -384,3 +384,15 @@ def test_middle_guide_maps_error_ranges_to_tokens():
     assert seen == ["a + b)"] and g.renoised == 1
     assert g(0, [1, 9, 2, 3]) == [3]  # the missing token at the end: the last token; filler slot skipped
     assert g(0, [4]) == [] and g.checks == 3
+
+
+def test_seed_tokens_stay_while_the_model_agrees():
+    """Slot 0's seed is the model's argmax, though with high entropy (never accepted on entropy alone): it stays.
+    Slot 1's seed is not the argmax: renoised at once and replaced by the model's choice."""
+    c = Canvas.from_segments([[Free(3, seed=(11, 13)), (5,)]], 4, noise_fn())
+    margin = torch.tensor([[2.0, 30.0, 30.0, 30.0]])  # slot 0: 11 only weakly preferred (high entropy)
+    den = ScriptedDenoiser(torch.tensor([[11, 20, 12, 5]]), margin)
+    res = denoise(den, c, SamplerConfig(max_steps=3, entropy_bound=0.01))
+    assert res.tokens[0, :3].tolist() == [11, 20, 12]
+    assert [t[0, 0].item() for t, _ in den.calls] == [11] * len(den.calls)  # the seed was never renoised
+    assert den.calls[1][0][0, 1].item() == 20  # slot 1 lost its seed at once: the model's own token is there
