@@ -9,10 +9,11 @@ not change while the model ran.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
 from dgls.documents import Doc
 from dgls.engine import Engine
@@ -28,6 +29,8 @@ from dgls.server import (
     show_message,
 )
 from dgls.text import Edit
+
+log = logging.getLogger("dgls.code_actions")
 
 # --- code actions -------------------------------------------------------------------------------------
 
@@ -172,9 +175,13 @@ async def _apply_if_current(ls: DglsServer, doc: Doc, edits: list[Edit], label: 
         return {"applied": False, "reason": reason}
     if not edits:
         return {"applied": False, "reason": "no edit"}
-    result = await ls.workspace_apply_edit_async(
-        types.ApplyWorkspaceEditParams(edit=ls.documents.versioned_edit(doc, edits), label=label)
-    )
+    try:
+        result = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=ls.documents.versioned_edit(doc, edits), label=label)
+        )
+    except JsonRpcException as exc:  # the client said no with an error (eglot: "User cancelled server edit")
+        log.info("%s: the client refused the edit: %s", label, exc)
+        return {"applied": False, "reason": f"the editor refused the edit: {exc}"}
     return {"applied": result.applied, "reason": result.failure_reason}
 
 
