@@ -11,6 +11,17 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }] },
   },
   {
+    // puppeteer-core scripts: Node modules whose page.evaluate callbacks run in the browser
+    files: ['browser/**/*.mjs', 'screenshot/**/*.mjs'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: {
+        process: 'readonly', console: 'readonly', setTimeout: 'readonly',
+        document: 'readonly', requestIdleCallback: 'readonly', requestAnimationFrame: 'readonly',
+      },
+    },
+  },
+  {
     files: ['test/**/*.js'],
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly', __dirname: 'readonly', console: 'readonly', setTimeout: 'readonly', module: 'writable' } },
   },
