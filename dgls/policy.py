@@ -176,9 +176,9 @@ class InfillPolicy:
         if language in self.told_untrained or not self.host.settings.languages.untrained(language, trained):
             return None
         self.told_untrained.add(language)
+        # one short line: Neovim shows a message wider than the screen with a hit-enter prompt
         return (
-            f"dgls: the model {self.host.settings.model} was not trained on {language}, so {language} files get "
-            f'no completions. To have them anyway, add "{language}" to the dgls setting languages.enable.'
+            f"dgls: {self.host.settings.model} was not trained on {language}: no completions (languages.enable adds it)"
         )
 
     def holes(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
