@@ -127,6 +127,7 @@ class InfillPolicy:
             "lastLatencyMs": None,
             "lastNfe": None,
             "seeded": 0,
+            "workspaceFiles": 0,  # workspace files read for seeds
         }
         # what the editor did with the ghost text, counted in memory only (no file, nothing leaves the machine)
         self.usage: dict[str, int] = dict.fromkeys(USAGE_COUNTERS, 0)

@@ -217,6 +217,7 @@ async def _index_workspace(ls: DglsServer) -> None:
         log.warning("workspace seeds: could not read the workspace folders: %s", exc)
         return
     log.info("workspace seeds: %d file(s), %d bytes (%d skipped)", stats.files, stats.bytes, stats.skipped)
+    ls.policy.stats["workspaceFiles"] = stats.files
 
 
 @server.feature(types.SHUTDOWN)

@@ -56,10 +56,18 @@ def capabilities() -> types.ClientCapabilities:
     )
 
 
-async def initialize(client: LanguageClient, options: dict[str, Any]) -> types.InitializeResult:
-    """Initialize with `options` as initializationOptions."""
+async def initialize(
+    client: LanguageClient, options: dict[str, Any], folders: list[str] | None = None
+) -> types.InitializeResult:
+    """Initialize with `options` as initializationOptions (and `folders`, file URIs, as the workspace folders)."""
+    workspace = [types.WorkspaceFolder(uri=u, name=u.rsplit("/", 1)[-1]) for u in folders or []]
     return await client.initialize_session(
-        types.InitializeParams(capabilities=capabilities(), initialization_options=options, process_id=None)
+        types.InitializeParams(
+            capabilities=capabilities(),
+            initialization_options=options,
+            process_id=None,
+            workspace_folders=workspace or None,
+        )
     )
 
 
