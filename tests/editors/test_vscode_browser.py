@@ -26,10 +26,14 @@ HOLES = 'def total(xs):\n    """Return the sum of xs.\n\n    ...\n    """\n    r
 
 
 def _artifacts(tmp_path: Path) -> str:
-    """Where to look when the test fails: the screenshot, code-server's log, VS Code's logs (the dgls channel)."""
+    """Where to look when the test fails (screenshot, code-server's log, VS Code's logs), and the dgls log's end."""
     found = [tmp_path / "failure.png", tmp_path / "profile" / "code-server.log", tmp_path / "result.json"]
-    found += sorted((tmp_path / "profile" / "user" / "logs").glob("*/exthost*/dgls.dgls/dgls.log"))
-    return "\n".join(f"  {p}" for p in found if p.exists())
+    channel = sorted((tmp_path / "profile" / "user" / "logs").glob("*/exthost*/dgls.dgls/dgls.log"))
+    report = "\n".join(f"  {p}" for p in found + channel if p.exists())
+    if channel:  # CI keeps no files: the end of the dgls output channel (the server's stderr is in it)
+        lines = [line for line in channel[-1].read_text().splitlines() if "pygls.feature_manager" not in line]
+        report += "\nthe dgls output channel ends:\n" + "\n".join(lines[-20:])
+    return report
 
 
 def test_vscode_ui_in_a_browser(tmp_path, dgls_server, editor_model):

@@ -119,10 +119,14 @@ export function dglsStatus(page) {
   });
 }
 
-/** Wait until the status bar item says the model is ready on the CPU ("dgls cpu"). */
+/** Wait until the status bar item says the model is ready on the CPU ("dgls cpu"); fail at once on its error icon. */
 export async function waitReady(page, ms = 240000) {
-  await waitFor('the dgls status bar item to say "dgls cpu" (the model loaded)',
-    async () => /^dgls cpu\b/.test(await dglsStatus(page)), ms);
+  await waitFor('the dgls status bar item to say "dgls cpu" (the model loaded)', async () => {
+    const failed = await page.evaluate(() => [...document.querySelectorAll('.statusbar-item')]
+      .some((e) => e.id.endsWith('dgls.status') && e.querySelector('.codicon-error')));
+    if (failed) throw new Error('the dgls status bar item shows an error (the server or the model failed to start)');
+    return /^dgls cpu\b/.test(await dglsStatus(page));
+  }, ms);
 }
 
 /** The ghost text VS Code draws on the cursor's line (inline suggestion), whitespace as typed; '' when none. */
