@@ -118,6 +118,6 @@ done
 [ -n "$URL" ] || { log "code-server did not start; its log:"; cat "$PROFILE/code-server.log" >&2; exit 1; }
 log "code-server $CS_VERSION at $URL (log: $PROFILE/code-server.log)"
 
-# 5. the driver
+# 5. the driver (Chromium's cache in the profile too; not the server's, which may hold a Hugging Face model)
 CS_DIR="$CS_DIR" CHROMIUM="$CHROMIUM" URL="$URL/?folder=$WORKSPACE" WORKSPACE="$WORKSPACE" PROFILE="$PROFILE" \
-  node "$DRIVER"
+  XDG_CACHE_HOME="$PROFILE/cache" node "$DRIVER"
