@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
 from dgls.languages import SpanChecker, grammar
@@ -353,7 +353,7 @@ class Engine:
             return fut
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
         in_place = renoise_share < 1 and bool(request.replaced) and self.joint_capable()
-        key = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
+        key: tuple = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
         if in_place:
             key += (request.replaced, renoise_share)
         if seed_text:
@@ -453,7 +453,7 @@ class Engine:
         try:
             if inf is None or (cancel is not None and cancel()):
                 raise Cancelled(0)
-            res = inf.fill_segments(
+            res = cast("Infiller", inf).fill_segments(  # joint_capable() said it is the in-process model
                 prefix_ids,
                 segments,
                 sampler=self._sampler,
@@ -507,7 +507,7 @@ class Engine:
         guide = syntax_guide(inf, request) if call.syntax_guided and max_blocks == 1 else None
         if call.renoise_share < 1 and call.old_ids:
             guide = None
-            res = inf.regenerate(
+            res = cast("Infiller", inf).regenerate(  # submit() asked joint_capable()
                 call.prefix_ids,
                 call.old_ids,
                 call.suffix_ids,

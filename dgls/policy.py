@@ -258,9 +258,9 @@ class InfillPolicy:
             self.usage["modelCalls"] += 1
             self.usage["nfe"] += done.nfe
         log.info(
-            "infill %s: %d candidate(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
+            "infill %s: %d candidate(s) or hole(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
             request.span.value,
-            len(done.candidates),
+            len(done.holes) if done.holes is not None else len(done.candidates),
             done.nfe,
             ms,
             done.ms,

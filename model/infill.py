@@ -168,7 +168,7 @@ class Infiller:
             denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
             noise = functools.partial(denoiser.noise, generator=generator)
             if seed_ids and blocks == 0:
-                layout = [
+                layout: list[list[Segment]] = [
                     [Free(n, tuple(seed_ids[:n]) if i % n_candidates == 0 else ()), tuple(suffix_ids)]
                     for i, n in enumerate(rows)
                 ]
@@ -325,10 +325,14 @@ class Infiller:
         parts: list[Segment] = []  # the selection: runs of kept old tokens and free runs, in order
         for k, tok in enumerate(old_ids):
             last = parts[-1] if parts else None
-            if k in renoise:
-                parts[-1:] = [Free(last.n + 1)] if isinstance(last, Free) else [*parts[-1:], Free(slack + 1)]
+            if k in renoise and isinstance(last, Free):
+                parts[-1] = Free(last.n + 1)
+            elif k in renoise:
+                parts.append(Free(slack + 1))
+            elif isinstance(last, tuple):
+                parts[-1] = (*last, tok)
             else:
-                parts[-1:] = [(*last, tok)] if isinstance(last, tuple) else [*parts[-1:], (tok,)]
+                parts.append((tok,))
         res = self.fill_segments(
             prefix_ids, [*parts, tuple(suffix_ids)], sampler=cfg, seed=seed, cancel=cancel, on_step=on_step
         )

@@ -417,11 +417,15 @@ class VllmInfiller:
         cancel: Callable[[], bool] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
+        guide: Any = None,
+        seed_ids: Sequence[int] = (),
     ):
         """One canvas per (length, candidate), sent concurrently; candidates ranked as in-process.
 
         `max_blocks` is 1 here (a read-only canvas is the whole output); `min_tokens` > 0 drops empty middles
-        (vLLM rejects a per-request minimum, so it cannot keep the end tokens out of the first slots).
+        (vLLM rejects a per-request minimum, so it cannot keep the end tokens out of the first slots). `seed_ids`
+        (a workspace seed) start the free slots of each length's first canvas instead of noise: the seed canvas
+        is what vLLM's API takes anyway. `guide` (syntax-guided denoising) needs the loop in-process: ignored.
         """
         from dgls.model.infill import InfillResult, keep_middle, rank_candidates
 
@@ -435,9 +439,13 @@ class VllmInfiller:
         prompt = [self.spec.bos_id, *prefix_ids]
         canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(n_candidates)]
         rng = random.Random(seed)
+        noises = [self._noise(rng, c.n_free) for c in canvases]
+        for i in range(0, len(canvases), n_candidates) if seed_ids else ():
+            n = min(len(seed_ids), canvases[i].n_free)
+            noises[i] = [*seed_ids[:n], *noises[i][n:]]
         bodies = [
-            completion_body(prompt, c, self._noise(rng, c.n_free), model=self.options.model, max_steps=max_steps)
-            for c in canvases
+            completion_body(prompt, c, noise, model=self.options.model, max_steps=max_steps)
+            for c, noise in zip(canvases, noises, strict=True)
         ]
         answers = self._post(bodies, cancel)
         raw, pieces, confs, scores, ended = [], [], [], [], []

@@ -354,7 +354,8 @@ def denoise(
     sc = None
     slot_bans: torch.Tensor | None = None  # (B, C, V) bool: tokens the guide rejected in a slot
     guided_rows = [0] * B  # guided steps that flagged something, per row
-    seed_alive = None if canvas.seed is None else canvas.seed >= 0  # slots still holding their seed token
+    seed_tokens = canvas.seed
+    seed_alive = None if seed_tokens is None else seed_tokens >= 0  # slots still holding their seed token
     out_tokens = canvas.tokens.clone()
     out_conf = torch.zeros(B, C, device=device)
     out_score = torch.zeros(B, device=device)
@@ -375,9 +376,9 @@ def denoise(
         t = temperature(cur_step, cfg)
         scaled = logits / t
         d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
-        if seed_alive is not None:  # a seed token the model agrees with is kept; one it does not is lost
-            agree = seed_alive & (d.argmax == canvas.seed)
-            d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, canvas.seed, d.sampled))
+        if seed_alive is not None and seed_tokens is not None:  # kept while the model agrees, then lost for good
+            agree = seed_alive & (d.argmax == seed_tokens)
+            d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, seed_tokens, d.sampled))
             seed_alive = agree
         flagged = None
         if guide is not None:

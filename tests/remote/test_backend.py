@@ -36,6 +36,15 @@ def test_the_middle_is_what_the_server_computed_cut_at_the_first_pinned_slot(stu
     assert all(infiller.spec.noise_low <= t < infiller.spec.vocab_size for t in seed[:16])
 
 
+def test_a_workspace_seed_goes_into_the_seed_canvas(stub, infiller):
+    """The seed tokens start the first free slots of the first candidate's canvas; the others stay noise."""
+    seed_ids = infiller.tokenize("user_id, timeout=30)")
+    infiller.infill(PREFIX, SUFFIX, lengths=(16,), n_candidates=2, seed_ids=seed_ids)
+    canvases = [r["body"]["vllm_xargs"]["diffusion_seed_canvas"] for r in stub.requests]
+    assert canvases[0][: len(seed_ids)] == seed_ids
+    assert canvases[1][: len(seed_ids)] != seed_ids
+
+
 def test_the_junk_tail_never_reaches_the_middle(stub, infiller):
     stub.faults.append("script:a + b")
     res = infiller.infill(PREFIX, SUFFIX, lengths=(16,))
