@@ -444,12 +444,14 @@ class Engine:
             segments += [Free(self.lengths_for(r)[0]), tuple(counter.ids(gap))]
         prefix_ids = counter.ids(joint.holes[0].prefix)
         check = cancel.is_set if cancel is not None else None
-        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens)
+        guided = self.options.syntax_guided
+        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens, guided)
 
-    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens) -> Completion:
+    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens, guided) -> Completion:
         from dgls.model.sampler import Cancelled
 
         inf = self._infiller
+        guides = [syntax_guide(inf, r) for r in joint.holes] if guided and inf is not None else []
         try:
             if inf is None or (cancel is not None and cancel()):
                 raise Cancelled(0)
@@ -461,6 +463,7 @@ class Engine:
                 cancel=cancel,
                 on_step=on_step,
                 min_tokens=min_tokens,
+                guides=guides,
             )
         except Cancelled as exc:
             raise exc.with_traceback(None) from None
@@ -475,6 +478,7 @@ class Engine:
             encode_ms=res.encode_ms,
             prefix_cache=res.prefix_cache,
             holes=res.runs,
+            syntax_renoised=sum(g.renoised for g in guides if g is not None),
         )
 
     def complete(self, request: InfillRequest, **kw) -> Completion:
@@ -557,14 +561,12 @@ class Engine:
 def syntax_guide(infiller: Any, request: InfillRequest) -> Any | None:
     """The request's syntax guide (:class:`dgls.model.infill.MiddleGuide`), or None without a grammar.
 
-    It checks the middle in the request's own window (prefix + middle + suffix), the region around the canvas; a
-    rest-of-line middle only up to its first line break, as post-processing will cut it.
+    It checks the whole middle (a rest-of-line one too, though post-processing keeps only its first line) in the
+    request's own window (prefix + middle + suffix), the region around the canvas.
     """
     if grammar(request.language) is None or not hasattr(infiller, "guide"):
         return None
     checker = SpanChecker(request.language, request.prefix + request.suffix, len(request.prefix), len(request.prefix))
     if checker.tree is None:
         return None
-    if request.span is SpanKind.REST_OF_LINE:
-        return infiller.guide(lambda middle: checker.error_spans(middle.split("\n", 1)[0]))
     return infiller.guide(checker.error_spans)

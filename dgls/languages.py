@@ -301,7 +301,8 @@ class SpanChecker:
         """Code-point ranges of `new_text` in syntax errors of the filled text; [] when none, None when unparsed.
 
         The innermost ERROR nodes (only the tokens the parser could not place, where it says which) and the
-        MISSING nodes (an empty range where the parser wanted a token).
+        MISSING nodes (an empty range where the parser wanted a token). A new error that does not touch the new
+        text (``if`` alone on a line: the parser fails on the next line) is blamed on its end: ``(len, len)``.
         """
         if self.tree is None:
             return None
@@ -309,10 +310,15 @@ class SpanChecker:
         lo = self.index.byte_offset(self.start)
         new = new_text.encode("utf-8", "surrogatepass")
         hi = lo + len(new)
+        shift = hi - self.index.byte_offset(self.end)  # where the text after the span moved to
         spans = []
         for node in _innermost_errors(root):
-            if node.start_byte < lo and node.start_byte in self.old:
-                continue  # the text's own error, from before the span
+            before = node.start_byte if node.start_byte < lo else node.start_byte - shift
+            if (node.start_byte < lo or node.start_byte >= hi) and before in self.old:
+                continue  # the text's own error, from before the span was filled
+            if node.end_byte < lo or node.start_byte > hi:  # caused by the new text, found away from it
+                spans.append((len(new_text), len(new_text)))
+                continue
             # in an ERROR node, the parser kept the subtrees it could build (named children) and skipped the
             # tokens it could not place: blame those when the new text holds any, else the whole node
             parts = [c for c in node.children if not c.is_named and c.start_byte < hi and c.end_byte > lo]

@@ -130,8 +130,8 @@ class Infiller:
         argmax is committed to the encoder cache and a fresh canvas follows, the suffix pinned after it.
         `min_tokens` keeps the filler and EOS out of the first slots of the first block (no empty middle).
         `guide` (syntax-guided denoising, :class:`MiddleGuide`) runs only when the middle is one block.
-        `seed_ids` (a continuation found in the workspace) start the first free slots of the first block's first
-        row of each length instead of noise; the sampler keeps what the model believes and renoises the rest.
+        `seed_ids` (a continuation found in the workspace) start the first block's first row of each length
+        instead of noise, filler after them; the sampler keeps what the model agrees with and renoises the rest.
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -169,7 +169,7 @@ class Infiller:
             noise = functools.partial(denoiser.noise, generator=generator)
             if seed_ids and blocks == 0:
                 layout: list[list[Segment]] = [
-                    [Free(n, tuple(seed_ids[:n]) if i % n_candidates == 0 else ()), tuple(suffix_ids)]
+                    [Free(n, self._seed_row(seed_ids, n) if i % n_candidates == 0 else ()), tuple(suffix_ids)]
                     for i, n in enumerate(rows)
                 ]
                 canvas = Canvas.from_segments(layout, denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
@@ -194,9 +194,12 @@ class Infiller:
                 if ended[i]:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
-                raw[i] += tokens[i][:n]
+                row = tokens[i][:n]
+                if guide is not None and max_blocks == 1 and isinstance(guide, MiddleGuide):
+                    row = guide.repair(row, self.spec.filler_id)
+                raw[i] += row
                 kept, kept_conf, ended[i] = keep_middle(
-                    tokens[i][:n], conf[i][:n], self._end_ids, self.spec.filler_id, self._drop_ids
+                    row, conf[i][:n], self._end_ids, self.spec.filler_id, self._drop_ids
                 )
                 pieces[i] += kept
                 confs[i] += kept_conf
@@ -226,12 +229,14 @@ class Infiller:
         cancel: CancelCheck | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
+        guides: Sequence[MiddleGuide | None] = (),
     ) -> SegmentsResult:
         """Fill every free run of one canvas row jointly: one denoising loop, each run seeing the others.
 
         `segments` is the row after the prefix (BOS is prepended to it here): :class:`Free` runs (the holes, or the
         re-noised parts of a selection) and pinned token ids between them (the code around them, the suffix).
-        Returns one :class:`Candidate` per free run, left to right; `min_tokens` holds for each run.
+        Returns one :class:`Candidate` per free run, left to right; `min_tokens` holds for each run. `guides`
+        (one per free run, or None) make it syntax-guided, each run checked as its own middle.
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -255,6 +260,7 @@ class Infiller:
             on_step=on_step,
             min_tokens=min_tokens,
             end_ids=sorted(self._end_ids | filler),
+            guide=RunsGuide(guides, [s.n for s in segments if isinstance(s, Free)]) if any(guides) else None,
         )
         assert canvas.hole is not None
         tokens, conf, hole = res.tokens[0].tolist(), res.confidence[0].tolist(), canvas.hole[0].tolist()
@@ -262,6 +268,9 @@ class Infiller:
         for k in range(max(hole) + 1):
             ids = [tokens[j] for j, h in enumerate(hole) if h == k]
             cs = [conf[j] for j, h in enumerate(hole) if h == k]
+            run_guide = guides[k] if k < len(guides) else None
+            if run_guide is not None:
+                ids = run_guide.repair(ids, self.spec.filler_id)
             kept, kept_conf, ended = keep_middle(ids, cs, self._end_ids, self.spec.filler_id, self._drop_ids)
             runs.append(
                 Candidate(
@@ -368,6 +377,11 @@ class Infiller:
         """A syntax guide for :meth:`infill_ids` from a text-level `check` (see :class:`MiddleGuide`)."""
         return MiddleGuide(self._decode, check, self._end_ids, self._drop_ids, budget)
 
+    def _seed_row(self, seed_ids: Sequence[int], n: int) -> tuple[int, ...]:
+        """`n` slots seeded with `seed_ids`, then filler: a seed is a whole middle and ends where it does."""
+        seed = tuple(seed_ids[:n])
+        return seed if self.spec.filler_id is None else seed + (self.spec.filler_id,) * (n - len(seed))
+
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
@@ -393,9 +407,32 @@ class MiddleGuide:
         self.budget = budget
         self.renoised = 0
         self.checks = 0
+        self.repaired = 0  # rows whose middle was cut before what still broke the parse
+
+    def repair(self, free_ids: list[int], filler_id: int | None) -> list[int]:
+        """The output row; or, if its middle still breaks the parse after the guided steps, cut before the error.
+
+        The cut row has filler from the first token inside an error on (the middle ends early); it is used only
+        when that shorter middle parses and is not empty.
+        """
+        if filler_id is None:
+            return free_ids
+        picks = self._flagged(free_ids)
+        if not picks:
+            return free_ids
+        cut = free_ids[: min(picks)] + [filler_id] * (len(free_ids) - min(picks))
+        if self._flagged(cut) or not any(t not in self.drop_ids for t in cut[: min(picks)]):
+            return free_ids  # the shorter middle is no better (or empty): keep the model's
+        self.repaired += 1
+        return cut
 
     def __call__(self, row: int, free_ids: list[int]) -> list[int]:
         """The free slots (indices into `free_ids`) whose tokens the check finds inside a syntax error."""
+        picks = self._flagged(free_ids)
+        self.renoised += len(picks)
+        return picks
+
+    def _flagged(self, free_ids: list[int]) -> list[int]:
         slots: list[int] = []
         for k, tok in enumerate(free_ids):
             if tok in self.end_ids:
@@ -413,7 +450,6 @@ class MiddleGuide:
             for j, (a, b, _) in enumerate(spans)
             if any((a < e and s < b) if s < e else (a < s <= b or (s == 0 and j == 0)) for s, e in bad)
         ]
-        self.renoised += len(picks)
         return picks
 
 
@@ -462,3 +498,20 @@ def rank_candidates(tokenizer, raw, pieces, confs, scores, rows, ended) -> list[
             )
         )
     return out
+
+
+class RunsGuide:
+    """Syntax-guided denoising of a joint canvas: one :class:`MiddleGuide` per free run (hole), left to right."""
+
+    def __init__(self, guides: Sequence[MiddleGuide | None], lengths: Sequence[int]) -> None:
+        self.guides, self.lengths = list(guides), list(lengths)
+        self.budget = max((g.budget for g in self.guides if g is not None), default=0)
+
+    def __call__(self, row: int, free_ids: list[int]) -> list[int]:
+        """The free slots of any run whose middle its guide finds inside a syntax error."""
+        picks, start = [], 0
+        for guide, n in zip(self.guides, self.lengths, strict=False):
+            if guide is not None:
+                picks += [start + k for k in guide(row, free_ids[start : start + n])]
+            start += n
+        return picks
