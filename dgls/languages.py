@@ -290,12 +290,12 @@ class SpanChecker:
         self.index = Utf8Index(text)
         g = grammar(language)
         self.tree = None
-        self.old: set[int] = set()
+        self.old: set[tuple[int, int]] = set()  # the text's own errors (byte ranges) before the span is filled
         if g is not None and len(self.index.data) <= MAX_PARSE_BYTES:
             from tree_sitter import Parser
 
             self.tree = Parser(g).parse(self.index.data)
-            self.old = {n.start_byte for n in _innermost_errors(self.tree.root_node)}
+            self.old = {(n.start_byte, n.end_byte) for n in _innermost_errors(self.tree.root_node)}
 
     def error_spans(self, new_text: str) -> list[tuple[int, int]] | None:
         """Code-point ranges of `new_text` in syntax errors of the filled text; [] when none, None when unparsed.
@@ -313,9 +313,11 @@ class SpanChecker:
         shift = hi - self.index.byte_offset(self.end)  # where the text after the span moved to
         spans = []
         for node in _innermost_errors(root):
-            before = node.start_byte if node.start_byte < lo else node.start_byte - shift
-            if (node.start_byte < lo or node.start_byte >= hi) and before in self.old:
-                continue  # the text's own error, from before the span was filled
+            a0, b0 = node.start_byte, node.end_byte
+            if (a0 <= lo or a0 >= hi) and (b0 <= lo or b0 >= hi):  # not inside the new text: was it there before?
+                unfilled = (a0 if a0 <= lo else a0 - shift, b0 if b0 <= lo else b0 - shift)
+                if unfilled in self.old:
+                    continue  # the text's own error, the same before the span was filled
             if node.end_byte < lo or node.start_byte > hi:  # caused by the new text, found away from it
                 spans.append((len(new_text), len(new_text)))
                 continue

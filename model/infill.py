@@ -408,23 +408,26 @@ class MiddleGuide:
         self.renoised = 0
         self.checks = 0
         self.repaired = 0  # rows whose middle was cut before what still broke the parse
+        self.backoff = 8  # tokens before the first error a repair may cut back to
 
     def repair(self, free_ids: list[int], filler_id: int | None) -> list[int]:
         """The output row; or, if its middle still breaks the parse after the guided steps, cut before the error.
 
-        The cut row has filler from the first token inside an error on (the middle ends early); it is used only
-        when that shorter middle parses and is not empty.
+        The cut row has filler from the first token inside an error on (the middle ends early), or from up to
+        ``backoff`` tokens before it: the longest such middle that parses and is not empty, else the row as it is.
         """
         if filler_id is None:
             return free_ids
         picks = self._flagged(free_ids)
         if not picks:
             return free_ids
-        cut = free_ids[: min(picks)] + [filler_id] * (len(free_ids) - min(picks))
-        if self._flagged(cut) or not any(t not in self.drop_ids for t in cut[: min(picks)]):
-            return free_ids  # the shorter middle is no better (or empty): keep the model's
-        self.repaired += 1
-        return cut
+        first = min(picks)
+        for k in range(first, max(first - self.backoff, 0), -1):  # the longest parsing middle, at most `backoff` back
+            cut = free_ids[:k] + [filler_id] * (len(free_ids) - k)
+            if any(t not in self.drop_ids for t in cut[:k]) and not self._flagged(cut):
+                self.repaired += 1
+                return cut
+        return free_ids  # no shorter middle parses (or it would be empty): keep the model's
 
     def __call__(self, row: int, free_ids: list[int]) -> list[int]:
         """The free slots (indices into `free_ids`) whose tokens the check finds inside a syntax error."""

@@ -396,3 +396,22 @@ def test_seed_tokens_stay_while_the_model_agrees():
     assert res.tokens[0, :3].tolist() == [11, 20, 12]
     assert [t[0, 0].item() for t, _ in den.calls] == [11] * len(den.calls)  # the seed was never renoised
     assert den.calls[1][0][0, 1].item() == 20  # slot 1 lost its seed at once: the model's own token is there
+
+
+def test_middle_guide_repair_cuts_the_middle_before_what_still_breaks_it():
+    """After the guided steps, `a + b)` still breaks the parse: the row ends before the `)` (filler from there);
+    a middle with nothing parseable before its error is left as the model wrote it."""
+    pieces = {1: "a", 2: " +", 3: " b", 4: ")", 9: "", 5: "("}
+
+    def decode(ids):
+        return "".join(pieces[i] for i in ids)
+
+    def check(text):  # a stand-in parse check: unbalanced parentheses and a dangling operator are errors
+        bad = [(i, i + 1) for i, ch in enumerate(text) if ch == ")" and text[:i].count("(") < text[: i + 1].count(")")]
+        return bad + ([(len(text), len(text))] if text.rstrip().endswith("+") else [])
+
+    g = MiddleGuide(decode, check, end_ids=set(), drop_ids={9}, budget=3)
+    assert g.repair([1, 2, 3, 4, 9], filler_id=9) == [1, 2, 3, 9, 9] and g.repaired == 1
+    assert g.repair([1, 2, 3, 9], filler_id=9) == [1, 2, 3, 9]  # parses: unchanged
+    assert g.repair([4, 1], filler_id=9) == [4, 1]  # the error is the first token: nothing to keep
+    assert g.repair([1, 2, 4], filler_id=9) == [1, 9, 9]  # `a +` dangles too: back off to `a`
