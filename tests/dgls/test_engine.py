@@ -143,3 +143,26 @@ def test_the_worker_does_not_tokenize_again(engine, monkeypatch):
     assert engine.count_tokens("def f():\n") > 0  # the caller's tokenizer is its own
     got = engine.complete(engine.build_request(SOURCE, CURSOR, language="python"), seed=7)
     assert not got.cached and got.text == want.text
+
+
+def test_a_rewrite_instruction_reaches_the_canvas(engine, monkeypatch):
+    """dgls.rewrite's instruction is a comment line above the selection: it is in the prefix tokens the model
+    conditions on (the model is not instruction-tuned; this is all the instruction does)."""
+    from dgls.actions import with_instruction
+
+    text = "def f(a):\n    return a + 1\n"
+    start, end = text.index("return"), len(text) - 1
+    request = with_instruction(
+        engine.build_request(text, start, language="python", selection=(start, end)), text, "multiply by two"
+    )
+    seen = []
+    real = engine._infiller.infill_ids
+
+    def spy(prefix_ids, suffix_ids, **kw):
+        seen.append(list(prefix_ids))
+        return real(prefix_ids, suffix_ids, **kw)
+
+    monkeypatch.setattr(engine._infiller, "infill_ids", spy)
+    engine.complete(request, seed=5)
+    (ids,) = seen
+    assert "    # multiply by two\n    " in engine._infiller.tokenizer.decode(ids)
