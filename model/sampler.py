@@ -47,6 +47,7 @@ class SamplerConfig:
     entropy_bound: float = 0.1
     stability_threshold: int = 1
     confidence_threshold: float = 0.005
+    seed_confidence: float = 0.5  # a seed token stays while it is the argmax with at least this probability
     sc_raw_logits: bool = False  # self-condition on raw logits (how dgls trains) or temperature-scaled (generate())
     compat_generate: bool = False  # sample every slot from the global RNG, in generate()'s order (for tests)
 
@@ -60,6 +61,8 @@ class SamplerConfig:
             problems.append(f"entropy_bound must be a finite number >= 0, got {self.entropy_bound!r}")
         if not isinstance(self.stability_threshold, int) or self.stability_threshold < 0:
             problems.append(f"stability_threshold must be an integer >= 0, got {self.stability_threshold!r}")
+        if not 0 < self.seed_confidence <= 1:
+            problems.append(f"seed_confidence must be in (0, 1], got {self.seed_confidence!r}")
         if not self.confidence_threshold >= 0:
             problems.append(f"confidence_threshold must be >= 0, got {self.confidence_threshold!r}")
         if problems:
@@ -325,8 +328,9 @@ def denoise(
     order instead (:mod:`dgls.model.sampler_ref`; tests only).
 
     Free slots that start from seed tokens (:attr:`Canvas.seed`, a continuation found in the workspace) keep
-    them for as long as the model's argmax agrees (accepted, whatever their entropy); at the first step it does
-    not, the slot is renoised like any other and its seed is gone.
+    them for as long as the model's argmax agrees with probability >= ``cfg.seed_confidence`` (accepted,
+    whatever their entropy); a seed is read left to right, so from the first slot where the model does not
+    agree, that slot and the seed slots after it are renoised like any other and their seed is gone.
 
     `guide` (syntax-guided denoising) sees each live row's argmax canvas after a step and names free slots to
     renoise: they are not accepted this step, lose their self-conditioning signal, and may not take the rejected
@@ -377,7 +381,8 @@ def denoise(
         scaled = logits / t
         d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
         if seed_alive is not None and seed_tokens is not None:  # kept while the model agrees, then lost for good
-            agree = seed_alive & (d.argmax == seed_tokens)
+            agree = seed_alive & (d.argmax == seed_tokens) & (d.logp_max >= math.log(cfg.seed_confidence))
+            agree &= torch.cumsum((seed_alive & ~agree).long(), dim=-1) == 0  # a seed is read left to right
             d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, seed_tokens, d.sampled))
             seed_alive = agree
         flagged = None

@@ -387,10 +387,11 @@ def test_middle_guide_maps_error_ranges_to_tokens():
 
 
 def test_seed_tokens_stay_while_the_model_agrees():
-    """Slot 0's seed is the model's argmax, though with high entropy (never accepted on entropy alone): it stays.
-    Slot 1's seed is not the argmax: renoised at once and replaced by the model's choice."""
+    """Slot 0's seed is the model's argmax with probability 0.53, though with high entropy (never accepted on
+    entropy alone): it stays. Slot 1's seed is not the argmax: renoised at once and replaced by the model's
+    choice."""
     c = Canvas.from_segments([[Free(3, seed=(11, 13)), (5,)]], 4, noise_fn())
-    margin = torch.tensor([[2.0, 30.0, 30.0, 30.0]])  # slot 0: 11 only weakly preferred (high entropy)
+    margin = torch.tensor([[4.0, 30.0, 30.0, 30.0]])  # slot 0: 11 preferred, p = e^4 / (e^4 + 49) = 0.53
     den = ScriptedDenoiser(torch.tensor([[11, 20, 12, 5]]), margin)
     res = denoise(den, c, SamplerConfig(max_steps=3, entropy_bound=0.01))
     assert res.tokens[0, :3].tolist() == [11, 20, 12]
@@ -415,3 +416,15 @@ def test_middle_guide_repair_cuts_the_middle_before_what_still_breaks_it():
     assert g.repair([1, 2, 3, 9], filler_id=9) == [1, 2, 3, 9]  # parses: unchanged
     assert g.repair([4, 1], filler_id=9) == [4, 1]  # the error is the first token: nothing to keep
     assert g.repair([1, 2, 4], filler_id=9) == [1, 9, 9]  # `a +` dangles too: back off to `a`
+
+
+def test_a_seed_the_model_barely_prefers_is_dropped_and_so_is_the_rest_of_it():
+    """A seed is kept only where the argmax agrees with probability >= seed_confidence, and read left to right:
+    after the first slot it loses, the later seed slots are renoised too even where the model agrees."""
+    c = Canvas.from_segments([[Free(3, seed=(11, 20, 12)), (5,)]], 4, noise_fn())
+    margin = torch.tensor([[2.0, 30.0, 30.0, 30.0]])  # slot 0: 11 is the argmax but p = 0.13
+    den = ScriptedDenoiser(torch.tensor([[11, 20, 12, 5]]), margin)
+    denoise(den, c, SamplerConfig(max_steps=3, entropy_bound=0.0))  # one acceptance per step, on entropy alone
+    second = den.calls[1][0][0]
+    assert second[0].item() != 11  # dropped: the model barely prefers it
+    assert not (second[1].item() == 20 and second[2].item() == 12)  # only one is accepted, on entropy: no seed left
