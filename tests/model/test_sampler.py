@@ -424,7 +424,8 @@ def test_a_seed_the_model_barely_prefers_is_dropped_and_so_is_the_rest_of_it():
     c = Canvas.from_segments([[Free(3, seed=(11, 20, 12)), (5,)]], 4, noise_fn())
     margin = torch.tensor([[2.0, 30.0, 30.0, 30.0]])  # slot 0: 11 is the argmax but p = 0.13
     den = ScriptedDenoiser(torch.tensor([[11, 20, 12, 5]]), margin)
-    denoise(den, c, SamplerConfig(max_steps=3, entropy_bound=0.0))  # one acceptance per step, on entropy alone
+    gen = torch.Generator().manual_seed(3)  # the renoise draws (none of them 11, 20 or 12 in the slots below)
+    denoise(den, c, SamplerConfig(max_steps=3, entropy_bound=0.0), generator=gen)  # one acceptance per step
     second = den.calls[1][0][0]
     assert second[0].item() != 11  # dropped: the model barely prefers it
     assert not (second[1].item() == 20 and second[2].item() == 12)  # only one is accepted, on entropy: no seed left
