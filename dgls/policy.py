@@ -177,10 +177,9 @@ class InfillPolicy:
         if language in self.told_untrained or not self.host.settings.languages.untrained(language, trained):
             return None
         self.told_untrained.add(language)
-        # one short line: Neovim shows a message wider than the screen with a hit-enter prompt
-        return (
-            f"dgls: {self.host.settings.model} was not trained on {language}: no completions (languages.enable adds it)"
-        )
+        # short: Neovim asks to press ENTER for a message longer than its echo space (the width less the ruler)
+        model = self.host.settings.model
+        return f"{model} was not trained on {language}: no completions (languages.enable adds {language})"
 
     def holes(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
         """The hole markers in ``text[start:end]``, or in the whole text when the range is empty."""

@@ -112,6 +112,19 @@ end
 
 local missing_reported = {} ---@type table<string, boolean> executables already reported missing
 
+--- window/showMessage as one notification (Neovim's own handler writes it with a line break, which asks the user
+--- to press ENTER when it comes in Insert mode, as the "not trained on go" notice does while typing).
+local function on_message(_, params)
+  if type(params) ~= 'table' or type(params.message) ~= 'string' then
+    return
+  end
+  local levels = vim.log.levels
+  local level = ({ levels.ERROR, levels.WARN, levels.INFO, levels.DEBUG })[params.type] or levels.INFO
+  vim.schedule(function()
+    vim.notify('dgls: ' .. params.message, level)
+  end)
+end
+
 local function lsp_config(opts)
   return {
     cmd = function(dispatchers, config)
@@ -135,7 +148,7 @@ local function lsp_config(opts)
     root_markers = opts.root_markers,
     init_options = as_object(opts.settings),
     settings = { dgls = as_object(opts.settings) },
-    handlers = { ['dgls/status'] = on_status },
+    handlers = { ['dgls/status'] = on_status, ['window/showMessage'] = on_message },
   }
 end
 
