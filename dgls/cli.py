@@ -265,7 +265,9 @@ def cmd_infill(args) -> int:
     if args.candidates < 1:
         raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
     try:
-        done = engine.complete(request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens)
+        done = engine.complete(
+            request, n_candidates=args.candidates, seed=args.seed, min_tokens=args.min_tokens, document=text
+        )
     except EngineError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -387,6 +389,7 @@ def cmd_jsonl(args) -> int:
                 seed=req.get("seed", args.seed),
                 min_tokens=req.get("min_tokens", args.min_tokens),
                 syntax_guided=req.get("syntax_guided"),
+                document=text,
             )
             edits = make_edits(text, request, done.candidates)
             middle = as_middle(text, len(req["prefix"]), edits[0]) if edits else None

@@ -83,6 +83,7 @@ class _Call:
     renoise_share: float  # < 1: regenerate the selection in place (request.replaced's least believed tokens)
     old_ids: list[int]  # request.replaced's tokens when renoise_share < 1
     seed_ids: list[int]  # a workspace seed for the first free slots ([] for noise)
+    document: str | None  # the whole text the request was built on (the syntax guide checks in it), if known
 
 
 class EngineError(Exception):
@@ -336,6 +337,7 @@ class Engine:
         syntax_guided: bool | None = None,
         renoise_share: float = 1.0,
         seed_text: str = "",
+        document: str | None = None,
     ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
 
@@ -343,7 +345,9 @@ class Engine:
         (default: the engine's option) renoises tokens that break the parse while denoising, where the language
         has a tree-sitter grammar. `renoise_share` < 1 regenerates a selection in place: only that share of its
         tokens (the ones the model believes least) is renoised, the rest stays as it is. `seed_text` (a
-        continuation found in the workspace, :mod:`dgls.seeds`) starts the canvas instead of noise.
+        continuation found in the workspace, :mod:`dgls.seeds`) starts the canvas instead of noise. `document`,
+        the text the request was built on, lets the syntax guide check the middle in the whole file, not only in
+        the request's window (where a window cut inside a construct can hide an error).
         """
         if syntax_guided is None:
             syntax_guided = self.options.syntax_guided
@@ -387,6 +391,7 @@ class Engine:
             renoise_share if in_place else 1.0,
             counter.ids(request.replaced) if in_place else [],
             counter.ids(seed_text) if seed_text else [],
+            document,
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
@@ -427,8 +432,12 @@ class Engine:
         cancel: threading.Event | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
+        document: str | None = None,
     ) -> Future:
-        """Queue a joint fill on the worker; the future gives a Completion whose ``holes`` has a middle per hole."""
+        """Queue a joint fill on the worker; the future gives a Completion whose ``holes`` has a middle per hole.
+
+        `document` (the text the holes are in) is where each hole's syntax guide checks it, as in :meth:`submit`.
+        """
         counter = self._counter
         if self.state != "ready" or counter is None or not self.joint_capable():
             fut: Future = Future()
@@ -445,13 +454,14 @@ class Engine:
         prefix_ids = counter.ids(joint.holes[0].prefix)
         check = cancel.is_set if cancel is not None else None
         guided = self.options.syntax_guided
-        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens, guided)
+        guides = (document,) if guided else None
+        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens, guides)
 
-    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens, guided) -> Completion:
+    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens, guided_in) -> Completion:
         from dgls.model.sampler import Cancelled
 
         inf = self._infiller
-        guides = [syntax_guide(inf, r) for r in joint.holes] if guided and inf is not None else []
+        guides = [] if guided_in is None or inf is None else [syntax_guide(inf, r, guided_in[0]) for r in joint.holes]
         try:
             if inf is None or (cancel is not None and cancel()):
                 raise Cancelled(0)
@@ -508,7 +518,7 @@ class Engine:
         max_blocks = self.options.max_blocks if len(lengths) == 1 else 1
         if request.span is SpanKind.REST_OF_LINE:
             max_blocks = 1
-        guide = syntax_guide(inf, request) if call.syntax_guided and max_blocks == 1 else None
+        guide = syntax_guide(inf, request, call.document) if call.syntax_guided and max_blocks == 1 else None
         if call.renoise_share < 1 and call.old_ids:
             guide = None
             res = cast("Infiller", inf).regenerate(  # submit() asked joint_capable()
@@ -558,15 +568,19 @@ class Engine:
         return done
 
 
-def syntax_guide(infiller: Any, request: InfillRequest) -> Any | None:
+def syntax_guide(infiller: Any, request: InfillRequest, document: str | None = None) -> Any | None:
     """The request's syntax guide (:class:`dgls.model.infill.MiddleGuide`), or None without a grammar.
 
     It checks the whole middle (a rest-of-line one too, though post-processing keeps only its first line) in the
-    request's own window (prefix + middle + suffix), the region around the canvas.
+    `document` the request was built on, or, without it, in the request's own window (prefix + middle + suffix).
     """
     if grammar(request.language) is None or not hasattr(infiller, "guide"):
         return None
-    checker = SpanChecker(request.language, request.prefix + request.suffix, len(request.prefix), len(request.prefix))
+    if document is not None and document[request.start : request.end] == request.replaced:
+        checker = SpanChecker(request.language, document, request.start, request.end, document=True)
+    else:
+        window = request.prefix + request.suffix
+        checker = SpanChecker(request.language, window, len(request.prefix), len(request.prefix))
     if checker.tree is None:
         return None
     return infiller.guide(checker.error_spans)

@@ -280,12 +280,13 @@ def errors_after_edit(language: str, text: str, index: Utf8Index, start: int, en
 class SpanChecker:
     """Where candidate fillings of one span of a text are inside syntax errors (syntax-guided denoising).
 
-    The text (the request's window around the middle) is parsed once, into a tree of its own (the document's
-    cache is left alone); each check is an incremental re-parse of the region the filling touches. Errors the text
-    already had before the span (a window cut in the middle of a construct) are not blamed on the filling.
+    The text is the whole document (its tree from :func:`parse`'s cache, which the request's context built: no new
+    parse) or, when the caller has only the request, its window around the middle (parsed once, into a tree of its
+    own); each check is an incremental re-parse of the region the filling touches. Errors the text already had
+    before the span was filled (a window cut in the middle of a construct) are not blamed on the filling.
     """
 
-    def __init__(self, language: str, text: str, start: int, end: int) -> None:
+    def __init__(self, language: str, text: str, start: int, end: int, *, document: bool = False) -> None:
         self.language, self.start, self.end = language, start, end
         self.index = Utf8Index(text)
         g = grammar(language)
@@ -294,8 +295,10 @@ class SpanChecker:
         if g is not None and len(self.index.data) <= MAX_PARSE_BYTES:
             from tree_sitter import Parser
 
-            self.tree = Parser(g).parse(self.index.data)
-            self.old = {(n.start_byte, n.end_byte) for n in _innermost_errors(self.tree.root_node)}
+            tree = parse(language, text, self.index.data) if document else Parser(g).parse(self.index.data)
+            if tree is not None:
+                self.tree = tree
+                self.old = {(n.start_byte, n.end_byte) for n in _innermost_errors(tree.root_node)}
 
     def error_spans(self, new_text: str) -> list[tuple[int, int]] | None:
         """Code-point ranges of `new_text` in syntax errors of the filled text; [] when none, None when unparsed.

@@ -197,6 +197,7 @@ class InfillPolicy:
         on_step: Callable[[int, int], None] | None = None,
         renoise_share: float = 1.0,
         seed_text: str = "",
+        document: str | None = None,
     ) -> Completion | None:
         """Submit one request (or a joint fill of several holes) and await it; None when superseded or failed.
 
@@ -211,7 +212,7 @@ class InfillPolicy:
         self.stats["requests"] += 1
         t0 = time.perf_counter()
         if isinstance(request, JointRequest):
-            fut = engine.submit_joint(request, seed=0, cancel=cancel, on_step=on_step, min_tokens=1)
+            fut = engine.submit_joint(request, seed=0, cancel=cancel, on_step=on_step, min_tokens=1, document=document)
             request = request.holes[0]
         else:
             fut = engine.submit(
@@ -224,6 +225,7 @@ class InfillPolicy:
                 renoise_share=renoise_share,
                 syntax_guided=self.host.settings.syntax_guided,
                 seed_text=seed_text,
+                document=document,
             )
         try:
             done = await asyncio.wrap_future(fut)
@@ -318,6 +320,7 @@ class InfillPolicy:
                     explicit=not automatic,
                     on_step=progress.on_step(0, 1),
                     seed_text=seed,
+                    document=text,
                 )
             finally:
                 progress.end("cancelled" if cancel.is_set() else "done")
@@ -399,7 +402,12 @@ class InfillPolicy:
                 if cancel.is_set():
                     break
                 done = await self.run(
-                    engine, call, cancel=cancel, on_step=progress.on_step(i, len(calls)), renoise_share=renoise_share
+                    engine,
+                    call,
+                    cancel=cancel,
+                    on_step=progress.on_step(i, len(calls)),
+                    renoise_share=renoise_share,
+                    document=None if instruction else text,  # with an instruction the prefix is not the text's
                 )
                 if done is None:
                     continue

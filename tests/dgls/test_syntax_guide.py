@@ -53,3 +53,20 @@ def test_engine_reports_syntax_renoised_and_the_switch_works(tiny_checkpoint):
         assert not on.cached  # a different request for the result cache
     finally:
         engine.shutdown()
+
+
+def test_with_the_document_the_guide_checks_in_the_whole_file_without_parsing_it_again(tiny_loaded):
+    """Given the text the request was built on, the guide's checker works on the document's own cached tree (the
+    context parsed it); without it, on the request's window."""
+    from dgls.languages import parse
+    from dgls.text import Utf8Index
+
+    inf = Infiller(tiny_loaded)
+    text = "import os\n\n\ndef f(a, b):\n    return \n"
+    request = build_request(text, text.index("return ") + 7, language="python")
+    checker = syntax_guide(inf, request, text).check.__self__
+    assert checker.tree is parse("python", text, Utf8Index(text).data)  # the cache's tree: no second parse
+    assert (checker.start, checker.end) == (request.start, request.end)
+    assert syntax_guide(inf, request, text).check("a + b)") and not syntax_guide(inf, request, text).check("a + b")
+    window = syntax_guide(inf, request).check.__self__
+    assert window.index.data == (request.prefix + request.suffix).encode()
