@@ -352,9 +352,7 @@ class Engine:
         if syntax_guided is None:
             syntax_guided = self.options.syntax_guided
         if self.state != "ready":
-            fut: Future = Future()
-            fut.set_exception(EngineError(self.error if self.state == "error" else f"model is {self.state}"))
-            return fut
+            return _failed(self.error if self.state == "error" else f"model is {self.state}")
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
         in_place = renoise_share < 1 and bool(request.replaced) and self.joint_capable()
         key: tuple = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
@@ -367,15 +365,13 @@ class Engine:
             if hit is not None:
                 self._results.move_to_end(key)
         if hit is not None:
-            fut = Future()
+            fut: Future = Future()
             fut.set_result(Completion(request=request, candidates=hit.candidates, nfe=0, ms=0.0, cached=True))
             return fut
         check = cancel.is_set if cancel is not None else None
         counter = self._counter
         if counter is None:  # shut down meanwhile
-            fut = Future()
-            fut.set_exception(EngineError("the engine was shut down"))
-            return fut
+            return _failed("the engine was shut down")
         call = _Call(
             request,
             counter.ids(request.prefix),
@@ -439,13 +435,12 @@ class Engine:
         `document` (the text the holes are in) is where each hole's syntax guide checks it, as in :meth:`submit`.
         """
         counter = self._counter
-        if self.state != "ready" or counter is None or not self.joint_capable():
-            fut: Future = Future()
-            reason = self.error if self.state == "error" else f"model is {self.state}"
-            if self.state == "ready":
-                reason = "the vLLM backend fills one hole per call" if counter else "the engine was shut down"
-            fut.set_exception(EngineError(reason))
-            return fut
+        if self.state != "ready":
+            return _failed(self.error if self.state == "error" else f"model is {self.state}")
+        if counter is None:
+            return _failed("the engine was shut down")
+        if not self.joint_capable():
+            return _failed("the vLLM backend fills one hole per call")
         from dgls.model.canvas import Free
 
         segments: list[Any] = []
@@ -454,14 +449,17 @@ class Engine:
         prefix_ids = counter.ids(joint.holes[0].prefix)
         check = cancel.is_set if cancel is not None else None
         guided = self.options.syntax_guided
-        guides = (document,) if guided else None
-        return self._pool.submit(self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens, guides)
+        return self._pool.submit(
+            self._run_joint, joint, prefix_ids, segments, seed, check, on_step, min_tokens, guided, document
+        )
 
-    def _run_joint(self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens, guided_in) -> Completion:
+    def _run_joint(
+        self, joint, prefix_ids, segments, seed, cancel, on_step, min_tokens, guided, document
+    ) -> Completion:
         from dgls.model.sampler import Cancelled
 
         inf = self._infiller
-        guides = [] if guided_in is None or inf is None else [syntax_guide(inf, r, guided_in[0]) for r in joint.holes]
+        guides = [syntax_guide(inf, r, document) for r in joint.holes] if guided and inf is not None else []
         try:
             if inf is None or (cancel is not None and cancel()):
                 raise Cancelled(0)
@@ -566,6 +564,13 @@ class Engine:
             while len(self._results) > self.options.cache_size:
                 self._results.popitem(last=False)
         return done
+
+
+def _failed(reason: str | None) -> Future:
+    """A future that already failed with EngineError(`reason`): a request the engine cannot take."""
+    fut: Future = Future()
+    fut.set_exception(EngineError(reason or "the model failed to load"))
+    return fut
 
 
 def syntax_guide(infiller: Any, request: InfillRequest, document: str | None = None) -> Any | None:

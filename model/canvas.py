@@ -104,7 +104,7 @@ class Canvas:
         """
         if start < 1:
             raise ValueError(f"canvas start position must be >= 1 (the prefix holds at least BOS), got {start}")
-        laid: list[tuple[list[int], list[bool], list[int], list[int]]] = []  # seeds (-1: noise), pinned, hole
+        laid: list[tuple[list[int], list[bool], list[int]]] = []  # per row: ids (-1: noise), pinned, hole
         for segments in rows:
             ids: list[int] = []
             pinned: list[bool] = []
@@ -124,13 +124,13 @@ class Canvas:
                     hole += [-1] * len(seg)
             if not n_holes:
                 raise ValueError("every canvas row needs at least one free slot")
-            laid.append((ids, pinned, hole, [n_holes]))
+            laid.append((ids, pinned, hole))
         B, C = len(laid), max(len(ids) for ids, *_ in laid)
         seeded = torch.full((B, C), -1, dtype=torch.long)
         is_pinned = torch.zeros(B, C, dtype=torch.bool)
         valid = torch.zeros(B, C, dtype=torch.bool)
         holes = torch.full((B, C), -1, dtype=torch.long)
-        for i, (ids, pinned, hole, _) in enumerate(laid):
+        for i, (ids, pinned, hole) in enumerate(laid):
             n = len(ids)
             seeded[i, :n] = torch.tensor(ids, dtype=torch.long)
             is_pinned[i, :n] = torch.tensor(pinned)

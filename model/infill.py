@@ -17,7 +17,7 @@ import torch
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
 from dgls.model.canvas import Canvas, Free, Segment
 from dgls.model.loading import LoadedModel
-from dgls.model.sampler import CancelCheck, Guide, SamplerConfig, denoise
+from dgls.model.sampler import CancelCheck, SamplerConfig, denoise
 
 
 @dataclass
@@ -80,7 +80,6 @@ class SegmentsResult:
     ms: float
     encode_ms: float
     prefix_cache: str
-    slots: int  # canvas length: free runs plus the pinned code between them
 
 
 class Infiller:
@@ -95,6 +94,8 @@ class Infiller:
         specials = (self.spec.eos_id, self.spec.pad_id, self.spec.bos_id, self.spec.filler_id)
         self._end_ids = {i for i in (self.spec.eos_id,) if i is not None}
         self._drop_ids = {i for i in specials if i is not None}
+        filler = set() if self.spec.filler_id is None else {self.spec.filler_id}
+        self._stop_ids = sorted(self._end_ids | filler)  # what the sampler keeps out of a run's first slots
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
@@ -119,7 +120,7 @@ class Infiller:
         cancel: CancelCheck | None = None,
         on_step: Callable[[int, int], None] | None = None,
         min_tokens: int = 0,
-        guide: Guide | None = None,
+        guide: MiddleGuide | None = None,
         seed_ids: Sequence[int] = (),
     ) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
@@ -143,10 +144,10 @@ class Infiller:
             )
         if max_blocks > 1 and len(set(lengths)) > 1:
             raise ValueError(f"multi-block infill takes one canvas length, got {lengths}")
+        if max_blocks > 1:
+            guide = None  # a block's middle is checked alone, and later blocks would continue it
         device = self.model.device
-        generator = None
-        if seed is not None and not cfg.compat_generate:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
+        generator = self._generator(cfg, seed)
         rows = [n for n in lengths for _ in range(n_candidates)]
         B = len(rows)
 
@@ -156,7 +157,6 @@ class Infiller:
         encode_ms = (time.perf_counter() - t0) * 1e3
         cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
 
-        filler = set() if self.spec.filler_id is None else {self.spec.filler_id}
         noise_low = 0 if cfg.compat_generate else self.spec.noise_low  # generate() draws from the whole vocabulary
         raw: list[list[int]] = [[] for _ in range(B)]
         pieces: list[list[int]] = [[] for _ in range(B)]
@@ -183,8 +183,8 @@ class Infiller:
                 cancel=cancel,
                 on_step=on_step,
                 min_tokens=min_tokens if blocks == 0 else 0,
-                end_ids=sorted(self._end_ids | filler),
-                guide=guide if max_blocks == 1 else None,
+                end_ids=self._stop_ids,
+                guide=guide,
             )
             nfe += res.steps
             blocks += 1
@@ -195,7 +195,7 @@ class Infiller:
                     continue
                 scores[i] = (scores[i] * (blocks - 1) + res.score[i].item()) / blocks
                 row = tokens[i][:n]
-                if guide is not None and max_blocks == 1 and isinstance(guide, MiddleGuide):
+                if guide is not None:
                     row = guide.repair(row, self.spec.filler_id)
                 raw[i] += row
                 kept, kept_conf, ended[i] = keep_middle(
@@ -241,16 +241,13 @@ class Infiller:
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
         device = self.model.device
-        generator = None
-        if seed is not None and not cfg.compat_generate:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
+        generator = self._generator(cfg, seed)
         t0 = time.perf_counter()
         cache, cache_kind = self.prefix_cache.get([self.spec.bos_id, *prefix_ids])
         encode_ms = (time.perf_counter() - t0) * 1e3
         denoiser = DiffusionGemmaDenoiser(self.model, cache, 0 if cfg.compat_generate else self.spec.noise_low)
         noise = functools.partial(denoiser.noise, generator=generator)
         canvas = Canvas.from_segments([segments], denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
-        filler = set() if self.spec.filler_id is None else {self.spec.filler_id}
         res = denoise(
             denoiser,
             canvas,
@@ -259,7 +256,7 @@ class Infiller:
             cancel=cancel,
             on_step=on_step,
             min_tokens=min_tokens,
-            end_ids=sorted(self._end_ids | filler),
+            end_ids=self._stop_ids,
             guide=RunsGuide(guides, [s.n for s in segments if isinstance(s, Free)]) if any(guides) else None,
         )
         assert canvas.hole is not None
@@ -290,7 +287,6 @@ class Infiller:
             ms=(time.perf_counter() - t_start) * 1e3,
             encode_ms=encode_ms,
             prefix_cache=cache_kind,
-            slots=int(canvas.tokens.shape[1]),
         )
 
     def regenerate(
@@ -376,6 +372,12 @@ class Infiller:
     def guide(self, check: Callable[[str], list[tuple[int, int]] | None], budget: int = 3) -> MiddleGuide:
         """A syntax guide for :meth:`infill_ids` from a text-level `check` (see :class:`MiddleGuide`)."""
         return MiddleGuide(self._decode, check, self._end_ids, self._drop_ids, budget)
+
+    def _generator(self, cfg: SamplerConfig, seed: int | None) -> torch.Generator | None:
+        """The sampler's RNG for `seed` (None: generate()'s global RNG, for the compat draw or no seed)."""
+        if seed is None or cfg.compat_generate:
+            return None
+        return torch.Generator(device=self.model.device).manual_seed(int(seed))
 
     def _seed_row(self, seed_ids: Sequence[int], n: int) -> tuple[int, ...]:
         """`n` slots seeded with `seed_ids`, then filler: a seed is a whole middle and ends where it does."""

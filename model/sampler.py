@@ -359,7 +359,7 @@ def denoise(
     slot_bans: torch.Tensor | None = None  # (B, C, V) bool: tokens the guide rejected in a slot
     guided_rows = [0] * B  # guided steps that flagged something, per row
     seed_tokens = canvas.seed
-    seed_alive = None if seed_tokens is None else seed_tokens >= 0  # slots still holding their seed token
+    seed_alive = seed_tokens >= 0 if seed_tokens is not None else free  # slots still holding their seed token
     out_tokens = canvas.tokens.clone()
     out_conf = torch.zeros(B, C, device=device)
     out_score = torch.zeros(B, device=device)
@@ -380,7 +380,7 @@ def denoise(
         t = temperature(cur_step, cfg)
         scaled = logits / t
         d = draw(logits, scaled, t, free, canvas.tokens, cfg.entropy_bound, generator)
-        if seed_alive is not None and seed_tokens is not None:  # kept while the model agrees, then lost for good
+        if seed_tokens is not None:  # a seed token is kept while the model agrees, then lost for good
             agree = seed_alive & (d.argmax == seed_tokens) & (d.logp_max >= math.log(cfg.seed_confidence))
             agree &= torch.cumsum((seed_alive & ~agree).long(), dim=-1) == 0  # a seed is read left to right
             d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, seed_tokens, d.sampled))
