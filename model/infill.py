@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dgls.model import fastpath
 from dgls.model.backend import DiffusionGemmaDenoiser, PrefixCache, batched, encode
 from dgls.model.canvas import Canvas, Free, Segment
+from dgls.model.fastpath import FastDenoiser
 from dgls.model.loading import LoadedModel
 from dgls.model.sampler import CancelCheck, SamplerConfig, denoise
 
@@ -85,12 +87,17 @@ class SegmentsResult:
 class Infiller:
     """Fills the middle between a prefix and a suffix with a loaded DiffusionGemma model."""
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, fast: bool | None = None):
+        """`fast`: run the decoder through :mod:`dgls.model.fastpath` (None: wherever it covers the model)."""
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.spec = loaded.spec
         self.prefix_cache = PrefixCache(self.model)
+        why_not = fastpath.supports(self.model)
+        if fast and why_not:
+            raise ValueError(f"the fast decoder path does not cover this model: {why_not}")
+        self.fast = why_not is None if fast is None else fast
         specials = (self.spec.eos_id, self.spec.pad_id, self.spec.bos_id, self.spec.filler_id)
         self._end_ids = {i for i in (self.spec.eos_id,) if i is not None}
         self._drop_ids = {i for i in specials if i is not None}
@@ -155,7 +162,9 @@ class Infiller:
         full_prefix = [self.spec.bos_id, *prefix_ids]
         base_cache, cache_kind = self.prefix_cache.get(full_prefix)
         encode_ms = (time.perf_counter() - t0) * 1e3
-        cache = base_cache if (B == 1 and max_blocks == 1) else batched(base_cache, B)
+        # the fast path reads a batch-1 cache for every row; the reference path and multi-block (which appends
+        # each row's block to its own cache) need one row per canvas row
+        cache = base_cache if max_blocks == 1 and (B == 1 or self.fast) else batched(base_cache, B)
 
         noise_low = 0 if cfg.compat_generate else self.spec.noise_low  # generate() draws from the whole vocabulary
         raw: list[list[int]] = [[] for _ in range(B)]
@@ -165,7 +174,7 @@ class Infiller:
         ended = [False] * B
         nfe, blocks, step_ms = 0, 0, []
         while blocks < max_blocks and not all(ended):
-            denoiser = DiffusionGemmaDenoiser(self.model, cache, noise_low)
+            denoiser = self.denoiser(cache, noise_low)
             noise = functools.partial(denoiser.noise, generator=generator)
             if seed_ids and blocks == 0:
                 layout: list[list[Segment]] = [
@@ -245,7 +254,7 @@ class Infiller:
         t0 = time.perf_counter()
         cache, cache_kind = self.prefix_cache.get([self.spec.bos_id, *prefix_ids])
         encode_ms = (time.perf_counter() - t0) * 1e3
-        denoiser = DiffusionGemmaDenoiser(self.model, cache, 0 if cfg.compat_generate else self.spec.noise_low)
+        denoiser = self.denoiser(cache, 0 if cfg.compat_generate else self.spec.noise_low)
         noise = functools.partial(denoiser.noise, generator=generator)
         canvas = Canvas.from_segments([segments], denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
         res = denoise(
@@ -316,7 +325,7 @@ class Infiller:
         cfg = sampler or self.spec.sampler
         n = len(old_ids)
         cache, _ = self.prefix_cache.get([self.spec.bos_id, *prefix_ids])
-        denoiser = DiffusionGemmaDenoiser(self.model, cache, self.spec.noise_low)
+        denoiser = self.denoiser(cache, self.spec.noise_low)
         scored = Canvas.from_segments(
             [[Free(n, seed=tuple(old_ids)), tuple(suffix_ids)]],
             denoiser.prefix_len,
@@ -372,6 +381,12 @@ class Infiller:
     def guide(self, check: Callable[[str], list[tuple[int, int]] | None], budget: int = 3) -> MiddleGuide:
         """A syntax guide for :meth:`infill_ids` from a text-level `check` (see :class:`MiddleGuide`)."""
         return MiddleGuide(self._decode, check, self._end_ids, self._drop_ids, budget)
+
+    def denoiser(self, cache, noise_low: int) -> DiffusionGemmaDenoiser | FastDenoiser:
+        """One decoder pass over a canvas reading `cache`: the fast path where it runs, else transformers' forward."""
+        if self.fast:
+            return FastDenoiser(self.model, cache, noise_low)
+        return DiffusionGemmaDenoiser(self.model, cache, noise_low)
 
     def _generator(self, cfg: SamplerConfig, seed: int | None) -> torch.Generator | None:
         """The sampler's RNG for `seed` (None: generate()'s global RNG, for the compat draw or no seed)."""

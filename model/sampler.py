@@ -151,12 +151,12 @@ def temperature(cur_step: int, cfg: SamplerConfig) -> torch.Tensor:
 
 
 def fused_row_stats(logits: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None):
-    """(entropy, argmax, log p(argmax) at T=1, a sample per slot) from dgls.kernels in one pass over V, or None.
+    """(entropy, argmax, log p(argmax) at T=1, a sample per row) of (N, V) logits from dgls.kernels, or None.
 
     Only on CUDA, and only when ``dgls.kernels`` says its ``canvas_sampler`` kernel passed its self-check; on
     any other device this returns None and :func:`denoise` computes the statistics in torch, unchanged. The
     kernel samples with the Gumbel-max trick from a seed drawn from `generator`, so on CUDA the draws differ
-    from ``torch.multinomial``'s (same distribution).
+    from the torch path's (same distribution).
     """
     if logits.device.type != "cuda":
         return None
@@ -166,16 +166,18 @@ def fused_row_stats(logits: torch.Tensor, t: torch.Tensor, generator: torch.Gene
         return None
     from dgls.kernels.canvas_sampler import row_stats
 
-    B, C, V = logits.shape
     gen_device = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=gen_device))
-    st = row_stats(logits.reshape(B * C, V), float(t), seed=seed)
+    st = row_stats(logits, float(t), seed=seed)
     assert st.sample is not None  # a seed was given
-    return st.entropy.view(B, C), st.argmax.view(B, C), st.logp_max.view(B, C), st.sample.view(B, C)
+    return st.entropy, st.argmax, st.logp_max, st.sample
 
 
 class SlotDraw(NamedTuple):
-    """One step's statistics of every canvas slot and the acceptance it implies, each (B, C)."""
+    """One step's statistics of every canvas slot and the acceptance it implies, each (B, C).
+
+    Only free slots are computed; a pinned or padding slot has entropy 0, log p 0 and its own token as argmax.
+    """
 
     entropy: torch.Tensor  # of softmax(logits / t)
     argmax: torch.Tensor  # of logits / t
@@ -188,11 +190,32 @@ DrawFn = Callable[..., SlotDraw]  # (logits, scaled, t, free, tokens, bound, gen
 
 
 def logp_of_argmax(logits: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
-    """Confidence at temperature 1: ``log p(argmax) = x[argmax] - logsumexp(x)``, (B, C, V) -> (B, C).
+    """Confidence at temperature 1: ``log p(argmax) = x[argmax] - logsumexp(x)``, (..., V) -> (...).
 
-    One reduction over V instead of a (B, C, V) log_softmax.
+    One reduction over V instead of a log_softmax.
     """
     return torch.gather(logits, -1, argmax.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def on_slots(free: torch.Tensor, values: torch.Tensor, fill: torch.Tensor | float) -> torch.Tensor:
+    """(N,) values of the free slots (row-major) laid out as (B, C), `fill` in every other slot."""
+    if isinstance(fill, torch.Tensor):
+        out = fill.to(values.dtype, copy=True)
+    else:
+        out = torch.full(free.shape, fill, dtype=values.dtype, device=values.device)
+    out[free] = values
+    return out
+
+
+def sample_rows(scaled: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of softmax(`scaled`) (k, V) -> (k,), by inverting the CDF with one uniform per row.
+
+    The same distribution as ``torch.multinomial``, which draws an exponential for every vocabulary entry (on a
+    CPU the largest cost of a step); a token of probability 0 is never drawn.
+    """
+    cdf = torch.softmax(scaled, dim=-1).cumsum(-1)
+    u = torch.rand(scaled.shape[0], 1, generator=generator, device=scaled.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=scaled.shape[-1] - 1)
 
 
 def draw_accepted(
@@ -204,25 +227,27 @@ def draw_accepted(
     bound: float,
     generator: torch.Generator | None,
 ) -> SlotDraw:
-    """Statistics of every slot, a sample only where accepted: the fused kernel on CUDA, else torch.
+    """Statistics of the free slots' (N, V) logits, a sample only where accepted: the fused kernel on CUDA, else torch.
 
-    Acceptance depends only on entropy, so only accepted slots need a sample (a (C, V) multinomial is the
-    largest CPU cost of a step otherwise); the other slots of `sampled` keep `tokens`.
+    Acceptance depends only on entropy, so only accepted slots need a sample; the other slots of `sampled` keep
+    `tokens`.
     """
     fused = fused_row_stats(logits, t, generator)  # None on CPU
     if fused is not None:  # the kernel drew a sample for every slot in its single pass
         H, argmax, logp_max, sample = fused
+        H = on_slots(free, H, 0.0)
         accept = accept_mask(H, free, bound)
-        return SlotDraw(H, argmax, logp_max, accept, torch.where(accept, sample, tokens))
-    argmax = scaled.argmax(-1)  # (B, C)
-    H = entropy(scaled)  # (B, C)
+        sampled = torch.where(accept, on_slots(free, sample, tokens), tokens)
+        return SlotDraw(H, on_slots(free, argmax, tokens), on_slots(free, logp_max, 0.0), accept, sampled)
+    argmax = scaled.argmax(-1)  # (N,)
+    H = on_slots(free, entropy(scaled), 0.0)  # (B, C)
     accept = accept_mask(H, free, bound)
     sampled = tokens.clone()
-    rows = accept.nonzero(as_tuple=True)
-    if rows[0].numel():
-        p = torch.softmax(scaled[rows], dim=-1)
-        sampled[rows] = torch.multinomial(p, 1, generator=generator).squeeze(-1)
-    return SlotDraw(H, argmax, logp_of_argmax(logits, argmax), accept, sampled)
+    picked = accept[free].nonzero().squeeze(-1)
+    if picked.numel():
+        sampled[accept] = sample_rows(scaled[picked], generator)
+    logp_max = on_slots(free, logp_of_argmax(logits, argmax), 0.0)
+    return SlotDraw(H, on_slots(free, argmax, tokens), logp_max, accept, sampled)
 
 
 CancelCheck = Callable[[], bool]
@@ -297,13 +322,33 @@ def _ban_argmax(bans: torch.Tensor | None, flagged: torch.Tensor, argmax: torch.
     return bans
 
 
-def _pinned_onehot(canvas: Canvas, vocab_size: int) -> torch.Tensor | None:
-    """One-hot self-conditioning rows for the pinned slots, built once: (n_pinned, V), or None."""
-    rows = canvas.pinned.nonzero(as_tuple=True)
-    if not rows[0].numel():
-        return None
-    onehot = torch.full((rows[0].numel(), vocab_size), -1e4, device=canvas.tokens.device)
-    return onehot.scatter_(-1, canvas.tokens[rows].unsqueeze(-1), 1e4)
+class _FreeLogits:
+    """Logits of the free slots (N, V), row-major, self-conditioned on the free slots' previous logits.
+
+    A denoiser with ``free_logits`` (:class:`~dgls.model.fastpath.FastDenoiser`) computes only those rows. Any
+    other gets the whole (B, C, V) signal it expects: the free slots' logits, and for a pinned slot a one-hot of
+    its token (exact: softmax of a one-hot times E is that token's embedding), built once.
+    """
+
+    def __init__(self, denoiser: Denoiser, canvas: Canvas):
+        self.denoiser, self.canvas = denoiser, canvas
+        self.free = canvas.free
+        self.fast = getattr(denoiser, "free_logits", None)
+        self.full: torch.Tensor | None = None
+
+    def __call__(self, sc: torch.Tensor | None) -> torch.Tensor:
+        if self.fast is not None:
+            return self.fast(self.canvas, sc)
+        if sc is None:
+            return self.denoiser(self.canvas, None)[self.free]
+        if self.full is None:
+            B, C = self.free.shape
+            self.full = torch.zeros(B, C, sc.shape[-1], device=sc.device)
+            rows = self.canvas.pinned.nonzero(as_tuple=True)
+            self.full[rows] = -1e4
+            self.full[rows + (self.canvas.tokens[rows],)] = 1e4
+        self.full[self.free] = sc
+        return self.denoiser(self.canvas, self.full)[self.free]
 
 
 @torch.no_grad()
@@ -343,20 +388,20 @@ def denoise(
 
         draw, generator = draw_every_slot, None  # generate() draws everything from the global RNG
     free = canvas.free  # (B, C)
-    pinned_rows = canvas.pinned.nonzero(as_tuple=True)
+    row_of = free.nonzero(as_tuple=True)[0]  # (N,): the canvas row of each free slot, row-major
     B, C = canvas.tokens.shape
     device = canvas.tokens.device
     n_free = free.sum(-1).clamp(min=1)  # (B,)
+    run = _FreeLogits(denoiser, canvas)
 
     banned = None
     if min_tokens > 0 and end_ids:
-        banned = free & (canvas.run_rank() < min_tokens)  # the first slots of each run of free slots
+        banned = (canvas.run_rank() < min_tokens)[free]  # (N,): the first slots of each run of free slots
         ban_ids = torch.tensor(sorted(set(end_ids)), device=device)
-    onehot = _pinned_onehot(canvas, denoiser.vocab_size)
     stop_rule = _StopRule(cfg, free)
 
-    sc = None
-    slot_bans: torch.Tensor | None = None  # (B, C, V) bool: tokens the guide rejected in a slot
+    sc = None  # (N, V): the free slots' self-conditioning logits
+    slot_bans: torch.Tensor | None = None  # (N, V) bool: tokens the guide rejected in a slot
     guided_rows = [0] * B  # guided steps that flagged something, per row
     seed_tokens = canvas.seed
     seed_alive = seed_tokens >= 0 if seed_tokens is not None else free  # slots still holding their seed token
@@ -371,10 +416,10 @@ def denoise(
         if cancel is not None and cancel():
             raise Cancelled(steps)
         t0 = time.perf_counter()
-        logits = denoiser(canvas, sc)  # (B, C, V) float32
+        logits = run(sc)  # (N, V) float32
         if banned is not None:
             # -1e4 rather than -inf: the entropy and the self-conditioning softmax stay finite
-            logits[..., ban_ids] = torch.where(banned[..., None], -1e4, logits[..., ban_ids])
+            logits[:, ban_ids] = torch.where(banned[:, None], -1e4, logits[:, ban_ids])
         if slot_bans is not None:
             logits = logits.masked_fill(slot_bans, -1e4)
         t = temperature(cur_step, cfg)
@@ -390,7 +435,7 @@ def denoise(
             flagged = _guided(guide, d.argmax, free, ~done, guided_rows)
             if flagged is not None:
                 d = d._replace(accept=d.accept & ~flagged)
-                slot_bans = _ban_argmax(slot_bans, flagged, d.argmax, logits.shape[-1])
+                slot_bans = _ban_argmax(slot_bans, flagged[free], d.argmax[free], logits.shape[-1])
         noise_ids = denoiser.noise((B, C), generator)
         previous = canvas.tokens
         canvas.renoise(d.accept, d.sampled, noise_ids)
@@ -409,12 +454,13 @@ def denoise(
             row_steps[i] = steps
         done |= newly
 
-        next_sc = (logits if cfg.sc_raw_logits else scaled).clone()
-        if onehot is not None:
-            next_sc[pinned_rows] = onehot
+        next_sc = logits if cfg.sc_raw_logits else scaled
         if flagged is not None:  # the flagged slots start over: no memory of the rejected prediction
-            next_sc[flagged] = 0.0
-        sc = next_sc if sc is None else torch.where(done[:, None, None] & ~newly[:, None, None], sc, next_sc)
+            next_sc = next_sc.masked_fill(flagged[free][:, None], 0.0)
+        if sc is not None:
+            keep = (done & ~newly)[row_of]  # rows that stopped before this step keep their signal
+            next_sc = torch.where(keep[:, None], sc, next_sc)
+        sc = next_sc
         step_times.append(time.perf_counter() - t0)
         if on_step is not None:
             on_step(steps, cfg.max_steps)

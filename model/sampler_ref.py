@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from dgls.model.sampler import SlotDraw, accept_mask, entropy, logp_of_argmax
+from dgls.model.sampler import SlotDraw, accept_mask, entropy, logp_of_argmax, on_slots
 
 
 def draw_every_slot(
@@ -22,10 +22,14 @@ def draw_every_slot(
     bound: float,
     generator: torch.Generator | None,
 ) -> SlotDraw:
-    """generate()'s step: a sample in every slot from the global RNG (`generator` and `tokens` unused)."""
-    B, C, V = scaled.shape
-    argmax = scaled.argmax(-1)  # (B, C)
-    H = entropy(scaled)  # (B, C)
-    probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)  # (B, C, V)
-    sampled = torch.multinomial(probs.view(-1, V), 1).view(B, C)
-    return SlotDraw(H, argmax, logp_of_argmax(logits, argmax), accept_mask(H, free, bound), sampled)
+    """generate()'s step: a sample in every free slot from the global RNG (`generator` unused).
+
+    `logits` and `scaled` are the free slots' (N, V), row-major; with an empty suffix every slot is free, so the
+    draws come in generate()'s order.
+    """
+    argmax = scaled.argmax(-1)  # (N,)
+    H = on_slots(free, entropy(scaled), 0.0)  # (B, C)
+    probs = torch.softmax(scaled, dim=-1, dtype=torch.float32)  # (N, V)
+    sampled = on_slots(free, torch.multinomial(probs, 1).squeeze(-1), tokens)
+    logp_max = on_slots(free, logp_of_argmax(logits, argmax), 0.0)
+    return SlotDraw(H, on_slots(free, argmax, tokens), logp_max, accept_mask(H, free, bound), sampled)

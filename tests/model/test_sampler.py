@@ -141,8 +141,10 @@ def test_one_step_accepts_and_renoises_only_free_slots():
     free = canvas.free
     logits = torch.randn(B, C, V) * torch.rand(B, C, 1) * 30  # from nearly uniform to nearly one-hot slots
     t = torch.tensor(0.7)
-    d = draw_accepted(logits, logits / t, t, free, canvas.tokens, 0.1, torch.Generator().manual_seed(0))
-    assert torch.equal(d.entropy, entropy(logits / t))
+    d = draw_accepted(logits[free], logits[free] / t, t, free, canvas.tokens, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(d.entropy[free], entropy(logits / t)[free])
+    assert torch.equal(d.argmax[free], logits[free].argmax(-1))
+    assert torch.equal(d.argmax[~free], canvas.tokens[~free]), "a slot that is not free keeps its own token"
     assert torch.equal(d.accept, accept_mask(d.entropy, free, 0.1))
     accept = d.accept
     assert accept.any(-1).all(), "every row accepts its lowest-entropy free slot"
