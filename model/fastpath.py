@@ -98,13 +98,7 @@ class FastDenoiser:
     def hidden(self, canvas: Canvas, sc_free: torch.Tensor | None) -> torch.Tensor:
         """The decoder's final hidden states (B, C, H), self-conditioned on `sc_free` (N_free, V) logits or None."""
         w, req = self.weights, self._request(canvas)
-        x = w.embed[canvas.tokens] * w.embed_scale  # (B, C, H)
-        if sc_free is not None:
-            soft = req.soft_pinned.clone()
-            probs = sc_free.softmax(-1, dtype=torch.float32).to(w.embed.dtype)
-            soft[req.free_rows] = (probs @ w.embed) * w.embed_scale
-            x = x + _gated_mlp(F.rms_norm(soft, (w.hidden,), w.sc_pre_norm, w.eps), w.sc_gate_up, w.sc_down)
-        x = F.rms_norm(x, (w.hidden,), None, w.eps)  # the post-norm has no scale
+        x = _self_conditioned(w, req, canvas.tokens, sc_free)
         for layer in w.layers:
             x = _layer(layer, x, req, w.eps)
         return F.rms_norm(x, (w.hidden,), w.final_norm, w.eps)
@@ -240,6 +234,17 @@ class _Request:
                 self.masks[i] = torch.cat([cached, canvas.valid], 1)[:, None, None, :]
 
 
+def _self_conditioned(w: _Weights, req: _Request, tokens: torch.Tensor, sc_free: torch.Tensor | None) -> torch.Tensor:
+    """The canvas embeddings plus the self-conditioning signal of the previous step's logits (none at the first)."""
+    x = w.embed[tokens] * w.embed_scale  # (B, C, H)
+    if sc_free is not None:
+        soft = req.soft_pinned.clone()
+        probs = sc_free.softmax(-1, dtype=torch.float32).to(w.embed.dtype)
+        soft[req.free_rows] = (probs @ w.embed) * w.embed_scale
+        x = x + _gated_mlp(F.rms_norm(soft, (w.hidden,), w.sc_pre_norm, w.eps), w.sc_gate_up, w.sc_down)
+    return F.rms_norm(x, (w.hidden,), None, w.eps)  # the post-norm has no scale
+
+
 def _gated_mlp(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
     gate, up = (x @ w_gate_up.T).chunk(2, dim=-1)
     return (F.gelu(gate, approximate="tanh") * up) @ w_down.T
@@ -251,8 +256,14 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch
 
 
 def _layer(layer: _Layer, x: torch.Tensor, req: _Request, eps: float) -> torch.Tensor:
+    x = _attention(layer, x, req, eps)
+    return _feed_forward(layer, x, eps) * layer.scalar
+
+
+def _attention(layer: _Layer, x: torch.Tensor, req: _Request, eps: float) -> torch.Tensor:
+    """The attention half of a decoder layer, residual included: the canvas attends to the prefix and itself."""
     B, C, H = x.shape
-    n_input, n_post_attn, n_pre_ff, n_post_ff1, n_post_ff = layer.norms
+    n_input, n_post_attn = layer.norms[:2]
     h = F.rms_norm(x, (H,), n_input, eps)
     heads = (h @ layer.w_qkv.T).view(B, C, layer.n_q + 2 * layer.n_kv, layer.head_dim)
     heads = F.rms_norm(heads, (layer.head_dim,), None, eps) * layer.w_qkv_norm
@@ -264,9 +275,16 @@ def _layer(layer: _Layer, x: torch.Tensor, req: _Request, eps: float) -> torch.T
     k_buf[:, :, P:] = qk[:, :, layer.n_q :].transpose(1, 2)
     v_buf[:, :, P:] = heads[:, :, n_rot:].transpose(1, 2)
     q = qk[:, :, : layer.n_q].transpose(1, 2)
-    att = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=req.masks[layer.index], scale=1.0, enable_gqa=True)
+    mask = req.masks[layer.index]
+    att = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=mask, scale=1.0, enable_gqa=True)
     att = att.transpose(1, 2).reshape(B, C, -1) @ layer.w_o.T
-    x = x + F.rms_norm(att, (H,), n_post_attn, eps)
+    return x + F.rms_norm(att, (H,), n_post_attn, eps)
+
+
+def _feed_forward(layer: _Layer, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The MLP (and MoE, where the model has experts) half of a decoder layer, residual included."""
+    H = x.shape[-1]
+    n_pre_ff, n_post_ff1, n_post_ff = layer.norms[2:]
     mlp = _gated_mlp(F.rms_norm(x, (H,), n_pre_ff, eps), layer.w_gate_up, layer.w_down)
     ff = F.rms_norm(mlp, (H,), n_post_ff1, eps)
     if layer.moe is not None:  # the model's own router and experts (empty experts add an exact zero: skipped)
@@ -275,5 +293,4 @@ def _layer(layer: _Layer, x: torch.Tensor, req: _Request, eps: float) -> torch.T
         _, weights, index = m.router(flat)
         experts = m.experts(m.pre_feedforward_layernorm_2(flat), index, weights).reshape(x.shape)
         ff = ff + m.post_feedforward_layernorm_2(experts)
-    x = x + F.rms_norm(ff, (H,), n_post_ff, eps)
-    return x * layer.scalar
+    return x + F.rms_norm(ff, (H,), n_post_ff, eps)
