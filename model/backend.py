@@ -8,7 +8,7 @@ every step and every request whose prefix is unchanged, and a prefix that grows 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -63,8 +63,10 @@ class PrefixCache:
     Sliding-window layers drop old keys, so caches are never cropped, only forked.
     """
 
-    def __init__(self, model, tail: int = 16, advance: int = 64):
+    def __init__(self, model, tail: int = 16, advance: int = 64, encoder: Callable[..., DynamicCache] | None = None):
+        """`encoder(model, ids, cache)`: what runs the encoder (default :func:`encode`; the fast path's own)."""
         self.model = model
+        self.encoder = encoder or encode
         self.tail, self.advance = tail, advance
         self.anchor_ids: tuple[int, ...] = ()
         self.anchor: DynamicCache | None = None
@@ -73,7 +75,8 @@ class PrefixCache:
         self.stats = {"hit": 0, "extend": 0, "miss": 0}
 
     def _encode(self, ids: Sequence[int], cache: DynamicCache | None) -> DynamicCache:
-        return encode(self.model, torch.tensor([list(ids)], device=self.model.device), cache)
+        ids_t = torch.tensor([list(ids)], device=self.model.device)
+        return self.encoder(self.model, ids_t, cache if cache is not None else new_cache(self.model))
 
     def get(self, ids: Sequence[int]) -> tuple[DynamicCache, str]:
         """Return a batch-1 cache holding exactly `ids` (read-only: fork it to append), and hit/extend/miss."""

@@ -130,6 +130,10 @@ class _Weights:
     lm_head: torch.Tensor
     layers: list[_Layer]
     rotary: Any  # the decoder's rotary module (tables are built once per request from it)
+    encoder_layers: list[_Layer]
+    encoder_embed: torch.Tensor
+    encoder_embed_scale: torch.Tensor
+    sliding_window: int
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         logits = (h @ self.lm_head.T).float()
@@ -138,35 +142,39 @@ class _Weights:
         return logits
 
 
-def prepared(model) -> _Weights:
-    """The fused weights of `model`'s decoder, built on first use and kept on the model object."""
-    cached = getattr(model, "_dgls_fastpath", None)
-    if cached is not None:
-        return cached
-    why = supports(model)
-    if why is not None:
-        raise ValueError(f"the fast path does not cover this model: {why}")
-    cfg = model.config.get_text_config(decoder=True)
-    dec = model.model.decoder
-    layers = []
-    for i, layer in enumerate(dec.layers[: cfg.num_hidden_layers]):
+def _fuse(layers, cfg, fused: dict[int, tuple[torch.Tensor, ...]]) -> list[_Layer]:
+    """`layers` (decoder or encoder) as :class:`_Layer` records.
+
+    `fused` shares the concatenated weights between the two stacks where they share their tensors (DiffusionGemma
+    ties them), so each is built once.
+    """
+    out = []
+    moe_size = int(getattr(cfg, "moe_intermediate_size", 0) or 0)
+    for i, layer in enumerate(layers[: cfg.num_hidden_layers]):
         a = layer.self_attn
         n_q = a.q_proj.out_features // a.head_dim
         n_kv = a.k_proj.out_features // a.head_dim
-        w_v = a.v_proj.weight if a.v_proj is not None else a.k_proj.weight  # v is k before its norm
-        norm = [a.q_norm.weight.expand(n_q, -1), a.k_norm.weight.expand(n_kv, -1), torch.ones(n_kv, a.head_dim)]
-        has_experts = int(getattr(cfg, "moe_intermediate_size", 0) or 0) > 0 and layer.experts.num_experts > 0
-        layers.append(
+        key = id(a.q_proj.weight)
+        if key not in fused:
+            w_v = a.v_proj.weight if a.v_proj is not None else a.k_proj.weight  # v is k before its norm
+            norm = [a.q_norm.weight.expand(n_q, -1), a.k_norm.weight.expand(n_kv, -1), torch.ones(n_kv, a.head_dim)]
+            fused[key] = (
+                torch.cat([a.q_proj.weight, a.k_proj.weight, w_v]).contiguous(),
+                torch.cat([n.to(a.q_proj.weight) for n in norm]).contiguous(),
+                torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).contiguous(),
+            )
+        w_qkv, w_qkv_norm, w_gate_up = fused[key]
+        out.append(
             _Layer(
                 index=i,
                 layer_type=cfg.layer_types[i],
                 n_q=n_q,
                 n_kv=n_kv,
                 head_dim=a.head_dim,
-                w_qkv=torch.cat([a.q_proj.weight, a.k_proj.weight, w_v]).contiguous(),
-                w_qkv_norm=torch.cat([n.to(a.q_proj.weight) for n in norm]).contiguous(),
+                w_qkv=w_qkv,
+                w_qkv_norm=w_qkv_norm,
                 w_o=a.o_proj.weight,
-                w_gate_up=torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).contiguous(),
+                w_gate_up=w_gate_up,
                 w_down=layer.mlp.down_proj.weight,
                 norms=(
                     layer.input_layernorm.weight,
@@ -176,9 +184,24 @@ def prepared(model) -> _Weights:
                     layer.post_feedforward_layernorm.weight,
                 ),
                 scalar=layer.layer_scalar,
-                moe=layer if has_experts else None,
+                moe=layer if moe_size > 0 and layer.experts.num_experts > 0 else None,
             )
         )
+    return out
+
+
+def prepared(model) -> _Weights:
+    """The fused weights of `model`'s decoder and encoder, built on first use and kept on the model object."""
+    cached = getattr(model, "_dgls_fastpath", None)
+    if cached is not None:
+        return cached
+    why = supports(model)
+    if why is not None:
+        raise ValueError(f"the fast path does not cover this model: {why}")
+    cfg = model.config.get_text_config(decoder=True)
+    dec = model.model.decoder
+    enc = model.model.encoder.language_model
+    fused: dict[int, tuple[torch.Tensor, ...]] = {}
     sc = dec.self_conditioning
     w = _Weights(
         hidden=cfg.hidden_size,
@@ -191,11 +214,69 @@ def prepared(model) -> _Weights:
         sc_down=sc.down_proj.weight,
         final_norm=dec.norm.weight,
         lm_head=model.lm_head.weight,
-        layers=layers,
+        layers=_fuse(dec.layers, cfg, fused),
         rotary=dec.rotary_emb,
+        encoder_layers=_fuse(enc.layers, enc.config, fused),
+        encoder_embed=enc.embed_tokens.weight,
+        encoder_embed_scale=enc.embed_tokens.embed_scale.to(enc.embed_tokens.weight.dtype),
+        sliding_window=int(getattr(enc.config, "sliding_window", 0) or 0),
     )
     model._dgls_fastpath = w
     return w
+
+
+@torch.no_grad()
+def encode(model, ids: torch.Tensor, cache):
+    """The encoder over `ids` (B, T), causal, appending its keys and values to `cache` (a transformers cache).
+
+    What :func:`dgls.model.backend.encode` does through transformers' forward, in the same order (the cache's
+    own ``update`` keeps a sliding layer's window), without building its masks and tables per call.
+    """
+    w = prepared(model)
+    B, T = ids.shape
+    start = cache.get_seq_length()
+    positions = torch.arange(start, start + T, device=ids.device)[None].expand(B, -1)
+    rope = {kind: _rope_tables(w.rotary, w.encoder_embed, positions, kind) for kind in {x.layer_type for x in w.layers}}
+    x = w.encoder_embed[ids] * w.encoder_embed_scale
+    for layer in w.encoder_layers:
+        H = x.shape[-1]
+        h = F.rms_norm(x, (H,), layer.norms[0], w.eps)
+        q, k, v = _qkv(layer, h, *rope[layer.layer_type], w.eps)
+        keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), layer.index)  # (B, n_kv, kv_len, D)
+        kv_len = keys.shape[2]
+        key_pos = torch.arange(start + T - kv_len, start + T, device=ids.device)
+        query_pos = positions[0]
+        allowed = key_pos[None, :] <= query_pos[:, None]
+        if layer.layer_type == "sliding_attention" and w.sliding_window:
+            allowed &= query_pos[:, None] - key_pos[None, :] < w.sliding_window
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys, values, attn_mask=allowed, scale=1.0, enable_gqa=True
+        )
+        att = att.transpose(1, 2).reshape(B, T, -1) @ layer.w_o.T
+        x = x + F.rms_norm(att, (H,), layer.norms[1], w.eps)
+        x = _feed_forward(layer, x, w.eps) * layer.scalar
+    return cache
+
+
+def _rope_tables(rotary, probe: torch.Tensor, positions: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos and sign-folded sin (B, T, 1, D) for :func:`_rope`, from the model's own rotary module."""
+    cos, sin = rotary(probe[:1], positions, kind)
+    half = cos.shape[-1] // 2
+    # rotate_half(x) * sin == roll(x, half) * sin with the first half's sign flipped
+    signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+    return cos[:, :, None, :], signed[:, :, None, :]
+
+
+def _qkv(
+    layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values (B, T, heads, D) of normed hidden states: one matmul, one norm, one rotation."""
+    B, T, _ = h.shape
+    heads = (h @ layer.w_qkv.T).view(B, T, layer.n_q + 2 * layer.n_kv, layer.head_dim)
+    heads = F.rms_norm(heads, (layer.head_dim,), None, eps) * layer.w_qkv_norm
+    n_rot = layer.n_q + layer.n_kv
+    qk = _rope(heads[:, :, :n_rot], cos, sin)
+    return qk[:, :, : layer.n_q], qk[:, :, layer.n_q :], heads[:, :, n_rot:]
 
 
 class _Request:
@@ -209,14 +290,9 @@ class _Request:
         self.soft_pinned = torch.where(
             canvas.pinned[..., None], w.embed[canvas.tokens] * w.embed_scale, torch.zeros((), dtype=w.embed.dtype)
         )
-        probe = w.embed[:1]
-        self.rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for kind in {layer.layer_type for layer in w.layers}:
-            cos, sin = w.rotary(probe, canvas.positions, kind)  # (B, C, rotary dims)
-            half = cos.shape[-1] // 2
-            # rotate_half(x) * sin == roll(x, half) * sin with the first half's sign flipped
-            signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
-            self.rope[kind] = (cos[:, :, None, :], signed[:, :, None, :])
+        self.rope = {
+            kind: _rope_tables(w.rotary, w.embed, canvas.positions, kind) for kind in {x.layer_type for x in w.layers}
+        }
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer in w.layers:
             keys, values = cache.layers[layer.index].keys, cache.layers[layer.index].values  # (b, n_kv, P', D)
@@ -264,19 +340,13 @@ def _attention(layer: _Layer, x: torch.Tensor, req: _Request, eps: float) -> tor
     """The attention half of a decoder layer, residual included: the canvas attends to the prefix and itself."""
     B, C, H = x.shape
     n_input, n_post_attn = layer.norms[:2]
-    h = F.rms_norm(x, (H,), n_input, eps)
-    heads = (h @ layer.w_qkv.T).view(B, C, layer.n_q + 2 * layer.n_kv, layer.head_dim)
-    heads = F.rms_norm(heads, (layer.head_dim,), None, eps) * layer.w_qkv_norm
-    cos, sin = req.rope[layer.layer_type]
-    n_rot = layer.n_q + layer.n_kv
-    qk = _rope(heads[:, :, :n_rot], cos, sin)
+    q, k, v = _qkv(layer, F.rms_norm(x, (H,), n_input, eps), *req.rope[layer.layer_type], eps)
     k_buf, v_buf = req.kv[layer.index]
     P = k_buf.shape[2] - C
-    k_buf[:, :, P:] = qk[:, :, layer.n_q :].transpose(1, 2)
-    v_buf[:, :, P:] = heads[:, :, n_rot:].transpose(1, 2)
-    q = qk[:, :, : layer.n_q].transpose(1, 2)
+    k_buf[:, :, P:] = k.transpose(1, 2)
+    v_buf[:, :, P:] = v.transpose(1, 2)
     mask = req.masks[layer.index]
-    att = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=mask, scale=1.0, enable_gqa=True)
+    att = F.scaled_dot_product_attention(q.transpose(1, 2), k_buf, v_buf, attn_mask=mask, scale=1.0, enable_gqa=True)
     att = att.transpose(1, 2).reshape(B, C, -1) @ layer.w_o.T
     return x + F.rms_norm(att, (H,), n_post_attn, eps)
 

@@ -88,16 +88,21 @@ class Infiller:
     """Fills the middle between a prefix and a suffix with a loaded DiffusionGemma model."""
 
     def __init__(self, loaded: LoadedModel, fast: bool | None = None):
-        """`fast`: run the decoder through :mod:`dgls.model.fastpath` (None: wherever it covers the model)."""
+        """`fast`: run the model through :mod:`dgls.model.fastpath` (None: on a CPU, where it covers the model).
+
+        On a GPU the reference path stays the default: its per-call overhead is hidden behind the device, and the
+        fast path's fused copies of the attention and MLP weights would cost memory a large model needs.
+        """
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.spec = loaded.spec
-        self.prefix_cache = PrefixCache(self.model)
         why_not = fastpath.supports(self.model)
         if fast and why_not:
             raise ValueError(f"the fast decoder path does not cover this model: {why_not}")
-        self.fast = why_not is None if fast is None else fast
+        self.fast = why_not is None and self.model.device.type == "cpu" if fast is None else fast
+        self.encode = fastpath.encode if self.fast else encode
+        self.prefix_cache = PrefixCache(self.model, encoder=self.encode)
         specials = (self.spec.eos_id, self.spec.pad_id, self.spec.bos_id, self.spec.filler_id)
         self._end_ids = {i for i in (self.spec.eos_id,) if i is not None}
         self._drop_ids = {i for i in specials if i is not None}
@@ -214,7 +219,7 @@ class Infiller:
                 confs[i] += kept_conf
             if blocks < max_blocks and not all(ended):
                 block = res.tokens[:, : rows[0]]  # every row has the same length here
-                encode(self.model, block.to(device), cache)  # commit the block as clean context
+                self.encode(self.model, block.to(device), cache)  # commit the block as clean context
         candidates = self._rank(raw, pieces, confs, scores.tolist(), rows, ended)
         return InfillResult(
             candidates=candidates,
