@@ -142,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
         "--jsonl",
         action="store_true",
         help='read {"prefix", "suffix", "language"} JSON lines on stdin (optional n_middle, candidates, seed, '
-        "min_tokens, syntax_guided, id), write one JSON line each",
+        'min_tokens, syntax_guided, max_steps, trigger: "invoked" or "automatic" (the ghost-text budget), id), '
+        "write one JSON line each",
     )
     i.add_argument("--candidates", type=int, default=1, help="candidates to return (one batched pass)")
     i.add_argument("--seed", type=int, default=0, help="sampler seed")
@@ -356,7 +357,9 @@ def _jsonl_request(raw: str) -> dict[str, Any]:
         raise UsageError('"language" must be a string')
     if obj.get("syntax_guided") is not None and not isinstance(obj["syntax_guided"], bool):
         raise UsageError('"syntax_guided" must be true or false')
-    for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0), ("min_tokens", 0)):
+    if obj.get("trigger", "invoked") not in ("invoked", "automatic"):
+        raise UsageError('"trigger" must be "invoked" or "automatic"')
+    for key, low in (("n_middle", 1), ("candidates", 1), ("seed", 0), ("min_tokens", 0), ("max_steps", 1)):
         v = obj.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise UsageError(f'"{key}" must be an integer >= {low}, got {v!r}')
@@ -390,6 +393,8 @@ def cmd_jsonl(args) -> int:
                 min_tokens=req.get("min_tokens", args.min_tokens),
                 syntax_guided=req.get("syntax_guided"),
                 document=text,
+                automatic=req.get("trigger") == "automatic",
+                max_steps=req.get("max_steps"),
             )
             edits = make_edits(text, request, done.candidates)
             middle = as_middle(text, len(req["prefix"]), edits[0]) if edits else None

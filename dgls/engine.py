@@ -28,6 +28,7 @@ from dgls.settings import Settings
 if TYPE_CHECKING:  # the model layer imports torch: not at dgls.engine's import
     from dgls.model.infill import Candidate, Infiller
     from dgls.model.remote import VllmInfiller
+    from dgls.model.sampler import SamplerConfig
 
 log = logging.getLogger("dgls.engine")
 
@@ -84,6 +85,7 @@ class _Call:
     old_ids: list[int]  # request.replaced's tokens when renoise_share < 1
     seed_ids: list[int]  # a workspace seed for the first free slots ([] for noise)
     document: str | None  # the whole text the request was built on (the syntax guide checks in it), if known
+    sampler: SamplerConfig  # the engine's, with this request's step cap
 
 
 class EngineError(Exception):
@@ -106,6 +108,9 @@ class EngineOptions:
     cache_size: int = 64
     remote: RemoteOptions | None = None  # a vLLM server denoises instead of an in-process model (model unused)
     syntax_guided: bool = True  # syntax-guided denoising where the language has a grammar (a request may say)
+    # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's dgls.json
+    automatic_steps: int | None = None
+    automatic_canvas: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
@@ -120,6 +125,8 @@ class EngineOptions:
             budget=s.context_budget,
             max_canvas=s.max_canvas,
             remote=s.remote_options(),
+            automatic_steps=s.automatic_steps,
+            automatic_canvas=s.automatic_canvas,
             **extra,
         )
 
@@ -313,6 +320,13 @@ class Engine:
             suffix_tokens=min(b.suffix_tokens, spec.max_suffix_tokens or b.suffix_tokens),
         )
 
+    def automatic_budget(self) -> tuple[int | None, int | None]:
+        """(step cap, largest canvas) for Automatic triggers: the settings', else the model's tuned defaults."""
+        spec = self._infiller.spec if self._infiller is not None else None
+        steps = self.options.automatic_steps or (spec.automatic_steps if spec is not None else None)
+        canvas = self.options.automatic_canvas or (spec.automatic_canvas if spec is not None else None)
+        return steps, canvas
+
     def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
         """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
         inf = self._infiller
@@ -338,8 +352,13 @@ class Engine:
         renoise_share: float = 1.0,
         seed_text: str = "",
         document: str | None = None,
+        automatic: bool = False,
+        max_steps: int | None = None,
     ) -> Future:
         """Queue a request on the worker; the future gives a Completion (or raises Cancelled / EngineError).
+
+        An `automatic` request (ghost text while typing) runs within the Automatic budget
+        (:meth:`automatic_budget`: fewer steps, a smaller canvas); `max_steps` caps this request's steps.
 
         `min_tokens` > 0 forbids an empty middle (the model may not end it in its first slots). `syntax_guided`
         (default: the engine's option) renoises tokens that break the parse while denoising, where the language
@@ -354,8 +373,17 @@ class Engine:
         if self.state != "ready":
             return _failed(self.error if self.state == "error" else f"model is {self.state}")
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
+        sampler = self._sampler
+        if automatic:
+            steps, canvas = self.automatic_budget()
+            lengths = tuple(dict.fromkeys(min(n, canvas) for n in lengths)) if canvas else lengths
+            if steps:
+                sampler = sampler.replace(max_steps=min(steps, sampler.max_steps))
+        if max_steps is not None:
+            sampler = sampler.replace(max_steps=max_steps)
         in_place = renoise_share < 1 and bool(request.replaced) and self.joint_capable()
         key: tuple = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
+        key += (sampler.max_steps,)
         if in_place:
             key += (request.replaced, renoise_share)
         if seed_text:
@@ -388,6 +416,7 @@ class Engine:
             counter.ids(request.replaced) if in_place else [],
             counter.ids(seed_text) if seed_text else [],
             document,
+            sampler,
         )  # the ids: the one tokenization of this request
         return self._pool.submit(self._run, call)
 
@@ -524,7 +553,7 @@ class Engine:
                 call.old_ids,
                 call.suffix_ids,
                 call.renoise_share,
-                sampler=self._sampler,
+                sampler=call.sampler,
                 seed=call.seed,
                 cancel=call.cancel,
                 on_step=call.on_step,
@@ -536,7 +565,7 @@ class Engine:
                 lengths=lengths,
                 n_candidates=call.n_candidates,
                 max_blocks=max_blocks,
-                sampler=self._sampler,
+                sampler=call.sampler,
                 seed=call.seed,
                 cancel=call.cancel,
                 on_step=call.on_step,

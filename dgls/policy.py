@@ -226,6 +226,7 @@ class InfillPolicy:
                 syntax_guided=self.host.settings.syntax_guided,
                 seed_text=seed_text,
                 document=document,
+                automatic=not explicit,
             )
         try:
             done = await asyncio.wrap_future(fut)

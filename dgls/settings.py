@@ -82,6 +82,9 @@ class Settings:
     experts: str = "auto"  # MoE models: "auto" (the model's dtype) or "fp8" (FP8 experts, GPU 8.9+)
     max_canvas: int = MAX_CANVAS  # largest canvas in tokens
     steps: int | None = None  # max denoising steps per block; None: the checkpoint's default
+    # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's tuned defaults
+    automatic_steps: int | None = None
+    automatic_canvas: int | None = None
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
     debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
     context_budget: ContextBudget = ContextBudget()  # tokens of prefix and suffix around the middle
@@ -110,6 +113,8 @@ class Settings:
             self.experts,
             self.max_canvas,
             self.steps,
+            self.automatic_steps,
+            self.automatic_canvas,
             self.entropy_bound,
             self.context_budget,
             self.backend,
@@ -258,6 +263,8 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "experts": _choice(*EXPERTS),
         "max_canvas": _int(16, 1024),
         "steps": _int(1, 1024, optional=True),
+        "automatic_steps": _int(1, 1024, optional=True),
+        "automatic_canvas": _int(1, 1024, optional=True),
         "entropy_bound": _number(0.0, optional=True),
         "debounce_ms": _int(0, 5000),
         "candidates": _int(1, 16),

@@ -10,7 +10,8 @@ class rejects any other key, so :data:`GENERATION_CONFIG_KEYS` is all it may hol
     {"max_steps": 32, "entropy_bound": 0.1, "t_max": 0.8, "t_min": 0.4, "stability_threshold": 1,
      "confidence_threshold": 0.005, "filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64],
      "sc_raw_logits": true, "max_prefix_tokens": 256, "max_suffix_tokens": 64,
-     "experts_implementation": "eager", "languages": ["python"]}
+     "experts_implementation": "eager", "languages": ["python"],
+     "automatic_max_steps": 4, "automatic_canvas": 16}
 
 Readers take a sampler default from ``dgls.json`` first, then from ``generation_config.json``.
 """
@@ -83,6 +84,10 @@ class ModelSpec:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     # languages the model was trained on (dgls.json "languages", LSP language ids); None: not declared
     languages: tuple[str, ...] | None = None
+    # the budget of an Automatic trigger (ghost text while typing), tuned for exact match per millisecond:
+    # dgls.json "automatic_max_steps" and "automatic_canvas"; None: no cap
+    automatic_steps: int | None = None
+    automatic_canvas: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -199,4 +204,16 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
         vocab_size=vocab,
         canvas_lengths=lengths,
         sampler=sampler,
+        automatic_steps=_positive(ours, "automatic_max_steps", path),
+        automatic_canvas=_positive(ours, "automatic_canvas", path),
     )
+
+
+def _positive(facts: dict[str, Any], key: str, path: Path) -> int | None:
+    """An optional integer >= 1 of ``dgls.json``."""
+    v = facts.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ModelLoadError(f"invalid {key} in {path / DGLS_JSON}: expected an integer >= 1, got {v!r}")
+    return v

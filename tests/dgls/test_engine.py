@@ -166,3 +166,50 @@ def test_a_rewrite_instruction_reaches_the_canvas(engine, monkeypatch):
     engine.complete(request, seed=5)
     (ids,) = seen
     assert "    # multiply by two\n    " in engine._infiller.tokenizer.decode(ids)
+
+
+def test_automatic_requests_run_within_the_automatic_budget(tiny_checkpoint):
+    """An Automatic trigger gets the step cap and canvas of the settings (else the model's dgls.json): the
+    request runs at most that many steps, on that canvas; an Invoked one does not."""
+    never_sure = {"max_steps": 12, "confidence_threshold": 0.0}  # every request runs to its step cap
+    eng = Engine(
+        EngineOptions(
+            model=str(tiny_checkpoint), device="cpu", sampler=never_sure, automatic_steps=3, automatic_canvas=8
+        )
+    )
+    eng.wait_ready(timeout=120)
+    try:
+        request = eng.build_request(SOURCE, CURSOR, language="python")
+        invoked = eng.complete(request, seed=1)
+        steps_seen: list[int] = []
+        auto = eng.complete(request, seed=1, automatic=True, on_step=lambda step, total: steps_seen.append(total))
+        assert invoked.nfe == 12 and auto.nfe == 3 and steps_seen == [3, 3, 3]
+        assert not auto.cached  # a different budget is a different request
+        assert max(len(c.raw_ids) for c in auto.candidates) == 8 < max(len(c.raw_ids) for c in invoked.candidates)
+        assert eng.complete(request, seed=1, max_steps=5).nfe == 5  # a request's own cap (dgls infill --jsonl)
+        assert eng.automatic_budget() == (3, 8)
+    finally:
+        eng.shutdown()
+
+
+def test_automatic_budget_defaults_to_the_models_dgls_json(tmp_path, tiny_checkpoint):
+    import json
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_checkpoint, folder)
+    facts = json.loads((folder / "dgls.json").read_text())
+    (folder / "dgls.json").write_text(json.dumps({**facts, "automatic_max_steps": 2, "automatic_canvas": 8}))
+    eng = Engine(EngineOptions(model=str(folder), device="cpu"))
+    eng.wait_ready(timeout=120)
+    try:
+        assert eng.automatic_budget() == (2, 8)
+        request = eng.build_request(SOURCE, CURSOR, language="python")
+        assert eng.complete(request, seed=1, automatic=True).nfe <= 2
+    finally:
+        eng.shutdown()
+    (folder / "dgls.json").write_text(json.dumps({**facts, "automatic_max_steps": 0}))
+    bad = Engine(EngineOptions(model=str(folder), device="cpu"))
+    with pytest.raises(EngineError, match="automatic_max_steps"):
+        bad.wait_ready(timeout=120)
+    bad.shutdown()
