@@ -24,8 +24,10 @@ counts only what none of its timed callees does. CPU ops are synchronous, so wal
 - overhead: the request's wall time minus all of the above (the denoising loop's own tensor work, Python, dispatch).
 
 The wrappers cost time themselves (most on the reference path, whose hooks fire per module); each cell also runs
-the request unprofiled, interleaved with the profiled runs, and reports that as ``bare ms``. The script tolerates
-older checkouts (no fast path, no ``Infiller(fast=...)``, no ``sample_rows``) by looking for each of them.
+the request unprofiled, interleaved with the profiled runs, and reports that as ``bare ms``; ``others`` is the CPU
+other processes used during the cell (on a 2-core machine, 2 torch threads slow down many times over when anything
+else runs: rerun a cell that shows more than a little). The script tolerates older checkouts (no fast path, no
+``Infiller(fast=...)``, no ``sample_rows``) by looking for each of them.
 
     python benchmarks/step_profile.py [--path fast|reference] [--repeats 5] [--threads 2] [--json] [--write]
 """
@@ -255,16 +257,37 @@ def per_step(run: dict, bare: dict) -> dict:
     return row
 
 
+def busy_elsewhere() -> tuple[float, float]:
+    """(wall seconds, CPU seconds every other process has used): the clock a cell's contention is read from.
+
+    From /proc/stat (all CPUs' busy time) minus this process's own CPU time; (wall, 0) where there is no /proc.
+    """
+    wall, own = time.perf_counter(), sum(os.times()[:2])
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return wall, 0.0
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    return wall, busy - own
+
+
 def profile_cell(infiller, ids: list[int], n_prefix: int, n_free: int, repeats: int, path: str) -> dict:
-    """Median over `repeats` profiled requests (each after an unprofiled one) of one prefix x canvas cell."""
+    """Median over `repeats` profiled requests (each after an unprofiled one) of one prefix x canvas cell.
+
+    ``others``: the CPUs other processes kept busy meanwhile (0.5: half a core), to tell a quiet cell from one
+    that shared the machine.
+    """
     prefix, suffix = ids[:n_prefix], ids[n_prefix : n_prefix + SUFFIX_TOKENS]
+    wall, elsewhere = busy_elsewhere()
     run_request(infiller, prefix, suffix, n_free, None, path)  # warm-up
     rows = []
     for _ in range(repeats):
         bare = run_request(infiller, prefix, suffix, n_free, None, path)
         rows.append(per_step(run_request(infiller, prefix, suffix, n_free, Profile(), path), bare))
     median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    return {"prefix": n_prefix, "canvas": n_free, "repeats": rows, "median": median}
+    wall_end, elsewhere_end = busy_elsewhere()
+    others = max(0.0, (elsewhere_end - elsewhere) / (wall_end - wall))
+    return {"prefix": n_prefix, "canvas": n_free, "others": others, "repeats": rows, "median": median}
 
 
 def profiled_commit() -> str:
@@ -317,7 +340,9 @@ NOTE = (
     "the timers; ms/step: (total - encoder) / NFE; encoder: ms per request; every other column: ms per decoder "
     "pass (NFE). lm_head: final norm + lm_head + soft cap; self-cond: soft embedding + its MLP; decoder other: "
     "the rest of a pass ({other}); stats: entropy, argmax, log p(argmax) and laying slots out; sampling: {sampling}; "
-    "overhead: total minus every column (the loop's own tensor work, Python, dispatch, the request's set-up)."
+    "overhead: total minus every column (the loop's own tensor work, Python, dispatch, the request's set-up); "
+    "others: CPUs other processes kept busy during the cell (0.5 = half a core; above ~0.2 the cell shared the "
+    "machine and its times are not clean)."
 )
 OTHER = {
     "fast": "per-canvas buffers built on the first pass, the final norm, the per-layer scalar",
@@ -342,15 +367,15 @@ def markdown(info: dict, cells: list[dict], sampling: str, subsection: str | Non
         f"- command: `{info['command']}`\n",
         NOTE.format(other=OTHER[info["path"]], sampling=sampling) + "\n",
         "| prefix | canvas | total ms | bare ms | NFE | ms/step | encoder ms | attention | MLP | lm_head | self-cond "
-        "| decoder other | noise | stats | acceptance | sampling | renoise | stop | overhead |",
-        "|" + "---|" * 19,
+        "| decoder other | noise | stats | acceptance | sampling | renoise | stop | overhead | others |",
+        "|" + "---|" * 20,
     ]
     for cell in cells:
         m = cell["median"]
         parts = " | ".join(f"{m[k]:.2f}" for k in (*STEP_PARTS, "overhead"))
         lines.append(
             f"| {cell['prefix']} | {cell['canvas']} | {m['total_ms']:.1f} | {m['bare_ms']:.1f} | {m['nfe']:.0f} "
-            f"| {m['ms_per_step']:.2f} | {m['encoder']:.1f} | {parts} |"
+            f"| {m['ms_per_step']:.2f} | {m['encoder']:.1f} | {parts} | {cell['others']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -385,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         repeats = args.repeats_4k if args.repeats_4k and n_prefix >= 4096 else args.repeats
         for n_free in (int(x) for x in args.canvases.split(",")):
             cells.append(profile_cell(infiller, ids, n_prefix, n_free, repeats, args.path))
-            print(json.dumps({"prefix": n_prefix, "canvas": n_free, **cells[-1]["median"]}), file=sys.stderr)
+            cell = cells[-1]
+            print(
+                json.dumps({"prefix": n_prefix, "canvas": n_free, "others": cell["others"], **cell["median"]}),
+                file=sys.stderr,
+            )
     info = machine(args, load_before)
     sampling = "`sample_rows`" if hasattr(sampler, "sample_rows") else "`torch.multinomial` and its softmax"
     text = markdown(info, cells, sampling, args.subsection)

@@ -65,6 +65,7 @@ def test_main_writes_one_row_per_cell(tiny_checkpoint, tmp_path, capsys, monkeyp
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out)
     assert [(c["prefix"], c["canvas"]) for c in report["cells"]] == [(32, 8), (64, 8)]
+    assert all(c["others"] >= 0 and len(c["repeats"]) == 1 for c in report["cells"])
     assert report["machine"]["command"].startswith("python benchmarks/step_profile.py --path fast")
     text = results.read_text()
     assert text.startswith("\n### after\n") and "| 32 | 8 | " in text and "| 64 | 8 | " in text
