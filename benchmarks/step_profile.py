@@ -12,11 +12,12 @@ the encoder, a softmax inside the entropy) counts for that leaf; a container (th
 counts only what none of its timed callees does. CPU ops are synchronous, so wall time is where the work is.
 
 - encoder: ``PrefixCache._encode`` (and ``backend.encode``, called by name for further blocks), per request;
-- attention, mlp (MoE included), lm_head (final norm, lm_head, soft cap), self_cond (soft embedding and its MLP):
-  the fast path's ``_attention``, ``_feed_forward``, ``_Weights.head``, ``_self_conditioned``; on the reference
-  path, hooks on the decoder's modules (see :func:`reference_modules`);
-- decoder other: the rest of a decoder pass (masks, rotary tables, the fast path's per-canvas buffers, the final
-  norm on the fast path; the soft-embedding matmul and the soft cap on the reference path, which are no modules);
+- attention, mlp (MoE included), lm_head, self_cond (self-conditioning: its MLP, and on the fast path the soft
+  embedding): the fast path's ``_attention``, ``_feed_forward``, ``_Weights.head``, ``_self_conditioned``; on the
+  reference path, hooks on the decoder's modules (:func:`reference_modules`; the final norm counts as lm_head);
+- decoder other: the rest of a decoder pass (the fast path's per-canvas buffers, built on the first pass, and its
+  final norm; on the reference path transformers' masks and rotary tables, and the soft-embedding matmul and the
+  soft cap, which are no modules);
 - noise (``denoiser.noise``), stats (``sampler.entropy``, ``sampler.logp_of_argmax`` and the rest of
   ``sampler.draw_accepted``: the argmax, laying slots out), acceptance (``sampler.accept_mask``), sampling
   (``sampler.sample_rows``; before it existed, ``torch.multinomial`` and the softmax the draw computed for it),
@@ -338,16 +339,21 @@ NOTE = (
     "One request = `Infiller.infill_ids`, B=1, fixed seed, prefix cache emptied (encoder: a miss); each figure the "
     "median over the repeats (so a row need not add up exactly). total / bare ms: the request with and without "
     "the timers; ms/step: (total - encoder) / NFE; encoder: ms per request; every other column: ms per decoder "
-    "pass (NFE). lm_head: final norm + lm_head + soft cap; self-cond: soft embedding + its MLP; decoder other: "
-    "the rest of a pass ({other}); stats: entropy, argmax, log p(argmax) and laying slots out; sampling: {sampling}; "
+    "pass (NFE). {parts} stats: entropy, argmax, log p(argmax) and laying slots out; sampling: {sampling}; "
     "overhead: total minus every column (the loop's own tensor work, Python, dispatch, the request's set-up); "
     "others: CPUs other processes kept busy during the cell (0.5 = half a core; above ~0.2 the cell shared the "
     "machine and its times are not clean)."
 )
-OTHER = {
-    "fast": "per-canvas buffers built on the first pass, the final norm, the per-layer scalar",
-    "reference": "masks, rotary tables, residual adds; the soft-embedding matmul and the soft cap, which are no "
-    "modules; the hooks' own cost lands here and in the hooked columns",
+# what the decoder columns hold on each path (the two split a pass at different places)
+DECODER_PARTS = {
+    "fast": "attention and MLP: the halves of each layer, norms and residuals included; lm_head: the lm_head matmul "
+    "and the soft cap, over the free slots; self-cond: the canvas embedding, the soft embedding (over the free "
+    "slots) and its MLP; decoder other: per-canvas buffers built on the first pass, the final norm, the layer "
+    "scalars.",
+    "reference": "attention and MLP: the layers' attention and feed-forward modules and their norms; lm_head: the "
+    "final norm and the lm_head, over every slot; self-cond: the self-conditioning MLP; decoder other: the rest of "
+    "transformers' forward (the canvas embedding, the soft-embedding matmul and the soft cap, which are no modules, "
+    "masks, rotary tables, residual adds) and the hooks' own cost.",
 }
 
 
@@ -365,7 +371,7 @@ def markdown(info: dict, cells: list[dict], sampling: str, subsection: str | Non
         f"- code profiled: commit {info['commit']}{script}; model `{info['model']}`; {info['path']} decoder path; "
         f"{info['date']}",
         f"- command: `{info['command']}`\n",
-        NOTE.format(other=OTHER[info["path"]], sampling=sampling) + "\n",
+        NOTE.format(parts=DECODER_PARTS[info["path"]], sampling=sampling) + "\n",
         "| prefix | canvas | total ms | bare ms | NFE | ms/step | encoder ms | attention | MLP | lm_head | self-cond "
         "| decoder other | noise | stats | acceptance | sampling | renoise | stop | overhead | others |",
         "|" + "---|" * 20,
