@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -169,9 +170,10 @@ async def run(args) -> dict:
     client.initialized(types.InitializedParams())
     t0 = time.monotonic()
     while not any(s.state in ("ready", "error") for s in statuses):
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
         if time.monotonic() - t0 > 600:
             raise SystemExit("the model did not load in 10 minutes")
+    ready_s = time.monotonic() - t0  # initialized -> the model is loaded and ready
     status = next(s for s in statuses if s.state in ("ready", "error"))
     if status.state == "error":
         raise SystemExit(f"the model failed to load: {status.error}")
@@ -240,6 +242,7 @@ async def run(args) -> dict:
     if pending is not None and not pending[1].done():
         await asyncio.wait([pending[1]], timeout=600)
         await look(pending[2])
+    invoked = await invoke_at_line_ends(client, uri, text, at, cursor, args.invoked)
     config = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="dgls.showConfig"))
     stats = await client.workspace_execute_command_async(types.ExecuteCommandParams(command=CMD_STATS))
     await client.shutdown_async(None)
@@ -260,7 +263,30 @@ async def run(args) -> dict:
         "covered": limit,
         "model_ms": model_ms,
         "file": f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}::{args.function}",
+        "invoked": invoked,
+        "ready_s": ready_s,
+        "candidates": config["settings"].get("candidates"),
     }
+
+
+async def invoke_at_line_ends(client, uri: str, text: str, start: int, end: int, n: int) -> list[dict]:
+    """After the session, the user asks (Invoked trigger) at up to `n` line ends of what was typed, one at a time.
+
+    Returns per request: time to result (ms) and the number of candidates served.
+    """
+    out = []
+    ends = [k for k in range(start, end) if text[k] == "\n"][:n]
+    for k in ends:
+        t0 = time.perf_counter()
+        result = await client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=position(text, k),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        )
+        out.append({"ms": (time.perf_counter() - t0) * 1e3, "items": len(result.items) if result else 0})
+    return out
 
 
 def _finish(fut: asyncio.Future, record: dict, loop) -> None:
@@ -284,6 +310,7 @@ def summarize(res: dict) -> dict:
     ms = [(r["done"] - r["sent"]) * 1e3 for r in answered]
     ms_items = [(r["done"] - r["sent"]) * 1e3 for r in with_items]
     server, stats = res["server"], res["stats"]
+    invoked = res.get("invoked", [])
     return {
         "keys": res["keys"],
         "covered": res["covered"],
@@ -311,11 +338,21 @@ def summarize(res: dict) -> dict:
         "accepted_chars": stats["acceptedChars"],
         "dismissed": stats["dismissed"],
         "acceptance_rate": stats["accepted"] / stats["itemsServed"] if stats["itemsServed"] else None,
+        "ready_s": res.get("ready_s"),
+        "first_ms": ms[0] if answered and answered[0] is res["records"][0] else None,
+        "invoked_n": len(invoked),
+        "invoked_items": statistics.fmean(r["items"] for r in invoked) if invoked else None,
+        "p50_invoked_ms": percentile([r["ms"] for r in invoked], 50),
+        "p95_invoked_ms": percentile([r["ms"] for r in invoked], 95),
     }
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
+
+
+def _fmt1(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def _rate(v: float | None) -> str:
@@ -360,6 +397,12 @@ def table(s: dict, res: dict, args) -> str:
         f"| {s['items_served']} | {s['shown']} | {s['accepted']} | {s['partially_accepted']} "
         f"({s['accepted_chars']}) | {s['dismissed']} | {_rate(s['acceptance_rate'])} |",
         "",
+        f"Invoked trigger after the session, at {s['invoked_n']} line ends of the typed body, one request at a "
+        f"time ({res.get('candidates')} candidates asked, {_fmt1(s['invoked_items'])} served on average): time to "
+        f"result p50 / p95 {_fmt(s['p50_invoked_ms'])} / {_fmt(s['p95_invoked_ms'])} ms. Start-up: the model was ready "
+        f"{_fmt1(s['ready_s'])} s after `initialized`; the first keystroke's request answered in "
+        f"{_fmt(s['first_ms'])} ms.",
+        "",
         "Acceptance rate = accepted / items served. Items served, accepted, partially accepted and dismissed are the "
         "server's own counters (`dgls.stats` at the end of the session); items served counts every item the server "
         "answered with, including answers that came after the next key and so were never shown.",
@@ -380,6 +423,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ms-per-key", type=int, default=120)
     p.add_argument("--pause-ms", type=int, default=600, help="pause after typing a newline")
     p.add_argument("--max-keys", type=int, default=200, help="how much of the body the session covers")
+    p.add_argument("--invoked", type=int, default=10, help="Invoked requests at line ends after the session")
     p.add_argument(
         "--no-read-ghost",
         dest="read_ghost",

@@ -193,8 +193,12 @@ def _fuse(layers, cfg, fused: dict[int, tuple[torch.Tensor, ...]]) -> list[_Laye
 def prepared(model) -> _Weights:
     """The fused weights of `model`'s decoder and encoder, built on first use and kept on the model object."""
     cached = getattr(model, "_dgls_fastpath", None)
-    if cached is not None:
-        return cached
+    if cached is None:
+        cached = model._dgls_fastpath = _prepare(model)
+    return cached
+
+
+def _prepare(model) -> _Weights:
     why = supports(model)
     if why is not None:
         raise ValueError(f"the fast path does not cover this model: {why}")
@@ -221,7 +225,6 @@ def prepared(model) -> _Weights:
         encoder_embed_scale=enc.embed_tokens.embed_scale.to(enc.embed_tokens.weight.dtype),
         sliding_window=int(getattr(enc.config, "sliding_window", 0) or 0),
     )
-    model._dgls_fastpath = w
     return w
 
 
@@ -232,7 +235,23 @@ def encode(model, ids: torch.Tensor, cache):
     What :func:`dgls.model.backend.encode` does through transformers' forward, in the same order (the cache's
     own ``update`` keeps a sliding layer's window), without building its masks and tables per call.
     """
+    _encoder(prepared(model), ids, cache)
+    return cache
+
+
+@torch.no_grad()
+def next_token_logits(model, ids: torch.Tensor, cache) -> torch.Tensor:
+    """One autoregressive step on the same weights: encode `ids` (B, T) into `cache`, logits (B, V) after the last.
+
+    The baseline that diffusion is compared against (benchmarks/infill_latency.py), on the same fast path.
+    """
     w = prepared(model)
+    x = _encoder(w, ids, cache)[:, -1]
+    return w.head(F.rms_norm(x, (w.hidden,), w.final_norm, w.eps))
+
+
+def _encoder(w: _Weights, ids: torch.Tensor, cache) -> torch.Tensor:
+    """The encoder layers over `ids`, writing `cache`; the last layer's hidden states (B, T, H), before the norm."""
     B, T = ids.shape
     start = cache.get_seq_length()
     positions = torch.arange(start, start + T, device=ids.device)[None].expand(B, -1)
@@ -244,18 +263,21 @@ def encode(model, ids: torch.Tensor, cache):
         q, k, v = _qkv(layer, h, *rope[layer.layer_type], w.eps)
         keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), layer.index)  # (B, n_kv, kv_len, D)
         kv_len = keys.shape[2]
-        key_pos = torch.arange(start + T - kv_len, start + T, device=ids.device)
-        query_pos = positions[0]
-        allowed = key_pos[None, :] <= query_pos[:, None]
-        if layer.layer_type == "sliding_attention" and w.sliding_window:
-            allowed &= query_pos[:, None] - key_pos[None, :] < w.sliding_window
+        sliding = layer.layer_type == "sliding_attention" and w.sliding_window
+        mask = None
+        if kv_len > T or (sliding and T > w.sliding_window):  # else plain causal: SDPA's own (flash) kernel
+            key_pos = torch.arange(start + T - kv_len, start + T, device=ids.device)
+            query_pos = positions[0]
+            mask = key_pos[None, :] <= query_pos[:, None]
+            if sliding:
+                mask &= query_pos[:, None] - key_pos[None, :] < w.sliding_window
         att = F.scaled_dot_product_attention(
-            q.transpose(1, 2), keys, values, attn_mask=allowed, scale=1.0, enable_gqa=True
+            q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, scale=1.0, enable_gqa=True
         )
         att = att.transpose(1, 2).reshape(B, T, -1) @ layer.w_o.T
         x = x + F.rms_norm(att, (H,), layer.norms[1], w.eps)
         x = _feed_forward(layer, x, w.eps) * layer.scalar
-    return cache
+    return x
 
 
 def _rope_tables(rotary, probe: torch.Tensor, positions: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@
 One implementation for every use (inline completion, candidates, multi-block, fill holes). It talks to the
 model through :class:`Denoiser`: run the denoiser on a canvas, draw noise. Per step:
 
-1. one decoder pass over the whole canvas -> logits (B, C, V);
+1. one decoder pass over the whole canvas -> logits (N, V) of the N free slots (the only ones the loop reads:
+   a denoiser with ``free_logits`` computes no others);
 2. temperature ``t = t_min + (t_max - t_min) * n / N`` with ``n`` counting down from ``N`` to 1;
 3. over the free slots only, accept the lowest-entropy slots while ``sum(H) - max(H) <= entropy_bound``
    (at least one per row; arXiv 2505.24857); accepted slots take a sample, every other free slot is renoised
@@ -97,7 +98,11 @@ class SamplerConfig:
 
 
 class Denoiser(Protocol):
-    """What the sampler needs from a model."""
+    """What the sampler needs from a model.
+
+    A denoiser may also have ``free_logits(canvas, sc)``: the (N, V) logits of the free slots only, self-conditioned
+    on the free slots' previous logits (N, V) or None; the sampler then calls that instead.
+    """
 
     vocab_size: int
 

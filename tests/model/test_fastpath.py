@@ -165,3 +165,24 @@ def test_encoder_writes_the_cache_the_reference_encoder_writes(request, which):
     for a, b in zip(want.layers, got.layers, strict=True):
         assert a.keys.shape == b.keys.shape
         assert torch.allclose(a.keys, b.keys, atol=1e-4) and torch.allclose(a.values, b.values, atol=1e-4)
+
+
+def test_autoregressive_step_equals_transformers_encoder_and_lm_head(shipped):
+    """The AR baseline of benchmarks/infill_latency.py on the fast path decodes the tokens transformers does."""
+    from dgls.model.backend import new_cache
+
+    model = shipped.model
+    inf = Infiller(shipped)
+    prefix = torch.tensor([[shipped.spec.bos_id, *inf.tokenize(CODE[:300])]])
+    cap = model.config.get_text_config().final_logit_softcapping
+    want, ids, cache = [], prefix, new_cache(model)
+    for _ in range(8):
+        h = model.model.encoder(input_ids=ids, past_key_values=cache).last_hidden_state[:, -1]
+        logits = torch.tanh(model.lm_head(h).float() / cap) * cap
+        ids = logits.argmax(-1, keepdim=True)
+        want.append(int(ids))
+    got, ids, cache = [], prefix, new_cache(model)
+    for _ in range(8):
+        ids = fastpath.next_token_logits(model, ids, cache).argmax(-1, keepdim=True)
+        got.append(int(ids))
+    assert got == want and len(set(got)) > 1
