@@ -155,6 +155,9 @@ async def run(args) -> dict:
             "debounceMs": args.debounce_ms,
             "device": args.device,
             **({"steps": args.steps} if args.steps else {}),
+            **({"automaticSteps": args.automatic_steps} if args.automatic_steps else {}),
+            **({"automaticCanvas": args.automatic_canvas} if args.automatic_canvas else {}),
+            **({"threads": args.threads} if args.threads else {}),
         }
     }
     await client.initialize_async(
@@ -372,7 +375,9 @@ def table(s: dict, res: dict, args) -> str:
         f"{version('transformers')}, pygls {version('pygls')}, lsprotocol {version('lsprotocol')}",
         f"- Commit: {git_commit()}",
         f"- Model: {args.model} ({model.get('params')} parameters); steps {args.steps or 'checkpoint default'}, "
-        f"debounce {args.debounce_ms} ms",
+        f"Automatic triggers {args.automatic_steps or 'the model default'} steps on a canvas of at most "
+        f"{args.automatic_canvas or 'the model default'}, {model.get('threads')} torch thread(s); debounce "
+        f"{args.debounce_ms} ms",
         f"- Session: `{res['file']}` body typed back ({s['covered']} characters: {s['keys']} keys typed, "
         f"{s['ghost_chars']} taken from ghost text), {args.ms_per_key} ms a key, "
         f"{args.pause_ms} ms pause at line ends{' after the answer came' if args.read_ghost else ''}, Automatic "
@@ -417,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="max denoising steps (default: the checkpoint's)")
+    p.add_argument("--automatic-steps", type=int, default=None, help="step cap of Automatic triggers")
+    p.add_argument("--automatic-canvas", type=int, default=None, help="largest canvas of Automatic triggers")
+    p.add_argument("--threads", type=int, default=None, help="the model's CPU threads (default: the server's)")
     p.add_argument("--debounce-ms", type=int, default=75)
     p.add_argument("--file", default=str(DEFAULT_FILE))
     p.add_argument("--function", default=DEFAULT_FUNCTION)

@@ -111,6 +111,7 @@ class EngineOptions:
     # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's dgls.json
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
+    threads: int | None = None  # intra-op threads of a model on the CPU (None: dgls.model.loading.cpu_threads)
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra: Any) -> EngineOptions:
@@ -127,6 +128,7 @@ class EngineOptions:
             remote=s.remote_options(),
             automatic_steps=s.automatic_steps,
             automatic_canvas=s.automatic_canvas,
+            threads=s.threads,
             **extra,
         )
 
@@ -201,8 +203,10 @@ class Engine:
             raise EngineError(self.error or "model not loaded")
 
     def _load(self) -> None:
+        import torch
+
         from dgls.model.infill import Infiller
-        from dgls.model.loading import ModelLoadError, load_model
+        from dgls.model.loading import ModelLoadError, cpu_threads, load_model
 
         t0 = time.perf_counter()
         o = self.options
@@ -217,9 +221,12 @@ class Engine:
             self.state, self.error = "error", str(exc)
             log.info("model failed to load: %s", exc)  # the caller reports it (CLI, dgls/status)
             return
+        if loaded.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(o.threads))
         info = {
             "model": str(loaded.path),
             "device": str(loaded.device),
+            "threads": torch.get_num_threads(),
             "dtype": str(loaded.dtype)[6:],
             "params": loaded.n_params,
             "experts": loaded.experts,

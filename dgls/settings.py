@@ -85,6 +85,7 @@ class Settings:
     # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's tuned defaults
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
+    threads: int | None = None  # the model's CPU threads; None: OMP_NUM_THREADS, else half the cores
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
     debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
     context_budget: ContextBudget = ContextBudget()  # tokens of prefix and suffix around the middle
@@ -115,6 +116,7 @@ class Settings:
             self.steps,
             self.automatic_steps,
             self.automatic_canvas,
+            self.threads,
             self.entropy_bound,
             self.context_budget,
             self.backend,
@@ -265,6 +267,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "steps": _int(1, 1024, optional=True),
         "automatic_steps": _int(1, 1024, optional=True),
         "automatic_canvas": _int(1, 1024, optional=True),
+        "threads": _int(1, 256, optional=True),
         "entropy_bound": _number(0.0, optional=True),
         "debounce_ms": _int(0, 5000),
         "candidates": _int(1, 16),

@@ -213,3 +213,25 @@ def test_automatic_budget_defaults_to_the_models_dgls_json(tmp_path, tiny_checkp
     with pytest.raises(EngineError, match="automatic_max_steps"):
         bad.wait_ready(timeout=120)
     bad.shutdown()
+
+
+def test_cpu_threads_default_to_half_the_cores_unless_asked(monkeypatch, tiny_checkpoint):
+    import torch
+
+    from dgls.model.loading import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert cpu_threads() == 1 and cpu_threads(3) == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cpu_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert cpu_threads() == 5 and cpu_threads(2) == 2
+    before = torch.get_num_threads()
+    eng = Engine(EngineOptions(model=str(tiny_checkpoint), device="cpu", threads=1))
+    try:
+        eng.wait_ready(timeout=120)
+        assert eng.info["threads"] == 1 == eng._pool.submit(torch.get_num_threads).result()  # the model's thread
+    finally:
+        eng.shutdown()
+        torch.set_num_threads(before)
