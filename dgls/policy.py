@@ -260,12 +260,14 @@ class InfillPolicy:
             self.usage["modelCalls"] += 1
             self.usage["nfe"] += done.nfe
         log.info(
-            "infill %s: %d candidate(s) or hole(s), nfe %d, %.0f ms (model %.0f ms), prefix cache %s%s",
+            "infill %s: %d candidate(s) or hole(s), nfe %d, %.0f ms (model %.0f ms, encoder %.0f ms), prefix cache "
+            "%s%s",
             request.span.value,
             len(done.holes) if done.holes is not None else len(done.candidates),
             done.nfe,
             ms,
             done.ms,
+            done.encode_ms,
             done.prefix_cache,
             ", result cache" if done.cached else "",
         )

@@ -85,7 +85,7 @@ class Settings:
     # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's tuned defaults
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
-    threads: int | None = None  # the model's CPU threads; None: OMP_NUM_THREADS, else half the cores
+    threads: int | None = None  # the model's CPU threads; None: OMP_NUM_THREADS, else the cores (at most 4)
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
     debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
     context_budget: ContextBudget = ContextBudget()  # tokens of prefix and suffix around the middle

@@ -217,19 +217,20 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def cpu_threads(requested: int | None = None) -> int:
-    """Intra-op threads for the model on a CPU: `requested`, else ``OMP_NUM_THREADS``, else half the cores.
+    """Intra-op threads for the model on a CPU: `requested`, else ``OMP_NUM_THREADS``, else the cores, at most 4.
 
-    A denoising step of a small model is many small matmuls: on this project's 2-core machine one thread is as
-    fast as two when the machine is quiet, and two are 3.4x slower at the median when another process keeps one
-    core busy (an editor, a build; OpenMP's waiting threads spin against it). Half the cores leaves the rest to
-    the editor and everything else.
+    A denoising step of a small model is many small matmuls. On this project's 2-core machine two threads take
+    a step in 0.6x the time one does when the machine is quiet; when another process keeps a core busy, two
+    threads whose waits spin (OpenMP's default) are 3.4x slower at the median, and two that sleep while they wait
+    (``OMP_WAIT_POLICY=PASSIVE``, which the ``dgls`` command sets) 1.3x slower than one thread: so all the cores,
+    with passive waits. More than 4 threads are not measured here and split these shapes too finely.
     """
     if requested:
         return requested
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

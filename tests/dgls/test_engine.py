@@ -215,16 +215,16 @@ def test_automatic_budget_defaults_to_the_models_dgls_json(tmp_path, tiny_checkp
     bad.shutdown()
 
 
-def test_cpu_threads_default_to_half_the_cores_unless_asked(monkeypatch, tiny_checkpoint):
+def test_cpu_threads_default_to_the_cores_up_to_4_unless_asked(monkeypatch, tiny_checkpoint):
     import torch
 
     from dgls.model.loading import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert cpu_threads() == 1 and cpu_threads(3) == 3
+    assert cpu_threads() == 2 and cpu_threads(3) == 3
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert cpu_threads() == 8
+    assert cpu_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert cpu_threads() == 5 and cpu_threads(2) == 2
     before = torch.get_num_threads()
