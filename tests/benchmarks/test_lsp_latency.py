@@ -124,7 +124,7 @@ def test_a_short_session_reports_what_dgls_stats_returned(tmp_path, monkeypatch)
     out = lsp_latency.table(s, res, args)
 
     assert s["invoked_n"] >= 1 and s["invoked_items"] > 0, "Invoked requests after the session, some answered"
-    assert s["p50_invoked_ms"] > 0 and s["ready_s"] > 0
+    assert s["p50_invoked_ms"] > 0 and s["ready_s"] > 0 and s["first_ms"] > 0
     assert f"at {s['invoked_n']} line ends" in out
     (stats,) = [result for command, _, result in calls if command == "dgls.stats"]
     assert set(USAGE_COUNTERS) <= set(stats), stats
