@@ -233,10 +233,17 @@ def encode(model, ids: torch.Tensor, cache):
     """The encoder over `ids` (B, T), causal, appending its keys and values to `cache` (a transformers cache).
 
     What :func:`dgls.model.backend.encode` does through transformers' forward, in the same order (the cache's
-    own ``update`` keeps a sliding layer's window), without building its masks and tables per call.
+    own ``update`` keeps a sliding layer's window), without building its masks and tables per call. A long
+    input is encoded in chunks of :data:`ENCODE_CHUNK` tokens (causal attention splits exactly), so no mask is
+    larger than a chunk by its keys.
     """
-    _encoder(prepared(model), ids, cache)
+    w = prepared(model)
+    for at in range(0, ids.shape[1], ENCODE_CHUNK):
+        _encoder(w, ids[:, at : at + ENCODE_CHUNK], cache)
     return cache
+
+
+ENCODE_CHUNK = 256
 
 
 @torch.no_grad()

@@ -150,18 +150,19 @@ def test_a_model_it_does_not_cover_falls_back_or_refuses(shipped, monkeypatch):
 
 @pytest.mark.parametrize("which", ["shipped", "dense", "moe"])
 def test_encoder_writes_the_cache_the_reference_encoder_writes(request, which):
-    """A miss then an extend, the second longer than the tiny models' 64-token sliding window: every layer's
-    cached keys and values (sliding layers keep only their window) equal transformers' encoder's."""
+    """A miss then an extend longer than the tiny models' 64-token sliding window and than the fast encoder's
+    chunk: every layer's cached keys and values (sliding layers keep only their window) equal transformers'."""
     from dgls.model.backend import encode, new_cache
 
     loaded = _models(request)[which]()
     V = loaded.model.config.get_text_config().vocab_size
-    ids = torch.randint(10, V, (1, 180), generator=torch.Generator().manual_seed(0))
+    n = 100 + fastpath.ENCODE_CHUNK + 60
+    ids = torch.randint(10, V, (1, n), generator=torch.Generator().manual_seed(0))
     want = encode(loaded.model, ids[:, 100:], encode(loaded.model, ids[:, :100]))
     got = fastpath.encode(
         loaded.model, ids[:, 100:], fastpath.encode(loaded.model, ids[:, :100], new_cache(loaded.model))
     )
-    assert got.get_seq_length() == want.get_seq_length() == 180
+    assert got.get_seq_length() == want.get_seq_length() == n
     for a, b in zip(want.layers, got.layers, strict=True):
         assert a.keys.shape == b.keys.shape
         assert torch.allclose(a.keys, b.keys, atol=1e-4) and torch.allclose(a.values, b.values, atol=1e-4)
