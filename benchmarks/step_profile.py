@@ -321,6 +321,7 @@ def machine(args: argparse.Namespace, load_before: tuple[float, ...]) -> dict:
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),  # the `dgls` command sets PASSIVE
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -365,7 +366,8 @@ def markdown(info: dict, cells: list[dict], sampling: str, subsection: str | Non
     script = "" if info["script_commit"] == info["commit"] else f" (this script: commit {info['script_commit']})"
     lines = [
         f"{level} {title}\n",
-        f"- machine: {info['cpu']}, {info['cores']} CPUs visible, {info['threads']} torch threads, CPU; load average "
+        f"- machine: {info['cpu']}, {info['cores']} CPUs visible, {info['threads']} torch threads (OMP_WAIT_POLICY "
+        f"{info['omp_wait_policy']}), CPU; load average "
         f"(1/5/15 min) {load[0]} before, {load[1]} after",
         f"- versions: Python {info['python']}, torch {info['torch']}, transformers {info['transformers']}",
         f"- code profiled: commit {info['commit']}{script}; model `{info['model']}`; {info['path']} decoder path; "
