@@ -573,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-seeded", type=int, default=40, help="cursors for the seeded section")
     ap.add_argument("--seed", type=int, default=0, help="case cutting and the sampler")
     ap.add_argument("--threads", type=int, default=2, help="torch (and OpenMP) threads")
+    ap.add_argument(
+        "--seed-confidence", type=float, default=None, help="the sampler's seed_confidence (default: the model's)"
+    )
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--no-append", action="store_true", help="print, but do not append to RESULTS.md")
     ap.add_argument("--json-out", type=Path, default=None)
@@ -584,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    engine = Engine(EngineOptions(model=args.model, device="cpu", cache_size=0))
+    sampler = {"seed_confidence": args.seed_confidence} if args.seed_confidence is not None else {}
+    engine = Engine(EngineOptions(model=args.model, device="cpu", cache_size=0, sampler=sampler, threads=args.threads))
     try:
         engine.wait_ready()
         warm_up(engine)

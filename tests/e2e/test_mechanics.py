@@ -28,6 +28,10 @@ async def client(lsp_client: LanguageClient, model_path):
             "dgls": {
                 "model": model_path,
                 "steps": 4,
+                # Automatic triggers on the Invoked budget: their calls differ from Invoked ones only where the
+                # policy says so (test_automatic_request_needs_a_middle_only_where_the_code_is_incomplete)
+                "automaticSteps": 4,
+                "automaticCanvas": 32,
                 "debounceMs": 20,
                 "candidates": 3,
                 "maxCanvas": 32,
