@@ -382,10 +382,12 @@ def denoise(
     whatever their entropy); a seed is read left to right, so from the first slot where the model does not
     agree, that slot and the seed slots after it are renoised like any other and their seed is gone.
 
-    `guide` (syntax-guided denoising) sees each live row's argmax canvas after a step and names free slots to
-    renoise: they are not accepted this step, lose their self-conditioning signal, and may not take the rejected
-    token again (a per-slot ban), so the argmax must change there; a row the guide flags does not stop at that
-    step. The guide runs at most ``guide.budget`` times per row, so it never holds the loop past that.
+    `guide` (syntax-guided denoising) reads a row's argmax canvas when the row would give it as its output:
+    at the step the stop rule stops it, and at the last step but one (while a step is left to act), not at the
+    noisy early steps. It names free slots to renoise: they are not accepted this step, lose their
+    self-conditioning signal, and may not take the rejected token again (a per-slot ban), so the argmax must
+    change there; a row the guide flags does not stop, and stops at the next step whose argmax the guide passes.
+    The guide flags at most ``guide.budget`` times per row, so it never holds the loop past that.
     """
     draw: DrawFn = draw_accepted
     if cfg.compat_generate:
@@ -416,6 +418,7 @@ def denoise(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     row_steps = [cfg.max_steps] * B
     steps = 0
+    just_guided = torch.zeros(B, dtype=torch.bool, device=device)  # rows the guide flagged at the last step
     step_times: list[float] = []
     for cur_step in range(cfg.max_steps, 0, -1):
         if cancel is not None and cancel():
@@ -435,9 +438,16 @@ def denoise(
             agree &= torch.cumsum((seed_alive & ~agree).long(), dim=-1) == 0  # a seed is read left to right
             d = d._replace(accept=d.accept | agree, sampled=torch.where(agree, seed_tokens, d.sampled))
             seed_alive = agree
+        live = ~done
+        stopping = live & stop_rule(d.argmax, d.entropy)
         flagged = None
         if guide is not None:
-            flagged = _guided(guide, d.argmax, free, ~done, guided_rows)
+            # the guide reads the canvas a row would give: when it stops (a row the guide flagged at the last
+            # step stops as soon as its argmax passes), and at the last step but one, while a step is left
+            stopping |= live & just_guided
+            flagged = _guided(guide, d.argmax, free, live if cur_step == 2 else stopping, guided_rows)
+            just_guided = torch.zeros_like(done) if flagged is None else flagged.any(-1)
+            stopping &= ~just_guided
             if flagged is not None:
                 d = d._replace(accept=d.accept & ~flagged)
                 slot_bans = _ban_argmax(slot_bans, flagged[free], d.argmax[free], logits.shape[-1])
@@ -447,14 +457,11 @@ def denoise(
         canvas.tokens = torch.where(done[:, None], previous, canvas.tokens)  # stopped rows stay as they were
 
         # the output of a live row is its argmax canvas at this step (the loop has left when no row is live)
-        live = ~done
         out_tokens = torch.where(live[:, None] & free, d.argmax, out_tokens)
         out_conf = torch.where(live[:, None], d.logp_max.exp(), out_conf)
         out_score = torch.where(live, (d.logp_max * free).sum(-1) / n_free, out_score)
         steps += 1
-        newly = live & stop_rule(d.argmax, d.entropy)
-        if flagged is not None:
-            newly &= ~flagged.any(-1)
+        newly = stopping
         for i in newly.nonzero().flatten().tolist():
             row_steps[i] = steps
         done |= newly

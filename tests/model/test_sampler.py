@@ -308,12 +308,19 @@ def test_seeded_slots_start_from_the_seed():
 class FlagSlot:
     """A guide that rejects `bad` wherever it is the argmax; counts its calls."""
 
-    def __init__(self, bad: int, budget: int = 3):
+    def __init__(self, bad: int, budget: int = 3, clock=lambda: 0):
         self.bad, self.budget, self.calls = bad, budget, 0
+        self.clock = clock  # e.g. the decoder passes so far
+        self.called_at: list[int] = []  # the clock at each call
+        self.flagged_at: list[int] = []  # the clock at each call that flagged something
 
     def __call__(self, row: int, free_ids: list[int]) -> list[int]:
         self.calls += 1
-        return [k for k, t in enumerate(free_ids) if t == self.bad]
+        self.called_at.append(self.clock())
+        picks = [k for k, t in enumerate(free_ids) if t == self.bad]
+        if picks:
+            self.flagged_at.append(self.clock())
+        return picks
 
 
 def test_guide_renoises_flagged_tokens_and_the_argmax_moves_on():
@@ -330,13 +337,15 @@ def test_guide_renoises_flagged_tokens_and_the_argmax_moves_on():
 
     both.vocab_size = V
     both.noise = den.noise
-    guide = FlagSlot(20)
+    guide = FlagSlot(20, clock=lambda: len(den.calls))
     res = denoise(both, c, SamplerConfig(max_steps=8), guide=guide)
     assert res.tokens[0, :3].tolist() == [11, 21, 12]
     assert guide.calls >= 2  # flagged once, then checked clean
+    # the guide read the canvas when the row would have stopped (its argmax stable and confident: the second
+    # pass), not the first pass's
+    assert guide.flagged_at == [2]
     # the step after the flag, slot 1 held fresh noise, not the rejected token, and no self-conditioning for it
-    flagged_step = 1
-    tokens_after, sc_after = den.calls[flagged_step]
+    tokens_after, sc_after = den.calls[guide.flagged_at[0]]
     assert sc_after is not None and torch.all(sc_after[0, 1] == 0) and not torch.all(sc_after[0, 0] == 0)
     assert tokens_after[0, 0].item() == 11  # the unflagged slots were accepted as usual
 
@@ -431,3 +440,13 @@ def test_a_seed_the_model_barely_prefers_is_dropped_and_so_is_the_rest_of_it():
     second = den.calls[1][0][0]
     assert second[0].item() != 11  # dropped: the model barely prefers it
     assert not (second[1].item() == 20 and second[2].item() == 12)  # only one is accepted, on entropy: no seed left
+
+
+def test_guide_reads_the_last_step_but_one_of_a_row_that_never_stops():
+    """A row whose argmax never settles (high entropy) is not looked at step by step: the guide reads it once, at
+    the last step but one, while a step is left to act on what it finds."""
+    c = Canvas.from_segments([[Free(3), (5,)]], 4, noise_fn())
+    den = ScriptedDenoiser(torch.tensor([[11, 20, 12, 5]]), torch.tensor([[1.0, 1.0, 1.0, 30.0]]))
+    never = FlagSlot(-1, clock=lambda: len(den.calls))  # flags nothing
+    res = denoise(den, c, SamplerConfig(max_steps=5, entropy_bound=0.0, confidence_threshold=0.0), guide=never)
+    assert res.steps == 5 and never.called_at == [4]
