@@ -145,6 +145,7 @@ class Infiller:
         `guide` (syntax-guided denoising, :class:`MiddleGuide`) runs only when the middle is one block.
         `seed_ids` (a continuation found in the workspace) start the first block's first row of each length
         instead of noise, filler after them; the sampler keeps what the model agrees with and renoises the rest.
+        With one candidate asked for, a noise row runs beside the seeded one and both are candidates.
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -160,7 +161,8 @@ class Infiller:
             guide = None  # a block's middle is checked alone, and later blocks would continue it
         device = self.model.device
         generator = self._generator(cfg, seed)
-        rows = [n for n in lengths for _ in range(n_candidates)]
+        per_length = rows_per_length(n_candidates, bool(seed_ids))
+        rows = [n for n in lengths for _ in range(per_length)]
         B = len(rows)
 
         t0 = time.perf_counter()
@@ -183,7 +185,7 @@ class Infiller:
             noise = functools.partial(denoiser.noise, generator=generator)
             if seed_ids and blocks == 0:
                 layout: list[list[Segment]] = [
-                    [Free(n, self._seed_row(seed_ids, n) if i % n_candidates == 0 else ()), tuple(suffix_ids)]
+                    [Free(n, self._seed_row(seed_ids, n) if i % per_length == 0 else ()), tuple(suffix_ids)]
                     for i, n in enumerate(rows)
                 ]
                 canvas = Canvas.from_segments(layout, denoiser.prefix_len, noise, self.spec.pad_id or 0, device)
@@ -476,6 +478,16 @@ class MiddleGuide:
             if any((a < e and s < b) if s < e else (a < s <= b or (s == 0 and j == 0)) for s, e in bad)
         ]
         return picks
+
+
+def rows_per_length(n_candidates: int, seeded: bool) -> int:
+    """Canvas rows per length for `n_candidates`: a seed never runs alone.
+
+    A lone seeded row gets a noise row beside it, and both middles are candidates: the caller's pick (the
+    best scored that survives shaping and the parse check) decides between them, so a wrong seed that the model
+    goes along with does not push out what noise would have given.
+    """
+    return n_candidates + (1 if seeded and n_candidates == 1 else 0)
 
 
 def keep_middle(

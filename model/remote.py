@@ -425,9 +425,10 @@ class VllmInfiller:
         `max_blocks` is 1 here (a read-only canvas is the whole output); `min_tokens` > 0 drops empty middles
         (vLLM rejects a per-request minimum, so it cannot keep the end tokens out of the first slots). `seed_ids`
         (a workspace seed) start the free slots of each length's first canvas instead of noise: the seed canvas
-        is what vLLM's API takes anyway. `guide` (syntax-guided denoising) needs the loop in-process: ignored.
+        is what vLLM's API takes anyway (with one candidate asked for, a noise canvas runs beside the seeded one;
+        both are candidates). `guide` (syntax-guided denoising) needs the loop in-process: ignored.
         """
-        from dgls.model.infill import InfillResult, keep_middle, rank_candidates
+        from dgls.model.infill import InfillResult, keep_middle, rank_candidates, rows_per_length
 
         t0 = time.perf_counter()
         lengths = tuple(lengths or (self.spec.canvas_lengths[-1],))
@@ -437,10 +438,11 @@ class VllmInfiller:
             )
         max_steps = (sampler or self.spec.sampler).max_steps
         prompt = [self.spec.bos_id, *prefix_ids]
-        canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(n_candidates)]
+        per_length = rows_per_length(n_candidates, bool(seed_ids))
+        canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(per_length)]
         rng = random.Random(seed)
         noises = [self._noise(rng, c.n_free) for c in canvases]
-        for i in range(0, len(canvases), n_candidates) if seed_ids else ():
+        for i in range(0, len(canvases), per_length) if seed_ids else ():
             n = min(len(seed_ids), canvases[i].n_free)
             noises[i] = [*seed_ids[:n], *noises[i][n:]]
         bodies = [

@@ -226,3 +226,26 @@ def test_regenerate_in_place_keeps_the_unchanged_share(infiller, share):
 def test_regenerate_rejects_a_bad_share(infiller):
     with pytest.raises(ValueError):
         infiller.regenerate([5], [6, 7], [], 0.0)
+
+
+def test_a_lone_seed_runs_beside_a_noise_row(infiller, monkeypatch):
+    """A seeded request for one candidate denoises two rows (the seed's, and noise) in one batch; both middles
+    are candidates (one when they are the same)."""
+    import dgls.model.infill as infill_module
+
+    seen: list[Canvas] = []
+    real = infill_module.denoise
+
+    def spy(den, canvas, *args, **kwargs):
+        seen.append(canvas)
+        return real(den, canvas, *args, **kwargs)
+
+    monkeypatch.setattr(infill_module, "denoise", spy)
+    seed_ids = infiller.tokenize("a + b")
+    res = infiller.infill_ids(infiller.tokenize(PREFIX), [], lengths=(8,), seed_ids=seed_ids)
+    (canvas,) = seen
+    assert canvas.tokens.shape[0] == 2 and canvas.seed is not None
+    assert canvas.seed[0, : len(seed_ids)].tolist() == seed_ids and bool((canvas.seed[1] < 0).all())
+    assert 1 <= len(res.candidates) <= 2
+    infiller.infill_ids(infiller.tokenize(PREFIX), [], lengths=(8,))
+    assert seen[-1].tokens.shape[0] == 1  # no seed: one row

@@ -45,6 +45,16 @@ def test_a_workspace_seed_goes_into_the_seed_canvas(stub, infiller):
     assert canvases[1][: len(seed_ids)] != seed_ids
 
 
+def test_a_lone_seeded_canvas_is_sent_with_a_noise_canvas_beside_it(stub, infiller):
+    """One candidate asked for: the seeded canvas and a noise canvas go out; both middles are candidates."""
+    seed_ids = infiller.tokenize("user_id, timeout=30)")
+    res = infiller.infill(PREFIX, SUFFIX, lengths=(16,), seed_ids=seed_ids)
+    canvases = [r["body"]["vllm_xargs"]["diffusion_seed_canvas"] for r in stub.requests]
+    assert len(canvases) == 2
+    assert canvases[0][: len(seed_ids)] == seed_ids and canvases[1][: len(seed_ids)] != seed_ids
+    assert 1 <= len(res.candidates) <= 2
+
+
 def test_the_junk_tail_never_reaches_the_middle(stub, infiller):
     stub.faults.append("script:a + b")
     res = infiller.infill(PREFIX, SUFFIX, lengths=(16,))
