@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from dgls.context import MAX_CANVAS, ContextBudget, InfillRequest, SpanKind, build_request, estimate_tokens
 from dgls.languages import SpanChecker, grammar
@@ -92,6 +92,14 @@ class EngineError(Exception):
     """The engine cannot serve: the model failed to load or is not loaded yet."""
 
 
+class AutomaticBudget(NamedTuple):
+    """What an Automatic trigger (ghost text while typing) may spend; None: no cap."""
+
+    steps: int | None  # denoising steps
+    canvas: int | None  # largest canvas (middle tokens)
+    suffix: int | None  # suffix tokens the model reads (the request's window is unchanged)
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """What the engine loads and how it samples; `sampler` overrides the checkpoint's defaults."""
@@ -108,9 +116,11 @@ class EngineOptions:
     cache_size: int = 64
     remote: RemoteOptions | None = None  # a vLLM server denoises instead of an in-process model (model unused)
     syntax_guided: bool = True  # syntax-guided denoising where the language has a grammar (a request may say)
-    # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's dgls.json
+    # Automatic triggers (ghost text while typing): step cap, largest canvas and suffix tokens the model reads;
+    # None: the model's dgls.json
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
+    automatic_suffix: int | None = None
     threads: int | None = None  # intra-op threads of a model on the CPU (None: dgls.model.loading.cpu_threads)
 
     @classmethod
@@ -128,6 +138,7 @@ class EngineOptions:
             remote=s.remote_options(),
             automatic_steps=s.automatic_steps,
             automatic_canvas=s.automatic_canvas,
+            automatic_suffix=s.automatic_suffix,
             threads=s.threads,
             **extra,
         )
@@ -327,12 +338,19 @@ class Engine:
             suffix_tokens=min(b.suffix_tokens, spec.max_suffix_tokens or b.suffix_tokens),
         )
 
-    def automatic_budget(self) -> tuple[int | None, int | None]:
-        """(step cap, largest canvas) for Automatic triggers: the settings', else the model's tuned defaults."""
+    def automatic_budget(self) -> AutomaticBudget:
+        """The budget of Automatic triggers: the settings', else the model's tuned defaults (None: no cap)."""
         spec = self._infiller.spec if self._infiller is not None else None
-        steps = self.options.automatic_steps or (spec.automatic_steps if spec is not None else None)
-        canvas = self.options.automatic_canvas or (spec.automatic_canvas if spec is not None else None)
-        return steps, canvas
+        o = self.options
+
+        def pick(mine: int | None, theirs: str) -> int | None:
+            return mine if mine is not None else getattr(spec, theirs, None)
+
+        return AutomaticBudget(
+            pick(o.automatic_steps, "automatic_steps"),
+            pick(o.automatic_canvas, "automatic_canvas"),
+            pick(o.automatic_suffix, "automatic_suffix"),
+        )
 
     def lengths_for(self, request: InfillRequest) -> tuple[int, ...]:
         """Canvas rows to run: one (the longest wanted) when the model ends middles itself, else each length."""
@@ -381,8 +399,9 @@ class Engine:
             return _failed(self.error if self.state == "error" else f"model is {self.state}")
         lengths = tuple(lengths) if lengths else self.lengths_for(request)
         sampler = self._sampler
+        suffix_cap: int | None = None
         if automatic:
-            steps, canvas = self.automatic_budget()
+            steps, canvas, suffix_cap = self.automatic_budget()
             lengths = tuple(dict.fromkeys(min(n, canvas) for n in lengths)) if canvas else lengths
             if steps:
                 sampler = sampler.replace(max_steps=min(steps, sampler.max_steps))
@@ -390,7 +409,11 @@ class Engine:
             sampler = sampler.replace(max_steps=max_steps)
         in_place = renoise_share < 1 and bool(request.replaced) and self.joint_capable()
         key: tuple = (request.prefix, request.suffix, lengths, n_candidates, seed, min_tokens, syntax_guided)
-        key += (sampler.max_steps,)
+        counter = self._counter
+        if counter is None:  # shut down meanwhile
+            return _failed("the engine was shut down")
+        suffix_ids = counter.ids(request.suffix)[:suffix_cap]
+        key += (sampler.max_steps, len(suffix_ids))  # an Automatic trigger may read less of the suffix
         if in_place:
             key += (request.replaced, renoise_share)
         if seed_text:
@@ -404,13 +427,10 @@ class Engine:
             fut.set_result(Completion(request=request, candidates=hit.candidates, nfe=0, ms=0.0, cached=True))
             return fut
         check = cancel.is_set if cancel is not None else None
-        counter = self._counter
-        if counter is None:  # shut down meanwhile
-            return _failed("the engine was shut down")
         call = _Call(
             request,
             counter.ids(request.prefix),
-            counter.ids(request.suffix),
+            suffix_ids,
             key,
             lengths,
             n_candidates,

@@ -82,9 +82,11 @@ class Settings:
     experts: str = "auto"  # MoE models: "auto" (the model's dtype) or "fp8" (FP8 experts, GPU 8.9+)
     max_canvas: int = MAX_CANVAS  # largest canvas in tokens
     steps: int | None = None  # max denoising steps per block; None: the checkpoint's default
-    # Automatic triggers (ghost text while typing): step cap and largest canvas; None: the model's tuned defaults
+    # Automatic triggers (ghost text while typing): step cap, largest canvas and suffix tokens the model reads;
+    # None: the model's tuned defaults
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
+    automatic_suffix: int | None = None
     threads: int | None = None  # the model's CPU threads; None: OMP_NUM_THREADS, else the cores (at most 4)
     entropy_bound: float | None = None  # acceptance rule bound; None: the checkpoint's default
     debounce_ms: int = 75  # wait this long after an Automatic trigger before running the model
@@ -116,6 +118,7 @@ class Settings:
             self.steps,
             self.automatic_steps,
             self.automatic_canvas,
+            self.automatic_suffix,
             self.threads,
             self.entropy_bound,
             self.context_budget,
@@ -267,6 +270,7 @@ _CHECKS: dict[type, dict[str, Any]] = {
         "steps": _int(1, 1024, optional=True),
         "automatic_steps": _int(1, 1024, optional=True),
         "automatic_canvas": _int(1, 1024, optional=True),
+        "automatic_suffix": _int(0, 4096, optional=True),
         "threads": _int(1, 256, optional=True),
         "entropy_bound": _number(0.0, optional=True),
         "debounce_ms": _int(0, 5000),

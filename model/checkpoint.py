@@ -11,7 +11,7 @@ class rejects any other key, so :data:`GENERATION_CONFIG_KEYS` is all it may hol
      "confidence_threshold": 0.005, "filler_token_id": 4, "noise_low": 9, "canvas_lengths": [16, 32, 64],
      "sc_raw_logits": true, "max_prefix_tokens": 256, "max_suffix_tokens": 64,
      "experts_implementation": "eager", "languages": ["python"],
-     "automatic_max_steps": 4, "automatic_canvas": 16}
+     "automatic_max_steps": 2, "automatic_canvas": 16, "automatic_suffix_tokens": 16}
 
 Readers take a sampler default from ``dgls.json`` first, then from ``generation_config.json``.
 """
@@ -85,9 +85,10 @@ class ModelSpec:
     # languages the model was trained on (dgls.json "languages", LSP language ids); None: not declared
     languages: tuple[str, ...] | None = None
     # the budget of an Automatic trigger (ghost text while typing), tuned for exact match per millisecond:
-    # dgls.json "automatic_max_steps" and "automatic_canvas"; None: no cap
+    # dgls.json "automatic_max_steps", "automatic_canvas" and "automatic_suffix_tokens"; None: no cap
     automatic_steps: int | None = None
     automatic_canvas: int | None = None
+    automatic_suffix: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -206,6 +207,7 @@ def read_spec(path: Path, config: dict[str, Any], tokenizer: Any) -> ModelSpec:
         sampler=sampler,
         automatic_steps=_positive(ours, "automatic_max_steps", path),
         automatic_canvas=_positive(ours, "automatic_canvas", path),
+        automatic_suffix=_positive(ours, "automatic_suffix_tokens", path),
     )
 
 

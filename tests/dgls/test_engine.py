@@ -174,7 +174,12 @@ def test_automatic_requests_run_within_the_automatic_budget(tiny_checkpoint):
     never_sure = {"max_steps": 12, "confidence_threshold": 0.0}  # every request runs to its step cap
     eng = Engine(
         EngineOptions(
-            model=str(tiny_checkpoint), device="cpu", sampler=never_sure, automatic_steps=3, automatic_canvas=8
+            model=str(tiny_checkpoint),
+            device="cpu",
+            sampler=never_sure,
+            automatic_steps=3,
+            automatic_canvas=8,
+            automatic_suffix=4,
         )
     )
     eng.wait_ready(timeout=120)
@@ -187,7 +192,19 @@ def test_automatic_requests_run_within_the_automatic_budget(tiny_checkpoint):
         assert not auto.cached  # a different budget is a different request
         assert max(len(c.raw_ids) for c in auto.candidates) == 8 < max(len(c.raw_ids) for c in invoked.candidates)
         assert eng.complete(request, seed=1, max_steps=5).nfe == 5  # a request's own cap (dgls infill --jsonl)
-        assert eng.automatic_budget() == (3, 8)
+        assert eng.automatic_budget() == (3, 8, 4)
+        assert len(eng._counter.ids(request.suffix)) > 4  # the window holds more suffix than the model reads
+        suffixes: list[int] = []
+        real = eng._infiller.infill_ids
+
+        def spy(prefix_ids, suffix_ids, **kw):
+            suffixes.append(len(suffix_ids))
+            return real(prefix_ids, suffix_ids, **kw)
+
+        eng._infiller.infill_ids = spy
+        eng.complete(request, seed=2, automatic=True)
+        eng.complete(request, seed=2)
+        assert suffixes == [4, len(eng._counter.ids(request.suffix))]  # Automatic reads 4, Invoked the window's
     finally:
         eng.shutdown()
 
@@ -199,11 +216,12 @@ def test_automatic_budget_defaults_to_the_models_dgls_json(tmp_path, tiny_checkp
     folder = tmp_path / "m"
     shutil.copytree(tiny_checkpoint, folder)
     facts = json.loads((folder / "dgls.json").read_text())
-    (folder / "dgls.json").write_text(json.dumps({**facts, "automatic_max_steps": 2, "automatic_canvas": 8}))
+    budget = {"automatic_max_steps": 2, "automatic_canvas": 8, "automatic_suffix_tokens": 6}
+    (folder / "dgls.json").write_text(json.dumps({**facts, **budget}))
     eng = Engine(EngineOptions(model=str(folder), device="cpu"))
     eng.wait_ready(timeout=120)
     try:
-        assert eng.automatic_budget() == (2, 8)
+        assert eng.automatic_budget() == (2, 8, 6)
         request = eng.build_request(SOURCE, CURSOR, language="python")
         assert eng.complete(request, seed=1, automatic=True).nfe <= 2
     finally:

@@ -32,6 +32,7 @@ async def client(lsp_client: LanguageClient, model_path):
                 # policy says so (test_automatic_request_needs_a_middle_only_where_the_code_is_incomplete)
                 "automaticSteps": 4,
                 "automaticCanvas": 32,
+                "automaticSuffix": 1024,
                 "debounceMs": 20,
                 "candidates": 3,
                 "maxCanvas": 32,
