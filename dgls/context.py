@@ -111,6 +111,7 @@ def build_request(
     budget: ContextBudget = ContextBudget(),  # noqa: B008 (frozen, so a shared default is safe)
     count_tokens: Callable[[str], int] | None = None,
     max_canvas: int = MAX_CANVAS,
+    keep_prefix_start: int | None = None,
 ) -> InfillRequest:
     """Build the infill request for a cursor at code-point ``offset`` (or a selection) in ``text``.
 
@@ -119,6 +120,11 @@ def build_request(
     it is called on single lines outward from the cursor until the budget is spent, never on the whole
     document. ``max_canvas`` caps the canvas lengths (at least 16). Raises :class:`ContextError` for an
     offset or selection outside the document or a reversed selection.
+
+    ``keep_prefix_start`` (the start of the last window on this document, at a line start) makes the window's
+    start sticky, so that while the user types the encoded prefix stays a prefix of the next one (the encoder
+    cache extends instead of starting over): it is kept while the text from it to the cursor fits the budget;
+    when it no longer does, the start moves a quarter of the budget further than it must.
     """
     if not 0 <= offset <= len(text):
         raise ContextError(f"cursor offset {offset} is out of range: the document has {len(text)} characters")
@@ -149,9 +155,19 @@ def build_request(
     line_text = text[lines.start(cursor_line) : lines.end(cursor_line)]
 
     prefix_start = _prefix_start(text, lines, start, budget.prefix_tokens, count)
+    keep = keep_prefix_start
+    kept = (
+        keep is not None
+        and prefix_start <= keep <= lines.start(cursor_line)
+        and lines.start(lines.line_of(keep)) == keep
+    )
+    if keep is not None and keep < prefix_start:  # typed past the budget: move on, with room for what comes next
+        prefix_start = _prefix_start(text, lines, start, budget.prefix_tokens * 3 // 4, count)
     suffix_end = _suffix_end(text, lines, end, budget.suffix_tokens, count)
     if tree is not None and spec is not None:
         prefix_start, suffix_end = _snap_to_syntax(tree, index, lines, spec, start, end, prefix_start, suffix_end)
+    if kept and keep is not None:  # it was snapped when it was chosen
+        prefix_start = keep
     in_string, in_comment = string_or_comment(text, lines, index, tree, spec, start)
 
     cap = max_canvas // CANVAS_STEP * CANVAS_STEP

@@ -314,9 +314,19 @@ class Engine:
         return estimate_tokens(text) if counter is None else counter.count(text)
 
     def build_request(
-        self, text: str, offset: int, *, language: str | None = None, selection: tuple[int, int] | None = None
+        self,
+        text: str,
+        offset: int,
+        *,
+        language: str | None = None,
+        selection: tuple[int, int] | None = None,
+        keep_prefix_start: int | None = None,
     ) -> InfillRequest:
-        """Cursor context for `text` at code-point `offset` (ContextError for a bad offset or selection)."""
+        """Cursor context for `text` at code-point `offset` (ContextError for a bad offset or selection).
+
+        `keep_prefix_start`: the last window's start on this document, kept while it fits (see
+        :func:`dgls.context.build_request`).
+        """
         return build_request(
             text,
             offset,
@@ -325,6 +335,7 @@ class Engine:
             budget=self.budget(),
             count_tokens=self.count_tokens,
             max_canvas=self.options.max_canvas,
+            keep_prefix_start=keep_prefix_start,
         )
 
     def budget(self) -> ContextBudget:

@@ -35,6 +35,9 @@ from dgls.text import Edit
 log = logging.getLogger(__name__)
 
 
+WINDOW_MARK = 64  # characters at a kept window start that must be unchanged for it to stay
+
+
 class Refused(Exception):
     """The request cannot be served as asked (a bad span, cancelled); the message says why."""
 
@@ -133,6 +136,8 @@ class InfillPolicy:
         self.usage: dict[str, int] = dict.fromkeys(USAGE_COUNTERS, 0)
         self.seeds = SeedIndex()  # open documents (and workspace files, once read) for canvas seeds
         self._indexed: dict[str, str] = {}  # uri -> the text object last indexed
+        # uri -> the start of the last completion's prefix window and the text there (to see that it still is)
+        self.windows: dict[str, tuple[int, str]] = {}
 
     # -- newest wins ---------------------------------------------------------------------------------------
     def claim(self, uri: str) -> threading.Event:
@@ -156,6 +161,7 @@ class InfillPolicy:
     def forget(self, uri: str) -> None:
         """Drop the ghost text of `uri` and cancel its work (document closed)."""
         self.ghosts.forget(uri)
+        self.windows.pop(uri, None)
         cancel = self.inflight.pop(uri, None)
         if cancel is not None:
             cancel.set()
@@ -303,10 +309,14 @@ class InfillPolicy:
                 if self.host.current_text(uri) is not text:
                     return None
             try:
-                request = engine.build_request(text, offset, language=language)
+                request = engine.build_request(
+                    text, offset, language=language, keep_prefix_start=self.window(uri, text)
+                )
             except ContextError as exc:
                 log.info("no completion: %s", exc)
                 return None
+            start = request.prefix_start
+            self.windows[uri] = (start, text[start : start + WINDOW_MARK])
             if automatic and (
                 request.inside_word
                 or ((request.in_string or request.in_comment) and not self.host.settings.completion_in_strings)
@@ -337,6 +347,11 @@ class InfillPolicy:
             self.ghosts.remember(uri, Ghost(text, Edit(best.start, best.end, best.new_text)))
         self.host.send_status()
         return Infill(request, edits)
+
+    def window(self, uri: str, text: str) -> int | None:
+        """Where the last completion's prefix window on `uri` started, if the text there is still the same."""
+        start, mark = self.windows.get(uri, (None, ""))
+        return start if start is not None and text.startswith(mark, start) else None
 
     def seed_for(self, uri: str, text: str, offset: int) -> str:
         """A continuation of the code before `offset` from the open documents or the workspace, or ''.

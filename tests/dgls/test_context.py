@@ -602,3 +602,39 @@ def test_grammar_loads_and_parses(language):
     assert count_syntax_errors(language, (text + "\n(((\n").encode()) > 0
     if "@" in marked and language != "shellscript":  # bash blocks end in `fi`/`done`: context goes by indent there
         assert build_request(text, marked.index("@"), language=language).span is SpanKind.BLOCK, language
+
+
+def test_a_kept_prefix_start_stays_while_it_fits_then_moves_past_what_it_must():
+    """Typing line after line at the end: without a kept start the window's start moves with every line (the
+    encoder cache starts over each time); with it, the start stays while the text from it fits the budget, and
+    when it must move it moves a quarter of the budget further, so it then stays for several lines again."""
+    lines = [f"x{i} = {i}\n" for i in range(60)]  # 7-8 characters a line, counted as characters
+    budget = ContextBudget(100, 10)
+    starts_free, starts_kept, kept = [], [], None
+    for n in range(20, 60):
+        text = "".join(lines[:n])
+        free = build_request(text, len(text), budget=budget, count_tokens=len)
+        req = build_request(text, len(text), budget=budget, count_tokens=len, keep_prefix_start=kept)
+        kept = req.prefix_start
+        starts_free.append(free.prefix_start)
+        starts_kept.append(kept)
+        assert len(req.prefix) <= 100 and text[kept - 1] == "\n"  # within the budget, at a line start
+    assert len(set(starts_free)) >= 35  # the plain window moves at nearly every line
+    assert len(set(starts_kept)) <= 14  # kept: it moves once every few lines
+    assert starts_kept == sorted(starts_kept)
+
+
+def test_a_kept_prefix_start_that_no_longer_fits_or_is_past_the_cursor_is_not_used():
+    text = "".join(f"y{i} = {i}\n" for i in range(40))
+    budget = ContextBudget(60, 10)
+    natural = build_request(text, len(text), budget=budget, count_tokens=len).prefix_start
+    below = text.index("y38")  # a line start later than the natural window's: it fits, so it stays
+    assert natural < below
+    req = build_request(text, len(text), budget=budget, count_tokens=len, keep_prefix_start=below)
+    assert req.prefix_start == below
+    up = text.index("y5 ")  # cursor moved up above the kept start: the natural window
+    req = build_request(text, up, budget=budget, count_tokens=len, keep_prefix_start=below)
+    assert req.prefix_start == build_request(text, up, budget=budget, count_tokens=len).prefix_start
+    mid = text.index("y20") + 1  # not a line start: not kept
+    req = build_request(text, len(text), budget=budget, count_tokens=len, keep_prefix_start=mid)
+    assert req.prefix_start != mid

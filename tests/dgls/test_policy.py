@@ -89,3 +89,55 @@ def test_what_is_served():
     text = "def f():\n    ...\n\ndef g():\n    ...\n"
     assert len(policy.holes(text, 0, 0)) == 2  # an empty range: the whole file
     assert len(policy.holes(text, 0, text.index("def g"))) == 1
+
+
+def test_the_prefix_window_start_is_kept_per_document_while_its_text_is_the_same():
+    """Each completion passes the last window start of its document to the engine, while the text there is
+    unchanged; a closed document, or an edit at that start, forgets it."""
+    from concurrent.futures import Future
+
+    from dgls.context import ContextBudget, build_request
+    from dgls.engine import EngineError
+
+    class Engine:
+        def __init__(self) -> None:
+            self.kept: list[int | None] = []
+
+        def build_request(self, text, offset, *, language=None, keep_prefix_start=None):
+            self.kept.append(keep_prefix_start)
+            budget = ContextBudget(40, 10)
+            return build_request(
+                text, offset, language=language, budget=budget, count_tokens=len, keep_prefix_start=keep_prefix_start
+            )
+
+        def submit(self, *args, **kwargs):
+            fut: Future = Future()
+            fut.set_exception(EngineError("no model in this test"))
+            return fut
+
+    engine = Engine()
+    faults: list[str] = []
+
+    class ModelHost(Host):
+        def ready_engine(self):
+            return engine
+
+        def report_fault(self, message: str) -> None:
+            faults.append(message)
+
+    policy = InfillPolicy(ModelHost())
+    text = "".join(f"v{i} = {i}\n" for i in range(30))
+
+    def ask(uri: str, doc: str) -> None:
+        asyncio.run(policy.complete(uri, doc, "python", len(doc), automatic=False, n_candidates=1))
+
+    ask("u", text)
+    first = policy.windows["u"][0]
+    ask("u", text + "w = 1\n")  # typed a line: the start it had is passed on
+    ask("v", text)  # another document has its own
+    edited = text[:first] + "#" + text[first:]
+    ask("u", edited)  # the text at the start changed: not passed
+    policy.forget("u")
+    ask("u", text)
+    assert engine.kept == [None, first, None, None, None]
+    assert len(faults) == 5  # every request reached the (failing) engine
