@@ -43,11 +43,7 @@ def _cursor(ls: DglsServer, uri: str, pos: types.Position) -> tuple[Doc, int] | 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: DglsServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-    """Ghost text at the cursor: one candidate on Automatic triggers, several on Invoked ones.
-
-    An Automatic trigger whose canvas started from a workspace seed may give two: the seeded row's and the noise
-    row's that ran beside it.
-    """
+    """Ghost text at the cursor: one candidate on Automatic triggers, several on Invoked ones."""
     automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
     cursor = _cursor(ls, params.text_document.uri, params.position)
     if cursor is None:

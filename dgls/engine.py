@@ -84,6 +84,7 @@ class _Call:
     renoise_share: float  # < 1: regenerate the selection in place (request.replaced's least believed tokens)
     old_ids: list[int]  # request.replaced's tokens when renoise_share < 1
     seed_ids: list[int]  # a workspace seed for the first free slots ([] for noise)
+    seed_alone: bool  # an Automatic trigger: the seed row without a noise row beside it (speed while typing)
     document: str | None  # the whole text the request was built on (the syntax guide checks in it), if known
     sampler: SamplerConfig  # the engine's, with this request's step cap
 
@@ -428,7 +429,7 @@ class Engine:
         if in_place:
             key += (request.replaced, renoise_share)
         if seed_text:
-            key += (seed_text,)
+            key += (seed_text, automatic)  # an Automatic trigger runs the seed alone
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -453,6 +454,7 @@ class Engine:
             renoise_share if in_place else 1.0,
             counter.ids(request.replaced) if in_place else [],
             counter.ids(seed_text) if seed_text else [],
+            automatic,
             document,
             sampler,
         )  # the ids: the one tokenization of this request
@@ -610,6 +612,7 @@ class Engine:
                 min_tokens=call.min_tokens,
                 guide=guide,
                 seed_ids=call.seed_ids,
+                seed_alone=call.seed_alone,
             )
         if any(math.isnan(c.score) for c in res.candidates):  # NaN logits: broken weights or an overflowing dtype
             raise EngineError(

@@ -134,6 +134,7 @@ class Infiller:
         min_tokens: int = 0,
         guide: MiddleGuide | None = None,
         seed_ids: Sequence[int] = (),
+        seed_alone: bool = False,
     ) -> InfillResult:
         """Fill between prefix and suffix tokens (BOS is prepended to the prefix here).
 
@@ -145,7 +146,8 @@ class Infiller:
         `guide` (syntax-guided denoising, :class:`MiddleGuide`) runs only when the middle is one block.
         `seed_ids` (a continuation found in the workspace) start the first block's first row of each length
         instead of noise, filler after them; the sampler keeps what the model agrees with and renoises the rest.
-        With one candidate asked for, a noise row runs beside the seeded one and both are candidates.
+        With one candidate asked for, a noise row runs beside the seeded one and both are candidates, unless
+        `seed_alone` (ghost text while typing, where a decoder pass over one row instead of two counts).
         """
         t_start = time.perf_counter()
         cfg = sampler or self.spec.sampler
@@ -161,7 +163,7 @@ class Infiller:
             guide = None  # a block's middle is checked alone, and later blocks would continue it
         device = self.model.device
         generator = self._generator(cfg, seed)
-        per_length = rows_per_length(n_candidates, bool(seed_ids))
+        per_length = rows_per_length(n_candidates, bool(seed_ids) and not seed_alone)
         rows = [n for n in lengths for _ in range(per_length)]
         B = len(rows)
 

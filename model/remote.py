@@ -419,6 +419,7 @@ class VllmInfiller:
         min_tokens: int = 0,
         guide: Any = None,
         seed_ids: Sequence[int] = (),
+        seed_alone: bool = False,
     ):
         """One canvas per (length, candidate), sent concurrently; candidates ranked as in-process.
 
@@ -426,7 +427,8 @@ class VllmInfiller:
         (vLLM rejects a per-request minimum, so it cannot keep the end tokens out of the first slots). `seed_ids`
         (a workspace seed) start the free slots of each length's first canvas instead of noise: the seed canvas
         is what vLLM's API takes anyway (with one candidate asked for, a noise canvas runs beside the seeded one;
-        both are candidates). `guide` (syntax-guided denoising) needs the loop in-process: ignored.
+        both are candidates; not with `seed_alone`). `guide` (syntax-guided denoising) needs the loop in-process:
+        ignored.
         """
         from dgls.model.infill import InfillResult, keep_middle, rank_candidates, rows_per_length
 
@@ -438,7 +440,7 @@ class VllmInfiller:
             )
         max_steps = (sampler or self.spec.sampler).max_steps
         prompt = [self.spec.bos_id, *prefix_ids]
-        per_length = rows_per_length(n_candidates, bool(seed_ids))
+        per_length = rows_per_length(n_candidates, bool(seed_ids) and not seed_alone)
         canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(per_length)]
         rng = random.Random(seed)
         noises = [self._noise(rng, c.n_free) for c in canvases]

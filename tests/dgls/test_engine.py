@@ -253,3 +253,25 @@ def test_cpu_threads_default_to_the_cores_up_to_4_unless_asked(monkeypatch, tiny
     finally:
         eng.shutdown()
         torch.set_num_threads(before)
+
+
+def test_a_seed_runs_alone_only_for_automatic_triggers(tiny_checkpoint, monkeypatch):
+    """While typing (Automatic) a workspace seed starts the only row; an explicit request runs a noise row
+    beside it (dgls.model.infill.rows_per_length)."""
+    eng = Engine(EngineOptions(model=str(tiny_checkpoint), device="cpu"))
+    eng.wait_ready(timeout=120)
+    try:
+        seen: list[bool] = []
+        real = eng._infiller.infill_ids
+
+        def spy(prefix_ids, suffix_ids, **kw):
+            seen.append(kw["seed_alone"])
+            return real(prefix_ids, suffix_ids, **kw)
+
+        monkeypatch.setattr(eng._infiller, "infill_ids", spy)
+        request = eng.build_request(SOURCE, CURSOR, language="python")
+        eng.complete(request, seed=1, automatic=True, seed_text="a + b")
+        eng.complete(request, seed=1, seed_text="a + b")  # not the Automatic one from the result cache
+        assert seen == [True, False]
+    finally:
+        eng.shutdown()

@@ -72,7 +72,10 @@ def server(stub_model):
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient, server):
-    await initialize(lsp_client, {"debounceMs": 0, "candidates": 1, "languages": {"enable": ["*"]}})
+    # no workspace seeds: a seeded request sends a noise canvas beside the seeded one, and these tests script
+    # the server's answer to one canvas per request (seeds at the vLLM server: tests/remote/test_backend.py)
+    settings = {"debounceMs": 0, "candidates": 1, "languages": {"enable": ["*"]}, "workspaceSeeds": False}
+    await initialize(lsp_client, settings)
     assert (await wait_ready(lsp_client)).state == "ready"
     yield
     await lsp_client.shutdown_session()
