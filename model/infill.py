@@ -163,7 +163,7 @@ class Infiller:
             guide = None  # a block's middle is checked alone, and later blocks would continue it
         device = self.model.device
         generator = self._generator(cfg, seed)
-        per_length = rows_per_length(n_candidates, bool(seed_ids) and not seed_alone)
+        per_length = rows_per_length(n_candidates, seed_ids, seed_alone)
         rows = [n for n in lengths for _ in range(per_length)]
         B = len(rows)
 
@@ -482,14 +482,14 @@ class MiddleGuide:
         return picks
 
 
-def rows_per_length(n_candidates: int, seeded: bool) -> int:
-    """Canvas rows per length for `n_candidates`: a seed never runs alone.
+def rows_per_length(n_candidates: int, seed_ids: Sequence[int], seed_alone: bool = False) -> int:
+    """Canvas rows per length for `n_candidates`: a seed does not run alone unless `seed_alone` says it may.
 
     A lone seeded row gets a noise row beside it, and both middles are candidates: the caller's pick (the
     best scored that survives shaping and the parse check) decides between them, so a wrong seed that the model
     goes along with does not push out what noise would have given.
     """
-    return n_candidates + (1 if seeded and n_candidates == 1 else 0)
+    return n_candidates + (1 if seed_ids and not seed_alone and n_candidates == 1 else 0)
 
 
 def keep_middle(

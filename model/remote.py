@@ -440,7 +440,7 @@ class VllmInfiller:
             )
         max_steps = (sampler or self.spec.sampler).max_steps
         prompt = [self.spec.bos_id, *prefix_ids]
-        per_length = rows_per_length(n_candidates, bool(seed_ids) and not seed_alone)
+        per_length = rows_per_length(n_candidates, seed_ids, seed_alone)
         canvases = [layout(n, suffix_ids, self.served_canvas) for n in lengths for _ in range(per_length)]
         rng = random.Random(seed)
         noises = [self._noise(rng, c.n_free) for c in canvases]
