@@ -15,6 +15,7 @@ from dgls.model.sampler import (
     denoise,
     draw_accepted,
     entropy,
+    sample_rows,
     temperature,
 )
 
@@ -79,6 +80,27 @@ def test_entropy_matches_categorical():
     logits = torch.randn(3, 7, V) * 4
     ref = torch.distributions.Categorical(logits=logits).entropy()
     assert torch.equal(entropy(logits), ref)
+
+
+def test_sample_rows_draws_from_the_softmax_and_never_a_zero_probability_token():
+    # three rows: a skewed distribution, a uniform one over 4 tokens (the rest banned to -1e4), a near one-hot
+    scaled = torch.full((3, V), -1e4)
+    scaled[0, :5] = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    scaled[1, 10:14] = 0.0
+    scaled[2, 7], scaled[2, 8] = 12.0, 0.0
+    n = 20_000
+    gen = torch.Generator().manual_seed(3)
+    draws = torch.stack([sample_rows(scaled, gen) for _ in range(n)])  # (n, 3)
+    for row in range(3):
+        freq = torch.bincount(draws[:, row], minlength=V).double() / n
+        want = torch.softmax(scaled[row].double(), -1)
+        assert freq[want < 1e-12].sum() == 0, "a token of zero probability was drawn"
+        # 5 standard errors of a frequency estimate over n draws
+        assert torch.all((freq - want).abs() <= 5 * (want * (1 - want) / n).sqrt() + 1e-9), (row, freq[:15], want[:15])
+    # the same seed gives the same draws, another seed others
+    a = sample_rows(scaled.repeat(64, 1), torch.Generator().manual_seed(5))
+    assert torch.equal(a, sample_rows(scaled.repeat(64, 1), torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, sample_rows(scaled.repeat(64, 1), torch.Generator().manual_seed(6)))
 
 
 def test_temperature_schedule_matches_generate():
