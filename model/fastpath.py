@@ -14,7 +14,8 @@ runs one step as a short, fixed sequence of large operations over the model's ow
   exact zero), and runs the model's own router and experts otherwise;
 - the vocabulary-sized work (self-conditioning's soft embedding, the lm_head, the soft cap) runs only over the
   free slots (:meth:`FastDenoiser.free_logits`): a pinned slot's logits are never read, and its
-  self-conditioning signal is the embedding of its token, exactly what softmax of a one-hot times E gives.
+  self-conditioning signal is the embedding of its token, exactly what softmax of a one-hot times E gives; that
+  signal is the same at every step, so self-conditioning's MLP runs over pinned rows once per canvas.
 
 The output equals :class:`~dgls.model.backend.DiffusionGemmaDenoiser`'s to float rounding (tests/model/
 test_fastpath.py compares logits and whole middles on fixed seeds). Models it does not cover (clipped linears)
@@ -319,6 +320,7 @@ class _Request:
         self.soft_pinned = torch.where(
             canvas.pinned[..., None], w.embed[canvas.tokens] * w.embed_scale, torch.zeros((), dtype=w.embed.dtype)
         )
+        self.sc_pinned: torch.Tensor | None = None  # the self-conditioning MLP of soft_pinned (built when first read)
         self.rope = {
             kind: _rope_tables(w.rotary, w.embed, canvas.positions, kind) for kind in {x.layer_type for x in w.layers}
         }
@@ -343,11 +345,19 @@ def _self_conditioned(w: _Weights, req: _Request, tokens: torch.Tensor, sc_free:
     """The canvas embeddings plus the self-conditioning signal of the previous step's logits (none at the first)."""
     x = w.embed[tokens] * w.embed_scale  # (B, C, H)
     if sc_free is not None:
-        soft = req.soft_pinned.clone()
+        # the MLP works row by row: a pinned row's signal is the same at every step, so only free rows run it
+        if req.sc_pinned is None:
+            req.sc_pinned = _sc_mlp(w, req.soft_pinned)  # a free row's zeros give zeros (no biases)
         probs = sc_free.softmax(-1, dtype=torch.float32).to(w.embed.dtype)
-        soft[req.free_rows] = (probs @ w.embed) * w.embed_scale
-        x = x + _gated_mlp(F.rms_norm(soft, (w.hidden,), w.sc_pre_norm, w.eps), w.sc_gate_up, w.sc_down)
+        signal = req.sc_pinned.clone()
+        signal[req.free_rows] = _sc_mlp(w, (probs @ w.embed) * w.embed_scale)
+        x = x + signal
     return F.rms_norm(x, (w.hidden,), None, w.eps)  # the post-norm has no scale
+
+
+def _sc_mlp(w: _Weights, soft: torch.Tensor) -> torch.Tensor:
+    """Self-conditioning's MLP over soft embeddings (..., H): pre-norm, then the gated MLP."""
+    return _gated_mlp(F.rms_norm(soft, (w.hidden,), w.sc_pre_norm, w.eps), w.sc_gate_up, w.sc_down)
 
 
 def _gated_mlp(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
